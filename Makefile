@@ -1,0 +1,25 @@
+# `make test` is the project's test command: it creates .venv on first use, installs the pinned
+# requirements and the project (editable), then runs pytest. Extra pytest arguments: PYTEST_ARGS.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install test bench clean
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/ops_cpu.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

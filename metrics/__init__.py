@@ -1,0 +1,1 @@
+"""Quality metrics (FID, KID, PR, PPL, IS, equivariance) and their detectors."""

@@ -1,0 +1,319 @@
+"""Persistence: the official pickle format, loading by executing embedded source, and the no-exec loader."""
+
+import importlib
+import io
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import dnnlib
+from torch_utils import persistence
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# A small network module. Its top level appends to a marker file whenever it is executed, which lets
+# the tests see whether loading ran the embedded source.
+TOY_SOURCE = textwrap.dedent('''
+    import torch
+    from torch_utils import persistence
+
+    with open(MARKER_PATH, "a") as _f:
+        _f.write("x")
+
+    @persistence.persistent_class
+    class Inner(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(channels, channels))
+            self.register_buffer("offset", torch.randn(channels))
+
+        def forward(self, x):
+            return x @ self.weight + self.offset
+
+    @persistence.persistent_class
+    class Toy(torch.nn.Module):
+        def __init__(self, channels, scale=2.0, extra=None):
+            super().__init__()
+            self.inner = Inner(channels)
+            self.scale = scale
+            self.bias = torch.nn.Parameter(torch.randn(channels))
+
+        def forward(self, x):
+            return self.inner(x) * self.scale + self.bias
+''')
+
+
+def _write_toy_module(directory, name, marker, source=TOY_SOURCE):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name + ".py")
+    with open(path, "w") as f:
+        f.write(f"MARKER_PATH = {str(marker)!r}\n" + source)
+    return path
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """Import a fresh toy module (unique name) from a folder that a child process cannot see."""
+    marker = tmp_path / "marker.txt"
+    name = f"toynet_{os.urandom(4).hex()}"
+    _write_toy_module(str(tmp_path / "mods"), name, marker)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    module = importlib.import_module(name)
+    assert marker.read_text() == "x"
+    yield module, marker
+    sys.modules.pop(name, None)
+
+
+def _count(marker):
+    return len(marker.read_text()) if marker.exists() else 0
+
+
+# ----------------------------------------------------------------------------
+# The pickle format.
+
+def test_instances_reduce_to_the_official_meta_format(toy):
+    module, _ = toy
+    net = module.Toy(3, scale=0.5)
+    func, args, state = net.__reduce__()[:3]
+    assert func is persistence._reconstruct_persistent_obj
+    assert state is None
+    meta = args[0]
+    assert type(meta) is dict
+    assert set(meta) == {"type", "version", "module_src", "class_name", "state"}
+    assert meta["type"] == "class" and meta["version"] == 6 and meta["class_name"] == "Toy"
+    assert meta["module_src"] == open(module.__file__).read()
+    assert meta["state"]["_init_kwargs"] == {"scale": 0.5}
+    assert meta["state"]["_init_args"] == (3,)
+    assert set(meta["state"]["_parameters"]) == {"bias"}
+
+
+def test_persistent_class_records_constructor_arguments(toy):
+    module, _ = toy
+    extra = {"nested": [1, 2]}
+    net = module.Toy(4, extra=extra)
+    extra["nested"].append(3)  # The record is a deep copy.
+    assert net.init_args == (4,)
+    assert isinstance(net.init_kwargs, dnnlib.EasyDict)
+    assert net.init_kwargs.extra == {"nested": [1, 2]}
+    assert persistence.is_persistent(net) and persistence.is_persistent(module.Toy)
+    assert not persistence.is_persistent(torch.nn.Linear(1, 1))
+    assert module.Toy.__name__ == "Toy" and isinstance(net, torch.nn.Module)
+
+
+def test_unpicklable_constructor_arguments_fail_at_construction(toy):
+    module, _ = toy
+    with pytest.raises(Exception):
+        module.Toy(2, extra=lambda: None)
+
+
+def test_trusted_round_trip_in_process_reuses_the_module(toy):
+    module, marker = toy
+    net = module.Toy(3)
+    x = torch.randn(2, 3)
+    loaded = pickle.loads(pickle.dumps(net))
+    # The source was seen before (it is the imported module's), so nothing is executed again.
+    assert _count(marker) == 1
+    assert type(loaded) is module.Toy
+    assert torch.equal(loaded(x), net(x))
+    # Pickling a loaded object again keeps the embedded source.
+    again = pickle.loads(pickle.dumps(loaded))
+    assert torch.equal(again(x), net(x))
+
+
+CHILD_LOADER = textwrap.dedent('''
+    import sys, pickle
+    # Only the package root (plus the standard library and site-packages for torch and numpy).
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()
+                     and "editable" not in repr(f).lower()]
+    sys.path = [PKG_ROOT] + [p for p in sys.path if "site-packages" in p or "lib/python" in p and "site-packages" not in p]
+    import importlib.util
+    for name in ("training", "metrics", TOY_NAME):
+        assert importlib.util.find_spec(name) is None, name + " should not be importable here"
+    import torch, torch_utils, dnnlib
+    assert torch_utils.__file__.startswith(PKG_ROOT), torch_utils.__file__
+    with open(PKL, "rb") as f:
+        data = pickle.load(f)
+    net = data["G_ema"]
+    assert type(net).__module__.startswith("_imported_module_"), type(net).__module__
+    assert isinstance(data["kwargs"], dnnlib.EasyDict)
+    torch.save(net(data["x"]), OUT)
+''')
+
+
+def test_trusted_round_trip_in_a_fresh_interpreter_with_only_dnnlib_and_torch_utils(toy, tmp_path):
+    module, marker = toy
+    net = module.Toy(3, scale=3.0).eval().requires_grad_(False)
+    x = torch.randn(2, 3)
+    pkl = tmp_path / "snapshot.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump(dict(G_ema=net, x=x, kwargs=dnnlib.EasyDict(a=1)), f)
+
+    pkg_root = tmp_path / "pkgroot"
+    for package in ("dnnlib", "torch_utils"):
+        shutil.copytree(os.path.join(REPO_ROOT, package), pkg_root / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "out.pt"
+    code = (f"PKG_ROOT = {str(pkg_root)!r}\nTOY_NAME = {module.__name__!r}\nPKL = {str(pkl)!r}\n"
+            f"OUT = {str(out)!r}\n" + CHILD_LOADER)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert torch.equal(torch.load(out), net(x))
+    assert _count(marker) == 2  # The child executed the embedded source once.
+
+
+def test_import_hooks_may_patch_the_source(toy, monkeypatch):
+    module, marker = toy
+    net = module.Toy(2, scale=1.0)
+    data = pickle.dumps(net)
+    seen = []
+
+    def hook(meta):
+        seen.append(meta.class_name)
+        meta.module_src = meta.module_src.replace("* self.scale", "* self.scale * 10")
+        return meta
+    monkeypatch.setattr(persistence, "_import_hooks", [hook])
+    loaded = pickle.loads(data)
+    assert seen == ["Inner", "Toy"]
+    x = torch.randn(1, 2)
+    expected = (x @ net.inner.weight + net.inner.offset) * 10 + net.bias
+    assert torch.allclose(loaded(x), expected)
+    assert _count(marker) == 2  # The patched source is new, so it ran.
+
+
+# ----------------------------------------------------------------------------
+# The no-exec loader.
+
+@pytest.fixture
+def registry(monkeypatch):
+    monkeypatch.setattr(persistence, "_no_exec_modules", {})
+    return persistence
+
+
+def test_no_exec_loader_rebuilds_registered_classes_without_running_the_source(toy, registry, tmp_path):
+    module, marker = toy
+    registry.register_no_exec_module("toy", [module.Toy, module.Inner])
+    net = module.Toy(3, scale=0.25).eval()
+    net.inner.train()
+    net.bias.requires_grad_(False)
+    path = tmp_path / "net.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"G": net, "note": "hello", "kwargs": dnnlib.EasyDict(a=[1, 2])}, f)
+
+    loaded = persistence.load(str(path))
+    assert _count(marker) == 1
+    G = loaded["G"]
+    assert type(G) is module.Toy and loaded["note"] == "hello" and loaded["kwargs"].a == [1, 2]
+    for (name_a, a), (name_b, b) in zip(net.state_dict().items(), G.state_dict().items()):
+        assert name_a == name_b and torch.equal(a, b)
+    assert G.training is False and G.inner.training is True
+    assert G.bias.requires_grad is False and G.inner.weight.requires_grad is True
+    x = torch.randn(2, 3)
+    assert torch.equal(G(x), net(x))
+
+
+def test_no_exec_loader_recognises_a_foreign_copy_of_a_module_by_its_names(toy, registry, tmp_path):
+    module, marker = toy
+    registry.register_no_exec_module("toy", [module.Toy, module.Inner])
+    # A pickle written by another copy of the code: same classes, different source text.
+    other_name = module.__name__ + "_fork"
+    _write_toy_module(str(tmp_path / "fork"), other_name, marker,
+                      source="# a fork with a different header\n" + TOY_SOURCE)
+    sys.path.insert(0, str(tmp_path / "fork"))
+    try:
+        fork = importlib.import_module(other_name)
+    finally:
+        sys.path.remove(str(tmp_path / "fork"))
+        sys.modules.pop(other_name, None)
+    assert _count(marker) == 2
+    net = fork.Toy(2)
+    G = persistence.load(io.BytesIO(pickle.dumps(net)))
+    assert _count(marker) == 2
+    assert type(G) is module.Toy
+    x = torch.randn(1, 2)
+    assert torch.equal(G(x), net(x))
+
+
+def test_no_exec_loader_refuses_unknown_globals_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned.txt"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"echo pwned > {marker}",))
+    data = pickle.dumps({"G": Evil()})
+    with pytest.raises(persistence.UnsafePickleError, match=r"'posix\.system'.*trust_code=True"):
+        persistence.load(io.BytesIO(data))
+    assert not marker.exists()
+    # The same bytes do run code under plain pickle: the check above could fail.
+    pickle.loads(data)
+    assert marker.exists()
+
+
+def test_no_exec_loader_refuses_unregistered_persistent_objects_and_runs_nothing(toy, registry, tmp_path):
+    module, marker = toy
+    data = pickle.dumps(module.Toy(2))
+    # Make the embedded source unknown to this process so that trusted loading would execute it.
+    persistence._src_to_module_dict.pop(module.Toy._orig_module_src, None)
+    try:
+        with pytest.raises(persistence.UnsafePickleError, match=r"'Inner'.*trust_code=True"):
+            persistence.load(io.BytesIO(data))
+        assert _count(marker) == 1
+        persistence.load(io.BytesIO(data), trust_code=True)
+        assert _count(marker) == 2  # Trusted loading did run it: the refusal above mattered.
+    finally:
+        persistence._src_to_module_dict[module.Toy._orig_module_src] = module
+
+
+def test_no_exec_loader_refuses_tensor_shape_mismatch_with_a_clear_message(toy, registry, tmp_path):
+    module, marker = toy
+    net = module.Toy(3)
+    data = pickle.dumps(net)
+
+    class Toy(torch.nn.Module):  # A registered class whose constructor builds other shapes.
+        def __init__(self, channels, scale=2.0, extra=None):
+            super().__init__()
+            self.inner = module.Inner(channels)
+            self.bias = torch.nn.Parameter(torch.zeros(channels + 1))
+    registry.register_no_exec_module("toy", [Toy, module.Inner], signature=["Toy", "Inner"])
+    with pytest.raises(persistence.UnsafePickleError, match=r"'bias'.*\[3\].*\[4\]"):
+        persistence.load(io.BytesIO(data))
+
+
+def test_no_exec_loader_refuses_storage_bytes_that_hide_a_pickle(tmp_path):
+    marker = tmp_path / "pwned.txt"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"echo pwned > {marker}",))
+    inner = io.BytesIO()
+    torch.save(Evil(), inner)
+
+    class SneakyStorage:
+        def __reduce__(self):
+            return (torch.storage._load_from_bytes, (inner.getvalue(),))
+    data = pickle.dumps(SneakyStorage())
+    with pytest.raises(Exception):
+        persistence.load(io.BytesIO(data))
+    assert not marker.exists()
+
+
+def test_no_exec_loader_admits_plain_data():
+    import numpy as np
+    obj = {"a": np.arange(5, dtype=np.int16), "s": np.float32(1.5), "t": torch.arange(4.0).view(2, 2)[:, 1],
+           "p": torch.nn.Parameter(torch.ones(2)), "h": torch.ones(2, dtype=torch.float16), "set": {1, 2},
+           "e": dnnlib.EasyDict(x=1), "c": 1 + 2j, "b": b"\x00\xff"}
+    loaded = persistence.load(io.BytesIO(pickle.dumps(obj)))
+    assert np.array_equal(loaded["a"], obj["a"]) and loaded["a"].dtype == np.int16
+    assert loaded["s"] == np.float32(1.5) and type(loaded["s"]) is np.float32
+    assert torch.equal(loaded["t"], torch.tensor([1.0, 3.0]))
+    assert isinstance(loaded["p"], torch.nn.Parameter) and loaded["h"].dtype == torch.float16
+    assert loaded["set"] == {1, 2} and loaded["e"].x == 1 and loaded["c"] == 1 + 2j and loaded["b"] == b"\x00\xff"
+    # Protocol 2 spells bytes through _codecs.encode.
+    assert persistence.load(io.BytesIO(pickle.dumps(obj, protocol=2)))["b"] == b"\x00\xff"

@@ -1,0 +1,408 @@
+"""Pickling of network objects together with the source code of the module that defines them.
+
+A class decorated with `@persistent_class` pickles its instances as
+`_reconstruct_persistent_obj(meta)` with
+`meta = dict(type='class', version=6, module_src=<whole module source>, class_name=..., state=...)`,
+the format of the official StyleGAN2-ADA / StyleGAN3 / EG3D / Ray Conditioning releases. A snapshot
+therefore loads wherever `dnnlib` and `torch_utils` import, without the code that trained it.
+
+Two ways to load:
+- `pickle.load` (or `load(f, trust_code=True)`) executes the embedded source, exactly like the
+  official code. Only do this with files you trust.
+- `load(f)` (the default, `trust_code=False`) never executes anything from the file: a restricted
+  unpickler admits only tensors, numpy arrays and scalars, builtin containers and EasyDict, and it
+  rebuilds every persistent object from a class registered with `register_no_exec_module`, using the
+  object's recorded constructor arguments and tensors.
+"""
+
+import _compat_pickle
+import ast
+import copy
+import inspect
+import io
+import pickle
+import sys
+import types
+import uuid
+from typing import Any, Callable, Dict, Iterable, Optional
+
+import dnnlib
+
+_version = 6                # Written into every pickle; the official releases use the same number.
+_decorators = set()         # Every class produced by persistent_class().
+_import_hooks = []          # Functions meta -> meta, run on every load before the version check.
+_module_to_src_dict = {}    # module object -> source text
+_src_to_module_dict = {}    # source text -> module object
+
+
+# ----------------------------------------------------------------------------
+# Saving.
+
+def persistent_class(orig_class: type) -> type:
+    """Class decorator: instances pickle together with the source of the module that defines the class.
+
+    The class must be defined at the top level of an importable module, and its constructor arguments
+    must be pickleable: they are recorded (`init_args`, `init_kwargs`) so that the object can be
+    rebuilt, also by the no-exec loader.
+    """
+    assert isinstance(orig_class, type)
+    if is_persistent(orig_class):
+        return orig_class
+
+    assert orig_class.__module__ in sys.modules
+    orig_module = sys.modules[orig_class.__module__]
+    orig_module_src = _module_to_src(orig_module)
+
+    class Decorator(orig_class):
+        _orig_module_src = orig_module_src
+        _orig_class_name = orig_class.__name__
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._init_args = copy.deepcopy(args)
+            self._init_kwargs = copy.deepcopy(kwargs)
+            assert orig_class.__name__ in orig_module.__dict__
+            _check_pickleable(self.__reduce__())
+
+        @property
+        def init_args(self):
+            return copy.deepcopy(self._init_args)
+
+        @property
+        def init_kwargs(self):
+            return dnnlib.EasyDict(copy.deepcopy(self._init_kwargs))
+
+        def __reduce__(self):
+            fields = list(super().__reduce__())
+            fields += [None] * max(3 - len(fields), 0)
+            if fields[0] is not _reconstruct_persistent_obj:
+                meta = dict(type="class", version=_version, module_src=self._orig_module_src,
+                            class_name=self._orig_class_name, state=fields[2])
+                fields[0] = _reconstruct_persistent_obj
+                fields[1] = (meta,)
+                fields[2] = None
+            return tuple(fields)
+
+    Decorator.__name__ = orig_class.__name__
+    Decorator.__qualname__ = orig_class.__qualname__
+    Decorator.__module__ = orig_class.__module__
+    Decorator.__doc__ = orig_class.__doc__
+    _decorators.add(Decorator)
+    return Decorator
+
+
+def is_persistent(obj: Any) -> bool:
+    """True for a class made by persistent_class() and for its instances."""
+    try:
+        if obj in _decorators:
+            return True
+    except TypeError:  # Unhashable objects.
+        pass
+    return type(obj) in _decorators
+
+
+def import_hook(hook: Callable) -> None:
+    """Register `hook(meta) -> meta`, run on every persistent object loaded, before the version check.
+
+    Hooks may rewrite `meta.module_src` to patch old pickles against API changes.
+    """
+    assert callable(hook)
+    _import_hooks.append(hook)
+
+
+def _module_to_src(module: types.ModuleType) -> str:
+    src = _module_to_src_dict.get(module, None)
+    if src is None:
+        src = inspect.getsource(module)
+        _module_to_src_dict[module] = src
+        _src_to_module_dict[src] = module
+    return src
+
+
+def _check_pickleable(obj: Any) -> None:
+    """Fail early, at construction, if the recorded state of a persistent object cannot be pickled."""
+    def recurse(obj):
+        if isinstance(obj, (list, tuple, set)):
+            return [recurse(x) for x in obj]
+        if isinstance(obj, dict):
+            return [[recurse(x), recurse(y)] for x, y in obj.items()]
+        if isinstance(obj, (str, int, float, bool, bytes, bytearray, type(None))):
+            return None
+        if f"{type(obj).__module__}.{type(obj).__name__}" in ("numpy.ndarray", "torch.Tensor", "torch.nn.parameter.Parameter"):
+            return None
+        if is_persistent(obj):
+            return None
+        return obj  # Anything else gets a trial pickle below.
+    with io.BytesIO() as f:
+        pickle.dump(recurse(obj), f)
+
+
+# ----------------------------------------------------------------------------
+# Loading by executing the embedded source (the official behaviour).
+
+def _src_to_module(module_src: str) -> types.ModuleType:
+    module = _src_to_module_dict.get(module_src, None)
+    if module is None:
+        module_name = "_imported_module_" + uuid.uuid4().hex
+        module = types.ModuleType(module_name)
+        sys.modules[module_name] = module
+        # Registered before executing: the decorators inside the source look their source up here.
+        _module_to_src_dict[module] = module_src
+        _src_to_module_dict[module_src] = module
+        exec(module_src, module.__dict__)  # pylint: disable=exec-used
+    return module
+
+
+def _run_import_hooks(meta: Any) -> dnnlib.EasyDict:
+    meta = dnnlib.EasyDict(meta)
+    meta.state = dnnlib.EasyDict(meta.state)
+    for hook in _import_hooks:
+        meta = hook(meta)
+        assert meta is not None, "An import hook returned None; it must return the (modified) meta."
+    return meta
+
+
+def _reconstruct_persistent_obj(meta: Dict) -> Any:
+    """Rebuild a persistent object by executing its embedded module source (trusted files only)."""
+    meta = _run_import_hooks(meta)
+    assert meta.version == _version, f"Unsupported persistent object version {meta.version}; expected {_version}."
+    module = _src_to_module(meta.module_src)
+    assert meta.type == "class"
+    orig_class = module.__dict__[meta.class_name]
+    decorator_class = persistent_class(orig_class)
+    obj = decorator_class.__new__(decorator_class)
+    setstate = getattr(obj, "__setstate__", None)
+    if callable(setstate):
+        setstate(meta.state)  # nn.Module back-fills attributes that newer PyTorch versions added.
+    else:
+        obj.__dict__.update(meta.state)
+    return obj
+
+
+# ----------------------------------------------------------------------------
+# Loading without executing anything from the file.
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The no-exec loader met something it will not rebuild without running code from the file."""
+
+
+_TRUST_HINT = "if you trust the file and its author, load it with trust_code=True"
+
+
+class _NoExecModule:
+    """Our classes that stand in for the classes of one known embedded module."""
+
+    def __init__(self, key: str, classes: Dict[str, type], signature: frozenset, sources: frozenset):
+        self.key = key
+        self.classes = classes
+        self.signature = signature
+        self.sources = sources
+
+
+_no_exec_modules: Dict[str, _NoExecModule] = {}
+
+
+def register_no_exec_module(key: str, classes: Iterable[type], signature: Optional[Iterable[str]] = None) -> None:
+    """Let the no-exec loader rebuild objects of an embedded module from our own `classes`.
+
+    An embedded module source is recognised as `key` when it is the source of one of `classes`, or when
+    it defines at top level every name in `signature` (default: the classes' names); when several
+    registered modules match, the one with the largest signature wins. Objects are then rebuilt from the
+    class of the same name, constructed with the recorded constructor arguments.
+    """
+    classes = list(classes)
+    by_name = {cls.__name__: cls for cls in classes}
+    signature = frozenset(signature if signature is not None else by_name)
+    sources = frozenset(getattr(cls, "_orig_module_src", None) for cls in classes) - {None}
+    _no_exec_modules[key] = _NoExecModule(key, by_name, signature, sources)
+
+
+def _top_level_names(module_src: str) -> frozenset:
+    # Parsing builds a syntax tree only; nothing in the source runs.
+    try:
+        tree = ast.parse(module_src)
+    except SyntaxError:
+        return frozenset()
+    return frozenset(node.name for node in tree.body
+                     if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+
+
+def _identify_module(module_src: str) -> Optional[_NoExecModule]:
+    for entry in _no_exec_modules.values():
+        if module_src in entry.sources:
+            return entry
+    names = _top_level_names(module_src)
+    matches = [entry for entry in _no_exec_modules.values() if entry.signature and entry.signature <= names]
+    if not matches:
+        return None
+    matches.sort(key=lambda entry: len(entry.signature), reverse=True)
+    if len(matches) > 1 and len(matches[0].signature) == len(matches[1].signature):
+        return None  # Ambiguous: refuse rather than guess.
+    return matches[0]
+
+
+def _describe_module(module_src: str) -> str:
+    names = sorted(_top_level_names(module_src))
+    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    return f"an embedded module defining {shown}" if names else "an embedded module"
+
+
+def _module_tensors(module) -> Dict[str, Any]:
+    import torch
+    tensors = {}
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        tensors[name] = tensor
+    assert all(isinstance(t, torch.Tensor) for t in tensors.values())
+    return tensors
+
+
+def _state_tensors(state: Dict, prefix: str = "") -> Dict[str, Any]:
+    """Named parameters and buffers of a pickled nn.Module state, children included."""
+    import torch
+    tensors = {}
+    for group in ("_parameters", "_buffers"):
+        for name, tensor in (state.get(group) or {}).items():
+            if tensor is not None:
+                tensors[prefix + name] = tensor
+    for child_name, child in (state.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, torch.nn.Module):
+            raise UnsafePickleError(f"Submodule '{prefix + child_name}' is not a module the loader could rebuild.")
+        for name, tensor in _module_tensors(child).items():
+            tensors[f"{prefix}{child_name}.{name}"] = tensor
+    return tensors
+
+
+def _state_training_flags(state: Dict, prefix: str = "") -> Dict[str, bool]:
+    flags = {prefix.rstrip("."): bool(state.get("training", False))}
+    for child_name, child in (state.get("_modules") or {}).items():
+        if child is not None:
+            for name, module in child.named_modules():
+                flags[(prefix + child_name + ("." + name if name else ""))] = module.training
+    return flags
+
+
+def _restore_module(obj, state: Dict, what: str) -> None:
+    """Copy the pickled tensors into a freshly constructed module; names and shapes must match exactly."""
+    import torch
+    src = _state_tensors(state)
+    dst = _module_tensors(obj)
+    missing = sorted(set(dst) - set(src))
+    unexpected = sorted(set(src) - set(dst))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise UnsafePickleError(
+            f"The tensors of {what} do not match the registered class ({detail}); {_TRUST_HINT}.")
+    with torch.no_grad():
+        for name, tensor in dst.items():
+            if tensor.shape != src[name].shape:
+                raise UnsafePickleError(
+                    f"Tensor '{name}' of {what} has shape {list(src[name].shape)} in the file but "
+                    f"{list(tensor.shape)} in the registered class; {_TRUST_HINT}.")
+            tensor.copy_(src[name].detach())
+            if isinstance(tensor, torch.nn.Parameter):
+                tensor.requires_grad_(src[name].requires_grad)
+    flags = _state_training_flags(state)
+    for name, module in obj.named_modules():
+        module.training = flags.get(name, module.training)
+
+
+def _reconstruct_without_exec(meta: Any) -> Any:
+    """Stand-in for _reconstruct_persistent_obj: rebuild from a registered class, execute nothing."""
+    import torch
+    if not isinstance(meta, dict) or not isinstance(meta.get("module_src"), str) or not isinstance(meta.get("state"), dict):
+        raise UnsafePickleError("A persistent object in the file is malformed.")
+    meta = _run_import_hooks(meta)
+    if meta.get("version") != _version or meta.get("type") != "class":
+        raise UnsafePickleError(f"Unsupported persistent object (type {meta.get('type')!r}, version {meta.get('version')!r}).")
+    class_name = meta.get("class_name")
+    what = f"'{class_name}' from {_describe_module(meta.module_src)}"
+    entry = _identify_module(meta.module_src)
+    if entry is None or class_name not in entry.classes:
+        raise UnsafePickleError(
+            f"No registered class can stand in for {what}; import the module that registers it "
+            f"(for example training.networks_stylegan2) or, {_TRUST_HINT}.")
+    state = meta.state
+    if "_init_kwargs" not in state:
+        raise UnsafePickleError(f"The file does not record the constructor arguments of {what}; {_TRUST_HINT}.")
+    init_args = state.get("_init_args") or ()
+    init_kwargs = state.get("_init_kwargs") or {}
+    try:
+        obj = entry.classes[class_name](*init_args, **init_kwargs)
+    except Exception as err:
+        raise UnsafePickleError(f"Rebuilding {what} failed ({type(err).__name__}: {err}); {_TRUST_HINT}.") from None
+    if isinstance(obj, torch.nn.Module):
+        _restore_module(obj, state, what)
+    return obj
+
+
+def _load_storage_from_bytes(data: bytes) -> Any:
+    # torch's own helper for this global loads with weights_only=False, i.e. it would run any pickle.
+    import torch
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+def _admitted_global(module: str, name: str) -> Any:
+    """The object a global reference in the file may resolve to, or None if it is not admitted."""
+    import collections
+    import numpy as np
+    import torch
+    import torch._utils
+    if module == "torch_utils.persistence" and name == "_reconstruct_persistent_obj":
+        return _reconstruct_without_exec
+    if module == "torch.storage" and name == "_load_from_bytes":
+        return _load_storage_from_bytes
+    if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
+        return getattr(np, "_core", getattr(np, "core", None)).multiarray.__dict__[name]
+    admitted = {
+        ("dnnlib.util", "EasyDict"): dnnlib.EasyDict,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "complex"): complex,
+        ("builtins", "slice"): slice,
+        ("_codecs", "encode"): __import__("_codecs").encode,  # How protocol-2 pickles spell bytes.
+    }
+    if (module, name) in admitted:
+        return admitted[(module, name)]
+    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        return getattr(torch, name)
+    return None
+
+
+class _NoExecUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        # Protocol-2 pickles use Python 2 names ('__builtin__.set'); pickle's own find_class maps them.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        obj = _admitted_global(module, name)
+        if obj is None:
+            raise UnsafePickleError(
+                f"The file refers to '{module}.{name}', which the no-exec loader does not admit; {_TRUST_HINT}.")
+        return obj
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError(f"The file uses persistent ids, which the no-exec loader does not admit; {_TRUST_HINT}.")
+
+
+def load(file, trust_code: bool = False) -> Any:
+    """Unpickle a network snapshot from a binary file object or a path.
+
+    trust_code=False (default): execute nothing from the file; persistent objects are rebuilt from
+    registered classes (see register_no_exec_module) and anything else that would need code from the
+    file raises UnsafePickleError. trust_code=True: plain pickle.load, which executes the embedded
+    source exactly like the official releases do.
+    """
+    if isinstance(file, (str, bytes)) or hasattr(file, "__fspath__"):
+        with open(file, "rb") as f:
+            return load(f, trust_code=trust_code)
+    if trust_code:
+        return pickle.load(file)
+    return _NoExecUnpickler(file).load()
+

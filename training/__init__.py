@@ -1,0 +1,1 @@
+"""Network training: networks, cameras, rendering, augmentation, losses, datasets and the training loop."""
