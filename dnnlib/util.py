@@ -118,28 +118,25 @@ def make_cache_dir_path(*paths: str) -> str:
 # ----------------------------------------------------------------------------
 # Small utilities.
 
-def format_time(seconds) -> str:
-    """'12s', '3m 05s', '2h 03m 05s' or '4d 02h 03m'."""
+def _time_units(seconds) -> List[str]:
     s = int(round(seconds))
     if s < 60:
-        return f"{s}s"
+        return [f"{s}s"]
     if s < 60 * 60:
-        return f"{s // 60}m {s % 60:02}s"
+        return [f"{s // 60}m", f"{s % 60:02}s"]
     if s < 24 * 60 * 60:
-        return f"{s // 3600}h {(s // 60) % 60:02}m {s % 60:02}s"
-    return f"{s // 86400}d {(s // 3600) % 24:02}h {(s // 60) % 60:02}m"
+        return [f"{s // 3600}h", f"{(s // 60) % 60:02}m", f"{s % 60:02}s"]
+    return [f"{s // 86400}d", f"{(s // 3600) % 24:02}h", f"{(s // 60) % 60:02}m"]
+
+
+def format_time(seconds) -> str:
+    """'12s', '3m 05s', '2h 03m 05s' or '4d 02h 03m'."""
+    return " ".join(_time_units(seconds))
 
 
 def format_time_brief(seconds) -> str:
-    """Like format_time() without the smallest unit: '12s', '3m 05s', '2h 03m', '4d 02h'."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 60 * 60:
-        return f"{s // 60}m {s % 60:02}s"
-    if s < 24 * 60 * 60:
-        return f"{s // 3600}h {(s // 60) % 60:02}m"
-    return f"{s // 86400}d {(s // 3600) % 24:02}h"
+    """At most two units: '12s', '3m 05s', '2h 03m', '4d 02h'."""
+    return " ".join(_time_units(seconds)[:2])
 
 
 def ask_yes_no(question: str) -> bool:

@@ -2,9 +2,7 @@
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import textwrap
 
@@ -12,8 +10,8 @@ import pytest
 import torch
 
 from torch_utils import distributed
+from multiproc import run_processes
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TORCHRUN_VARS = ['RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT']
 
 @pytest.fixture(autouse=True)
@@ -118,25 +116,6 @@ _SCRIPT = textwrap.dedent('''
         returned = distributed.launch(main, num_procs=num_procs, args=('hello', sys.argv[2]), device_type='cpu', timeout=60)
         print('AFTER ' + json.dumps(dict(returned=returned, group=torch.distributed.is_initialized())), flush=True)
 ''')
-
-def run_processes(commands, timeout, envs=None):
-    """Run commands concurrently; kill every process group we started if they exceed `timeout` seconds."""
-    envs = envs or [None] * len(commands)
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
-                              env=env, start_new_session=True) for cmd, env in zip(commands, envs)]
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            results.append((proc.returncode, out, err))
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for proc in procs:
-            proc.communicate()
-        pytest.fail(f'processes did not finish within {timeout} s')
-    return results
 
 def _lines(stdout, prefix):
     return [json.loads(line[len(prefix):]) for line in stdout.splitlines() if line.startswith(prefix)]

@@ -3,9 +3,6 @@
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import textwrap
 import warnings
@@ -14,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from torch_utils import misc
+from torch_utils import distributed, misc
+from multiproc import run_processes
 
 #----------------------------------------------------------------------------
 # constant
@@ -330,25 +328,11 @@ _DDP_WORKER = textwrap.dedent('''
 def test_ddp_helpers_with_two_gloo_processes(tmp_path):
     script = tmp_path / 'ddp_worker.py'
     script.write_text(_DDP_WORKER)
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, str(script), str(rank), str(port)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True) for rank in range(2)]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=90))
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for proc in procs:
-            proc.communicate()
-        pytest.fail('DDP worker processes did not finish within 90 s')
+    port = distributed.find_free_port()
+    outputs = run_processes([[sys.executable, str(script), str(rank), str(port)] for rank in range(2)], timeout=90)
     results = []
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err[-3000:]
+    for returncode, out, err in outputs:
+        assert returncode == 0, err[-3000:]
         [line] = [line for line in out.splitlines() if line.startswith('RESULT ')]
         results.append(json.loads(line[len('RESULT '):]))
 

@@ -2,9 +2,6 @@
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import textwrap
 
@@ -12,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from torch_utils import training_stats
+from torch_utils import distributed, training_stats
+from multiproc import run_processes
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 @pytest.fixture(autouse=True)
 def fresh_stats(monkeypatch):
@@ -151,30 +148,6 @@ _WORKER = textwrap.dedent('''
     print('RESULT ' + json.dumps(dict(stats=stats, values={k: v.tolist() for k, v in values.items()})), flush=True)
 ''')
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-def run_processes(commands, timeout, env=None):
-    """Run commands concurrently; kill every process group we started if they exceed `timeout` seconds."""
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
-                              env=env_i, start_new_session=True)
-             for cmd, env_i in zip(commands, env or [None] * len(commands))]
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            results.append((proc.returncode, out, err))
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for proc in procs:
-            proc.communicate()
-        pytest.fail(f'processes did not finish within {timeout} s')
-    return results
-
 def _parse_result(stdout):
     lines = [line for line in stdout.splitlines() if line.startswith('RESULT ')]
     assert len(lines) == 1, stdout
@@ -183,7 +156,7 @@ def _parse_result(stdout):
 def test_two_gloo_processes_reduce_over_union(tmp_path):
     script = tmp_path / 'worker.py'
     script.write_text(_WORKER)
-    port = _free_port()
+    port = distributed.find_free_port()
     commands = [[sys.executable, str(script), str(rank), '2', str(port)] for rank in range(2)]
     results = run_processes(commands, timeout=90)
     for code, out, err in results:
