@@ -247,70 +247,24 @@ def _describe_module(module_src: str) -> str:
     return f"an embedded module defining {shown}" if names else "an embedded module"
 
 
-def _module_tensors(module) -> Dict[str, Any]:
-    import torch
-    tensors = {}
-    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
-        tensors[name] = tensor
-    assert all(isinstance(t, torch.Tensor) for t in tensors.values())
-    return tensors
+class _Pending:
+    """A persistent object read from the file, not yet built.
+
+    Building waits until the whole file is read: a parent's constructor creates its own submodules,
+    so only the outermost objects are constructed, each exactly once, and their submodules' tensors
+    are taken from the pending children's states.
+    """
+
+    def __init__(self, cls: type, init_args: tuple, init_kwargs: dict, state: Dict, what: str):
+        self.cls = cls
+        self.init_args = init_args
+        self.init_kwargs = init_kwargs
+        self.state = state
+        self.what = what
 
 
-def _state_tensors(state: Dict, prefix: str = "") -> Dict[str, Any]:
-    """Named parameters and buffers of a pickled nn.Module state, children included."""
-    import torch
-    tensors = {}
-    for group in ("_parameters", "_buffers"):
-        for name, tensor in (state.get(group) or {}).items():
-            if tensor is not None:
-                tensors[prefix + name] = tensor
-    for child_name, child in (state.get("_modules") or {}).items():
-        if child is None:
-            continue
-        if not isinstance(child, torch.nn.Module):
-            raise UnsafePickleError(f"Submodule '{prefix + child_name}' is not a module the loader could rebuild.")
-        for name, tensor in _module_tensors(child).items():
-            tensors[f"{prefix}{child_name}.{name}"] = tensor
-    return tensors
-
-
-def _state_training_flags(state: Dict, prefix: str = "") -> Dict[str, bool]:
-    flags = {prefix.rstrip("."): bool(state.get("training", False))}
-    for child_name, child in (state.get("_modules") or {}).items():
-        if child is not None:
-            for name, module in child.named_modules():
-                flags[(prefix + child_name + ("." + name if name else ""))] = module.training
-    return flags
-
-
-def _restore_module(obj, state: Dict, what: str) -> None:
-    """Copy the pickled tensors into a freshly constructed module; names and shapes must match exactly."""
-    import torch
-    src = _state_tensors(state)
-    dst = _module_tensors(obj)
-    missing = sorted(set(dst) - set(src))
-    unexpected = sorted(set(src) - set(dst))
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise UnsafePickleError(
-            f"The tensors of {what} do not match the registered class ({detail}); {_TRUST_HINT}.")
-    with torch.no_grad():
-        for name, tensor in dst.items():
-            if tensor.shape != src[name].shape:
-                raise UnsafePickleError(
-                    f"Tensor '{name}' of {what} has shape {list(src[name].shape)} in the file but "
-                    f"{list(tensor.shape)} in the registered class; {_TRUST_HINT}.")
-            tensor.copy_(src[name].detach())
-            if isinstance(tensor, torch.nn.Parameter):
-                tensor.requires_grad_(src[name].requires_grad)
-    flags = _state_training_flags(state)
-    for name, module in obj.named_modules():
-        module.training = flags.get(name, module.training)
-
-
-def _reconstruct_without_exec(meta: Any) -> Any:
-    """Stand-in for _reconstruct_persistent_obj: rebuild from a registered class, execute nothing."""
-    import torch
+def _reconstruct_without_exec(meta: Any) -> _Pending:
+    """Stand-in for _reconstruct_persistent_obj: choose a registered class, execute nothing."""
     if not isinstance(meta, dict) or not isinstance(meta.get("module_src"), str) or not isinstance(meta.get("state"), dict):
         raise UnsafePickleError("A persistent object in the file is malformed.")
     meta = _run_import_hooks(meta)
@@ -326,15 +280,89 @@ def _reconstruct_without_exec(meta: Any) -> Any:
     state = meta.state
     if "_init_kwargs" not in state:
         raise UnsafePickleError(f"The file does not record the constructor arguments of {what}; {_TRUST_HINT}.")
-    init_args = state.get("_init_args") or ()
-    init_kwargs = state.get("_init_kwargs") or {}
+    return _Pending(entry.classes[class_name], tuple(state.get("_init_args") or ()),
+                    dict(state.get("_init_kwargs") or {}), state, what)
+
+
+def _pending_children(pending: _Pending, prefix: str = ""):
+    """(qualified name, pending) for the object and every pending submodule below it."""
+    yield prefix.rstrip("."), pending
+    for child_name, child in (pending.state.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, _Pending):
+            raise UnsafePickleError(f"Submodule '{prefix + child_name}' of {pending.what} is not an object the loader can rebuild.")
+        yield from _pending_children(child, f"{prefix}{child_name}.")
+
+
+def _restore_module(obj, pending: _Pending) -> None:
+    """Copy the pickled tensors into a freshly constructed module; names and shapes must match exactly."""
+    import torch
+    src, flags = {}, {}
+    for module_name, node in _pending_children(pending):
+        flags[module_name] = bool(node.state.get("training", False))
+        for group in ("_parameters", "_buffers"):
+            for name, tensor in (node.state.get(group) or {}).items():
+                if tensor is not None:
+                    src[f"{module_name}.{name}" if module_name else name] = tensor
+    dst = dict(list(obj.named_parameters()) + list(obj.named_buffers()))
+    missing = sorted(set(dst) - set(src))
+    unexpected = sorted(set(src) - set(dst))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise UnsafePickleError(
+            f"The tensors of {pending.what} do not match the registered class ({detail}); {_TRUST_HINT}.")
+    with torch.no_grad():
+        for name, tensor in dst.items():
+            if not isinstance(src[name], torch.Tensor) or tensor.shape != src[name].shape:
+                raise UnsafePickleError(
+                    f"Tensor '{name}' of {pending.what} has shape {list(getattr(src[name], 'shape', []))} in the "
+                    f"file but {list(tensor.shape)} in the registered class; {_TRUST_HINT}.")
+            tensor.copy_(src[name].detach())
+            if isinstance(tensor, torch.nn.Parameter):
+                tensor.requires_grad_(src[name].requires_grad)
+    for name, module in obj.named_modules():
+        module.training = flags.get(name, module.training)
+
+
+def _build(pending: _Pending, memo: Dict[int, Any]) -> Any:
+    import numpy as np
+    import torch
+    args = _materialize(pending.init_args, memo)
+    kwargs = _materialize(pending.init_kwargs, memo)
+    # Constructors draw random initial weights; keep the caller's random streams as they were,
+    # as plain unpickling would.
+    numpy_state = np.random.get_state()
     try:
-        obj = entry.classes[class_name](*init_args, **init_kwargs)
+        with torch.random.fork_rng(devices=[]):
+            obj = pending.cls(*args, **kwargs)
     except Exception as err:
-        raise UnsafePickleError(f"Rebuilding {what} failed ({type(err).__name__}: {err}); {_TRUST_HINT}.") from None
+        raise UnsafePickleError(f"Rebuilding {pending.what} failed ({type(err).__name__}: {err}); {_TRUST_HINT}.") from None
+    finally:
+        np.random.set_state(numpy_state)
     if isinstance(obj, torch.nn.Module):
-        _restore_module(obj, state, what)
+        _restore_module(obj, pending)
     return obj
+
+
+def _materialize(obj: Any, memo: Dict[int, Any]) -> Any:
+    """Replace every pending object in a loaded structure by the object it stands for."""
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, _Pending):
+        result = _build(obj, memo)
+    elif isinstance(obj, dict):  # dict, OrderedDict, EasyDict: keep the type.
+        result = type(obj)()
+        for key, value in obj.items():
+            result[key] = _materialize(value, memo)
+    elif isinstance(obj, list):
+        result = [_materialize(value, memo) for value in obj]
+    elif isinstance(obj, tuple):
+        result = tuple(_materialize(value, memo) for value in obj)
+    else:
+        return obj
+    memo[id(obj)] = result
+    return result
 
 
 def _load_storage_from_bytes(data: bytes) -> Any:
@@ -404,5 +432,5 @@ def load(file, trust_code: bool = False) -> Any:
             return load(f, trust_code=trust_code)
     if trust_code:
         return pickle.load(file)
-    return _NoExecUnpickler(file).load()
+    return _materialize(_NoExecUnpickler(file).load(), memo={})
 

@@ -317,3 +317,29 @@ def test_no_exec_loader_admits_plain_data():
     assert loaded["set"] == {1, 2} and loaded["e"].x == 1 and loaded["c"] == 1 + 2j and loaded["b"] == b"\x00\xff"
     # Protocol 2 spells bytes through _codecs.encode.
     assert persistence.load(io.BytesIO(pickle.dumps(obj, protocol=2)))["b"] == b"\x00\xff"
+
+
+def test_no_exec_loader_builds_each_object_once_and_keeps_the_callers_random_streams(toy, registry, monkeypatch):
+    import numpy as np
+    module, _ = toy
+    registry.register_no_exec_module("toy", [module.Toy, module.Inner])
+    data = pickle.dumps({"G": module.Toy(3), "G_ema": module.Toy(3)})
+    calls = {"Toy": 0, "Inner": 0}
+    for cls in (module.Toy, module.Inner):
+        original = cls.__init__
+
+        def counting(self, *args, _original=original, _name=cls.__name__, **kwargs):
+            calls[_name] += 1
+            _original(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "__init__", counting)
+
+    torch.manual_seed(123)
+    np.random.seed(7)
+    expected_torch, expected_numpy = torch.rand(4), np.random.rand(4)
+    torch.manual_seed(123)
+    np.random.seed(7)
+    loaded = persistence.load(io.BytesIO(data))
+    assert torch.equal(torch.rand(4), expected_torch) and np.array_equal(np.random.rand(4), expected_numpy)
+    # Two networks, each built once; the inner layers only by their parents' constructors.
+    assert calls == {"Toy": 2, "Inner": 2}
+    assert loaded["G"] is not loaded["G_ema"] and loaded["G"].inner is not loaded["G_ema"].inner
