@@ -20,6 +20,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 # A small network module. Its top level appends to a marker file whenever it is executed, which lets
 # the tests see whether loading ran the embedded source.
 TOY_SOURCE = textwrap.dedent('''
+    import numpy as np
     import torch
     from torch_utils import persistence
 
@@ -46,6 +47,27 @@ TOY_SOURCE = textwrap.dedent('''
 
         def forward(self, x):
             return self.inner(x) * self.scale + self.bias
+
+    @persistence.persistent_class
+    class ImageLayer(torch.nn.Module):
+        """Calls the ops the way the official StyleGAN2/3 network sources do."""
+        def __init__(self, channels):
+            super().__init__()
+            from torch_utils.ops import upfirdn2d
+            self.weight = torch.nn.Parameter(torch.randn(channels, channels, 3, 3))
+            self.bias = torch.nn.Parameter(torch.randn(channels))
+            self.register_buffer("resample_filter", upfirdn2d.setup_filter([1, 3, 3, 1]))
+            self.register_buffer("lowpass", upfirdn2d.setup_filter(np.hanning(12)))
+
+        def forward(self, x):
+            from torch_utils import misc
+            from torch_utils.ops import bias_act, conv2d_resample, filtered_lrelu, fma, upfirdn2d
+            misc.assert_shape(x, [None, self.weight.shape[1], None, None])
+            y = conv2d_resample.conv2d_resample(x, self.weight, f=self.resample_filter, up=2, padding=1, flip_weight=False)
+            y = bias_act.bias_act(y, self.bias, act="lrelu", clamp=256)
+            y = fma.fma(y, torch.full([1, 1, 1, 1], 0.5), upfirdn2d.upsample2d(x, self.resample_filter))
+            return filtered_lrelu.filtered_lrelu(y, fu=self.lowpass, fd=self.lowpass, b=self.bias, up=2, down=2,
+                                                 padding=[11, 11, 11, 11], clamp=256)
 ''')
 
 
@@ -142,7 +164,7 @@ CHILD_LOADER = textwrap.dedent('''
     net = data["G_ema"]
     assert type(net).__module__.startswith("_imported_module_"), type(net).__module__
     assert isinstance(data["kwargs"], dnnlib.EasyDict)
-    torch.save(net(data["x"]), OUT)
+    torch.save([net(data["x"]), data["image_layer"](data["image"])], OUT)
 ''')
 
 
@@ -150,9 +172,10 @@ def test_trusted_round_trip_in_a_fresh_interpreter_with_only_dnnlib_and_torch_ut
     module, marker = toy
     net = module.Toy(3, scale=3.0).eval().requires_grad_(False)
     x = torch.randn(2, 3)
+    image_layer, image = module.ImageLayer(4), torch.randn(2, 4, 8, 8)
     pkl = tmp_path / "snapshot.pkl"
     with open(pkl, "wb") as f:
-        pickle.dump(dict(G_ema=net, x=x, kwargs=dnnlib.EasyDict(a=1)), f)
+        pickle.dump(dict(G_ema=net, x=x, kwargs=dnnlib.EasyDict(a=1), image_layer=image_layer, image=image), f)
 
     pkg_root = tmp_path / "pkgroot"
     for package in ("dnnlib", "torch_utils"):
@@ -165,7 +188,9 @@ def test_trusted_round_trip_in_a_fresh_interpreter_with_only_dnnlib_and_torch_ut
     result = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
-    assert torch.equal(torch.load(out), net(x))
+    net_out, image_out = torch.load(out)
+    assert torch.equal(net_out, net(x))
+    assert image_out.shape == (2, 4, 16, 16) and torch.allclose(image_out, image_layer(image))
     assert _count(marker) == 2  # The child executed the embedded source once.
 
 
