@@ -368,7 +368,10 @@ def _materialize(obj: Any, memo: Dict[int, Any]) -> Any:
 def _load_storage_from_bytes(data: bytes) -> Any:
     # torch's own helper for this global loads with weights_only=False, i.e. it would run any pickle.
     import torch
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise UnsafePickleError(f"A tensor storage in the file hides objects other than tensor data; {_TRUST_HINT}.") from None
 
 
 def _admitted_global(module: str, name: str) -> Any:
