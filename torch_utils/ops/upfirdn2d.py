@@ -268,6 +268,10 @@ class _Upfirdn2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, f, up, down, padding, flip_filter, gain):
         y = _resample_chunked(x, f, up, down, padding, flip_filter, gain)
+        if y._base is not None:
+            # Callers (the official networks among them) add into the result in place, which
+            # autograd forbids on a view returned by a custom Function.
+            y = y.clone(memory_format=_memory_format(y))
         ctx.f = f  # an input, never modified; no gradient is produced for it
         ctx.args = (up, down, padding, flip_filter, gain)
         ctx.in_hw = tuple(x.shape[2:])
