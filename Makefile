@@ -20,6 +20,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/ops_cpu.py
+	$(BIN)/python bench/generator_cpu.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -6,6 +6,10 @@ function, so official weights transfer by name and official pickles rebuild into
 the no-exec loader. The order of floating-point operations follows the official code wherever it
 changes float32 rounding; `../shared/research/stylegan3.md` §5.1 lists the rules.
 
+Self-contained on purpose: a pickle embeds this file's source, and it must load where only dnnlib
+and torch_utils import, so it imports nothing from `training` (which is why the small layers shared
+in spirit between networks_stylegan2 and networks_stylegan3 are written in each file).
+
 Mixed precision: blocks at the top `num_fp16_res` resolutions run in float16 on CUDA, with
 activations clamped to +-`conv_clamp`; on any other device everything runs in float32.
 """

@@ -5,6 +5,10 @@ the official StyleGAN3 release, so official weights and pickles transfer (see ne
 for the contract). The filter design and padding rules below decide the buffers stored in pickles and
 the exact geometry of every layer; `../shared/research/stylegan3.md` §5.2 lists them.
 
+Self-contained on purpose: a pickle embeds this file's source, and it must load where only dnnlib
+and torch_utils import, so it imports nothing from `training` (which is why the small layers shared
+in spirit between networks_stylegan2 and networks_stylegan3 are written in each file).
+
 The image-space transform of the Fourier input is a user-facing buffer: write the *inverse* of the
 desired rotation/translation into `G.synthesis.input.transform` (a 3x3 matrix) to rotate or shift the
 generated image.

@@ -396,3 +396,46 @@ def test_fp16_on_cuda_stays_close_to_fp32(name):
         full = G(z, c, noise_mode='const', force_fp32=True)
     assert mixed.dtype == torch.float32
     assert (mixed - full).abs().max() < 0.05 * full.abs().max() + 1e-3
+
+# ----------------------------------------------------------------------------------------------
+# Self-contained pickles.
+
+_LOAD_WITHOUT_TRAINING = r'''
+import importlib.abc, pickle, sys, torch
+
+class NoTraining(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == 'training' or name.startswith('training.'):
+            raise ImportError('the training package is hidden in this test')
+        return None
+
+sys.meta_path.insert(0, NoTraining())
+with open(sys.argv[1], 'rb') as f:
+    data = pickle.load(f)
+out = {}
+for name, net in data['nets'].items():
+    out[name] = net(data['img'], data['c']) if name == 'D' else net(data['z'], data['c'], noise_mode='const')
+assert not any(m == 'training' or m.startswith('training.') for m in sys.modules)
+torch.save(out, sys.argv[2])
+'''
+
+
+def test_our_pickles_load_and_run_where_only_dnnlib_and_torch_utils_import(tmp_path):
+    # Contract: a snapshot loads anywhere dnnlib and torch_utils import, so the embedded network
+    # sources must not import the training package (or each other).
+    import subprocess
+    import sys
+    nets = _networks()
+    torch.manual_seed(1)
+    data = dict(nets=nets, z=torch.randn([2, Z_DIM]), c=torch.randn([2, C_DIM]), img=torch.randn([2, 3, 16, 16]))
+    with open(tmp_path / 'nets.pkl', 'wb') as f:
+        pickle.dump(data, f)
+    script = tmp_path / 'load.py'
+    script.write_text(_LOAD_WITHOUT_TRAINING)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / 'nets.pkl'), str(tmp_path / 'out.pt')],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = torch.load(tmp_path / 'out.pt')
+    for name, net in nets.items():
+        expected = net(data['img'], data['c']) if name == 'D' else net(data['z'], data['c'], noise_mode='const')
+        assert torch.equal(got[name], expected), name
