@@ -236,6 +236,11 @@ def test_stylegan2_ada_synthesis_kwargs_dict_is_accepted():
                       synthesis_kwargs=dict(channel_base=64, channel_max=8, architecture='resnet'))
     b = _sg2_generator(architecture='resnet')
     assert [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
+    # A pickle recording that form rebuilds through the no-exec loader.
+    loaded = persistence.load(io.BytesIO(pickle.dumps(a.eval())))
+    assert loaded.init_kwargs['synthesis_kwargs']['architecture'] == 'resnet'
+    z, _ = _inputs(a)
+    assert torch.equal(loaded(z, None, noise_mode='const'), a(z, None, noise_mode='const'))
 
 
 def test_fused_and_unfused_modulated_convolution_agree():
