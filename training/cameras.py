@@ -1,0 +1,263 @@
+"""Cameras: the 25-float label contract, pose samplers, intrinsics, rays and Plücker embeddings.
+
+A camera label `c` is 25 floats: the row-major 4x4 OpenCV cam2world matrix (camera x right, y down,
+z forward; the world is y-up) followed by the row-major 3x3 intrinsics normalised by the image size
+(principal point about 0.5, focal 4.2647 for FFHQ-like data). The same label serves any resolution.
+EG3D's and Ray Conditioning's constants and samplers are reproduced here
+(`../shared/research/raycond_eg3d.md` §1–§2).
+"""
+
+import math
+
+import torch
+
+LABEL_DIM = 25
+
+# EG3D's FFHQ camera: a sphere of radius 2.7 about the world origin, looking at the pivot.
+FFHQ_FOCAL = 4.2647
+FFHQ_RADIUS = 2.7
+FFHQ_PIVOT = (0.0, 0.0, 0.2)
+FRONTAL_YAW = math.pi / 2
+FRONTAL_PITCH = math.pi / 2
+
+# ----------------------------------------------------------------------------------------------
+# The label contract.
+
+
+def pack(cam2world, intrinsics):
+    """[N, 4, 4] cam2world and [N, 3, 3] normalised intrinsics -> [N, 25] labels."""
+    cam2world = torch.as_tensor(cam2world, dtype=torch.float32)
+    intrinsics = torch.as_tensor(intrinsics, dtype=torch.float32, device=cam2world.device)
+    if cam2world.ndim == 2:
+        cam2world = cam2world.unsqueeze(0)
+    if intrinsics.ndim == 2:
+        intrinsics = intrinsics.unsqueeze(0).expand(cam2world.shape[0], 3, 3)
+    if cam2world.shape[1:] != (4, 4) or intrinsics.shape[1:] != (3, 3) or intrinsics.shape[0] != cam2world.shape[0]:
+        raise ValueError(f'pack() needs [N, 4, 4] cam2world and [N, 3, 3] intrinsics, '
+                         f'got {list(cam2world.shape)} and {list(intrinsics.shape)}.')
+    return torch.cat([cam2world.reshape(-1, 16), intrinsics.reshape(-1, 9)], dim=1)
+
+
+def unpack(c):
+    """[N, 25] labels -> ([N, 4, 4] cam2world, [N, 3, 3] intrinsics)."""
+    c = torch.as_tensor(c)
+    if c.ndim != 2 or c.shape[1] != LABEL_DIM:
+        raise ValueError(f'A camera label is {LABEL_DIM} floats per sample ([N, {LABEL_DIM}]); got shape {list(c.shape)}.')
+    return c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3)
+
+
+def validate(c, atol=1e-3):
+    """Raise ValueError with one sentence if `c` is not a batch of valid camera labels.
+
+    Checks: shape [N, 25], finite values, a rotation block that is orthonormal with determinant +1,
+    a last cam2world row of (0, 0, 0, 1), positive focal lengths and an intrinsics last row of (0, 0, 1).
+    """
+    cam2world, intrinsics = unpack(c)
+    c = torch.as_tensor(c, dtype=torch.float64)
+    cam2world, intrinsics = cam2world.double(), intrinsics.double()
+    if not torch.isfinite(c).all():
+        raise ValueError(f'Camera label {_first_bad(~torch.isfinite(c).all(dim=1))} contains NaN or infinite values.')
+    rot = cam2world[:, :3, :3]
+    eye = torch.eye(3, dtype=rot.dtype)
+    bad = ((rot @ rot.transpose(1, 2) - eye).abs().amax(dim=(1, 2)) > atol) | ((torch.linalg.det(rot) - 1).abs() > atol)
+    if bad.any():
+        raise ValueError(f'Camera label {_first_bad(bad)}: the cam2world rotation is not orthonormal with determinant +1.')
+    bottom = torch.tensor([0, 0, 0, 1], dtype=rot.dtype)
+    bad = (cam2world[:, 3] - bottom).abs().amax(dim=1) > atol
+    if bad.any():
+        raise ValueError(f'Camera label {_first_bad(bad)}: the last cam2world row must be (0, 0, 0, 1).')
+    bad = (intrinsics[:, 2] - torch.tensor([0, 0, 1], dtype=rot.dtype)).abs().amax(dim=1) > atol
+    bad |= (intrinsics[:, 0, 0] <= 0) | (intrinsics[:, 1, 1] <= 0)
+    if bad.any():
+        raise ValueError(f'Camera label {_first_bad(bad)}: the intrinsics need positive focal lengths and a last row '
+                         f'of (0, 0, 1).')
+
+
+def _first_bad(mask):
+    return f'#{int(mask.nonzero()[0, 0])}'
+
+# ----------------------------------------------------------------------------------------------
+# Poses.
+
+
+def create_cam2world_matrix(forward, origin):
+    """OpenCV cam2world [N, 4, 4] for cameras at `origin` [N, 3] looking along `forward` [N, 3] (world y-up)."""
+    forward = _normalize(torch.as_tensor(forward, dtype=torch.float32))
+    origin = torch.as_tensor(origin, dtype=torch.float32, device=forward.device).expand_as(forward)
+    up_world = torch.tensor([0.0, 1.0, 0.0], device=forward.device).expand_as(forward)
+    right = -_normalize(torch.cross(up_world, forward, dim=-1))
+    up = _normalize(torch.cross(forward, right, dim=-1))  # world -y for a level camera: image y points down
+    cam2world = torch.eye(4, device=forward.device).repeat(forward.shape[0], 1, 1)
+    cam2world[:, :3, :3] = torch.stack([right, up, forward], dim=-1)
+    cam2world[:, :3, 3] = origin
+    return cam2world
+
+
+def _normalize(v):
+    return v / v.norm(dim=-1, keepdim=True)
+
+
+def _sphere_origins(yaw, pitch, radius):
+    """Camera positions on a sphere about the world origin, EG3D's parameterisation.
+
+    `pitch` is mapped through arccos(1 - 2 v / pi), so it is the polar angle only at pi/2; the
+    frontal camera (pi/2, pi/2) sits at (0, 0, radius).
+    """
+    pitch = pitch.clamp(1e-5, math.pi - 1e-5)
+    theta = yaw
+    phi = torch.arccos(1 - 2 * pitch / math.pi)
+    return radius * torch.stack([phi.sin() * (math.pi - theta).cos(), phi.cos(), phi.sin() * (math.pi - theta).sin()],
+                                dim=-1)
+
+
+def _gaussian(mean, std, batch_size, device, generator):
+    return mean + std * torch.randn([batch_size], device=device, generator=generator)
+
+
+def _uniform(mean, spread, batch_size, device, generator):
+    return mean + spread * (2 * torch.rand([batch_size], device=device, generator=generator) - 1)
+
+
+class LookAtPoseSampler:
+    """Cameras on a sphere about the world origin, looking at `lookat_position`; yaw and pitch Gaussian."""
+
+    @staticmethod
+    def sample(horizontal_mean, vertical_mean, lookat_position=FFHQ_PIVOT, horizontal_stddev=0, vertical_stddev=0,
+               radius=1, batch_size=1, device='cpu', generator=None, truncation=False):
+        """[batch_size, 4, 4] cam2world. `truncation` clamps yaw and pitch to mean +- 2 std (Ray Conditioning)."""
+        yaw = _gaussian(horizontal_mean, horizontal_stddev, batch_size, device, generator)
+        pitch = _gaussian(vertical_mean, vertical_stddev, batch_size, device, generator)
+        if truncation:
+            yaw = yaw.clamp(horizontal_mean - 2 * horizontal_stddev, horizontal_mean + 2 * horizontal_stddev)
+            pitch = pitch.clamp(vertical_mean - 2 * vertical_stddev, vertical_mean + 2 * vertical_stddev)
+        origins = _sphere_origins(yaw, pitch, radius)
+        lookat = torch.as_tensor(lookat_position, dtype=torch.float32, device=device).reshape(1, 3)
+        return create_cam2world_matrix(lookat - origins, origins)
+
+
+class GaussianCameraPoseSampler:
+    """Cameras on a sphere about the world origin, looking at the origin; yaw and pitch Gaussian."""
+
+    @staticmethod
+    def sample(horizontal_mean, vertical_mean, horizontal_stddev=0, vertical_stddev=0, radius=1, batch_size=1,
+               device='cpu', generator=None):
+        yaw = _gaussian(horizontal_mean, horizontal_stddev, batch_size, device, generator)
+        pitch = _gaussian(vertical_mean, vertical_stddev, batch_size, device, generator)
+        origins = _sphere_origins(yaw, pitch, radius)
+        return create_cam2world_matrix(-origins, origins)
+
+
+class UniformCameraPoseSampler:
+    """Cameras on a sphere about the world origin, looking at the origin; yaw and pitch uniform in mean +- spread."""
+
+    @staticmethod
+    def sample(horizontal_mean, vertical_mean, horizontal_stddev=0, vertical_stddev=0, radius=1, batch_size=1,
+               device='cpu', generator=None):
+        yaw = _uniform(horizontal_mean, horizontal_stddev, batch_size, device, generator)
+        pitch = _uniform(vertical_mean, vertical_stddev, batch_size, device, generator)
+        origins = _sphere_origins(yaw, pitch, radius)
+        return create_cam2world_matrix(-origins, origins)
+
+
+def fov_to_intrinsics(fov_degrees, device='cpu'):
+    """Normalised [3, 3] intrinsics for a *diagonal* field of view, as EG3D defines it.
+
+    f = 1 / (tan(fov / 2) * sqrt(2)), principal point (0.5, 0.5). EG3D writes pi and sqrt(2) as
+    3.14159 and 1.414; the exact constants here differ from its values by about 1e-4 relative.
+    """
+    focal = 1 / (math.tan(fov_degrees * math.pi / 360) * math.sqrt(2))
+    return torch.tensor([[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], dtype=torch.float32, device=device)
+
+
+def flip_yaw(c):
+    """Mirror cameras across the world x = 0 plane, to pair with horizontally flipped images.
+
+    Accepts [N, 25] labels or [N, 4, 4] / [4, 4] cam2world matrices and returns the same kind. The
+    mirror is M P M with M = diag(-1, 1, 1, 1): it negates entries [0,1], [0,2], [1,0], [2,0] and
+    [0,3] of cam2world; applied twice it is the identity. Intrinsics are unchanged (for a principal
+    point at 0.5).
+    """
+    c = torch.as_tensor(c)
+    flipped = c.clone()
+    if c.shape[-1] == LABEL_DIM:
+        indices = [1, 2, 4, 8, 3]  # row-major positions of [0,1], [0,2], [1,0], [2,0], [0,3]
+        flipped[..., indices] = -c[..., indices]
+        return flipped
+    if c.shape[-2:] != (4, 4):
+        raise ValueError(f'flip_yaw() needs [N, 25] labels or 4x4 cam2world matrices, got shape {list(c.shape)}.')
+    for row, col in ((0, 1), (0, 2), (1, 0), (2, 0), (0, 3)):
+        flipped[..., row, col] = -c[..., row, col]
+    return flipped
+
+# ----------------------------------------------------------------------------------------------
+# Rays.
+
+
+def get_rays(cam2world, intrinsics, height, width):
+    """Physical pixel-centre rays: (origins, directions), each [N, height, width, 3] in world space.
+
+    Pixel (row i, column j) has normalised image coordinates ((j + 0.5) / width, (i + 0.5) / height),
+    the same units as the normalised intrinsics; its direction is R K^-1 (u, v, 1), unit length.
+    """
+    cam2world = torch.as_tensor(cam2world, dtype=torch.float32)
+    intrinsics = torch.as_tensor(intrinsics, dtype=torch.float32, device=cam2world.device)
+    cam2world, intrinsics = _batched(cam2world, intrinsics)
+    device = cam2world.device
+    v, u = torch.meshgrid((torch.arange(height, device=device) + 0.5) / height,
+                          (torch.arange(width, device=device) + 0.5) / width, indexing='ij')
+    pixels = torch.stack([u, v, torch.ones_like(u)], dim=-1).reshape(1, -1, 3)  # [1, H*W, 3]
+    return _rays_through(cam2world, intrinsics, pixels, height, width)
+
+
+def legacy_raycond_rays(cam2world, intrinsics, height, width):
+    """The ray field of the official Ray Conditioning release, for its published weights only.
+
+    Not physical camera rays: pixel coordinates are in pixels (j + 0.5, i + 0.5) while the labels'
+    intrinsics are normalised, so the pixel at [0, 0] gets the optical axis and the directions fan
+    out with the resolution; and the map is transposed (the x pixel coordinate runs along rows).
+    Returns (origins, directions), each [N, height, width, 3], laid out as the official embedding.
+    """
+    cam2world = torch.as_tensor(cam2world, dtype=torch.float32)
+    intrinsics = torch.as_tensor(intrinsics, dtype=torch.float32, device=cam2world.device)
+    cam2world, intrinsics = _batched(cam2world, intrinsics)
+    device = cam2world.device
+    x, y = torch.meshgrid(torch.arange(width, device=device, dtype=torch.float32),
+                          torch.arange(height, device=device, dtype=torch.float32), indexing='ij')
+    # Flattened x-major, later viewed as [height, width]: the official transposition.
+    pixels = torch.stack([x.reshape(-1) + 0.5, y.reshape(-1) + 0.5, torch.ones(width * height, device=device)], dim=-1)
+    if bool((intrinsics.sum(dim=(1, 2)) == 0).any()):  # the official code treats all-zero intrinsics as identity
+        intrinsics = torch.where(intrinsics.sum(dim=(1, 2), keepdim=True) == 0,
+                                 torch.eye(3, device=device).expand_as(intrinsics), intrinsics)
+    return _rays_through(cam2world, intrinsics, pixels.unsqueeze(0), height, width)
+
+
+def _batched(cam2world, intrinsics):
+    if cam2world.ndim == 2:
+        cam2world = cam2world.unsqueeze(0)
+    if intrinsics.ndim == 2:
+        intrinsics = intrinsics.unsqueeze(0)
+    return cam2world, intrinsics.expand(cam2world.shape[0], 3, 3)
+
+
+def _rays_through(cam2world, intrinsics, pixels, height, width):
+    """Unit world directions through homogeneous image points `pixels` [1, P, 3], and the camera origins."""
+    cam_dirs = pixels @ torch.linalg.inv(intrinsics).transpose(1, 2)       # [N, P, 3]  K^-1 p
+    dirs = _normalize(cam_dirs @ cam2world[:, :3, :3].transpose(1, 2))      # R K^-1 p
+    origins = cam2world[:, :3, 3].unsqueeze(1).expand_as(dirs)
+    n = cam2world.shape[0]
+    return origins.reshape(n, height, width, 3), dirs.reshape(n, height, width, 3)
+
+
+def plucker(origins, dirs):
+    """Plücker coordinates [..., 6] = (d, o x d) of rays with unit directions `dirs`."""
+    return torch.cat([dirs, torch.cross(origins, dirs, dim=-1)], dim=-1)
+
+
+def plucker_map(c, height, width, legacy=False):
+    """[N, 6, height, width] Plücker embedding of camera labels `c` [N, 25] (legacy: official Ray Conditioning field)."""
+    cam2world, intrinsics = unpack(c)
+    ray_fn = legacy_raycond_rays if legacy else get_rays
+    origins, dirs = ray_fn(cam2world.float(), intrinsics.float(), height, width)
+    return plucker(origins, dirs).permute(0, 3, 1, 2)
+
+# ----------------------------------------------------------------------------------------------
