@@ -226,6 +226,19 @@ def open_image_zip(path: str, max_images: Optional[int]) -> Source:
     return Source(len(names), items())
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Reads the CIFAR-10 batches (dicts of bytes, lists and numpy arrays) without running code from the file."""
+
+    _ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+                ('numpy._core.numeric', '_frombuffer'), ('numpy', 'ndarray'), ('numpy', 'dtype'),
+                ('_codecs', 'encode')}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f'unexpected object {module}.{name}')
+        return super().find_class(module, name)
+
+
 def open_cifar10(path: str, max_images: Optional[int]) -> Source:
     images, labels = [], []
     try:
@@ -233,7 +246,7 @@ def open_cifar10(path: str, max_images: Optional[int]) -> Source:
             members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
             for batch in (f'data_batch_{i}' for i in range(1, 6)):
                 if batch in members:
-                    data = pickle.load(tar.extractfile(members[batch]), encoding='bytes')
+                    data = _ArrayUnpickler(tar.extractfile(members[batch]), encoding='bytes').load()
                     images.append(np.asarray(data[b'data'], dtype=np.uint8).reshape(-1, 3, 32, 32))
                     labels.append(np.asarray(data[b'labels'], dtype=np.int64))
     except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as error:

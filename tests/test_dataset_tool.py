@@ -141,7 +141,7 @@ def make_cifar(path, batches):
     with tarfile.open(path, 'w:gz') as tar:
         for index, (data, labels) in enumerate(batches, start=1):
             payload = pickle.dumps({b'batch_label': b'x', b'data': data, b'labels': labels,
-                                    b'filenames': [b'f'] * len(labels)})
+                                    b'filenames': [b'f'] * len(labels)}, protocol=2)  # as the original file
             info = tarfile.TarInfo(f'cifar-10-batches-py/data_batch_{index}')
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
@@ -160,6 +160,21 @@ def test_cifar10_round_trip(tmp_path):
     for i, name in enumerate(names):
         np.testing.assert_array_equal(out[name], images[i])
     assert meta['labels'] == [[n, c] for n, c in zip(names, [3, 1, 4, 1, 5])]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ('echo executed',))
+
+
+def test_cifar10_batches_cannot_run_code(tmp_path):
+    src = tmp_path / 'cifar-10-python.tar.gz'
+    with tarfile.open(src, 'w:gz') as tar:
+        payload = pickle.dumps({b'data': _RunsCode(), b'labels': [0]})
+        info = tarfile.TarInfo('cifar-10-batches-py/data_batch_1')
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', src, words=['CIFAR-10', 'posix.system'])
 
 
 def write_idx(path, magic, array):
