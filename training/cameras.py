@@ -135,16 +135,22 @@ class LookAtPoseSampler:
         return create_cam2world_matrix(lookat - origins, origins)
 
 
+def _looking_at_origin(draw, horizontal_mean, vertical_mean, horizontal_stddev, vertical_stddev, radius, batch_size,
+                       device, generator):
+    yaw = draw(horizontal_mean, horizontal_stddev, batch_size, device, generator)
+    pitch = draw(vertical_mean, vertical_stddev, batch_size, device, generator)
+    origins = _sphere_origins(yaw, pitch, radius)
+    return create_cam2world_matrix(-origins, origins)
+
+
 class GaussianCameraPoseSampler:
     """Cameras on a sphere about the world origin, looking at the origin; yaw and pitch Gaussian."""
 
     @staticmethod
     def sample(horizontal_mean, vertical_mean, horizontal_stddev=0, vertical_stddev=0, radius=1, batch_size=1,
                device='cpu', generator=None):
-        yaw = _gaussian(horizontal_mean, horizontal_stddev, batch_size, device, generator)
-        pitch = _gaussian(vertical_mean, vertical_stddev, batch_size, device, generator)
-        origins = _sphere_origins(yaw, pitch, radius)
-        return create_cam2world_matrix(-origins, origins)
+        return _looking_at_origin(_gaussian, horizontal_mean, vertical_mean, horizontal_stddev, vertical_stddev,
+                                  radius, batch_size, device, generator)
 
 
 class UniformCameraPoseSampler:
@@ -153,10 +159,8 @@ class UniformCameraPoseSampler:
     @staticmethod
     def sample(horizontal_mean, vertical_mean, horizontal_stddev=0, vertical_stddev=0, radius=1, batch_size=1,
                device='cpu', generator=None):
-        yaw = _uniform(horizontal_mean, horizontal_stddev, batch_size, device, generator)
-        pitch = _uniform(vertical_mean, vertical_stddev, batch_size, device, generator)
-        origins = _sphere_origins(yaw, pitch, radius)
-        return create_cam2world_matrix(-origins, origins)
+        return _looking_at_origin(_uniform, horizontal_mean, vertical_mean, horizontal_stddev, vertical_stddev,
+                                  radius, batch_size, device, generator)
 
 
 def fov_to_intrinsics(fov_degrees, device='cpu'):
