@@ -227,6 +227,12 @@ def test_image_seeds_are_distinct_per_index():
     assert len(set(seeds)) == len(seeds) and all(0 <= s < 2 ** 32 for s in seeds)
 
 
-def test_measure_rate_is_positive():
-    rate = shapes.measure_rate(resolution=16, num_images=8, batch_size=4, supersample=1)
-    assert rate > 0
+def test_measure_rate_is_images_per_second_of_the_timed_run(monkeypatch):
+    # A fake clock that advances 2 s per reading: the timed run spans exactly 2 s.
+    ticks = iter(range(0, 100, 2))
+    monkeypatch.setattr(shapes.time, 'perf_counter', lambda: next(ticks))
+    rendered = []
+    original = shapes.render_dataset
+    monkeypatch.setattr(shapes, 'render_dataset', lambda *a, **k: (rendered.append(1) or x for x in original(*a, **k)))
+    assert shapes.measure_rate(resolution=16, num_images=8, batch_size=4, supersample=1) == 4.0
+    assert len(rendered) == 4 + 8  # the warm-up batch, then the timed images
