@@ -23,9 +23,12 @@ for more GPUs than exist, inconsistent torchrun variables) raise `DistributedSet
 sentence saying what is wrong.
 """
 
+import contextlib
 import datetime
 import os
+import signal
 import socket
+import threading
 
 import torch
 
@@ -234,8 +237,30 @@ def launch(fn, num_procs=None, args=(), device_type=None, backend=None, timeout=
         _check_cuda_count(num_procs, f'Running {num_procs} processes')
     init_method = f'tcp://127.0.0.1:{find_free_port()}'
     init_kwargs = dict(world_size=num_procs, backend=backend, init_method=init_method, device_type=device_type, timeout=timeout)
-    torch.multiprocessing.spawn(_spawned_worker, args=(fn, args, init_kwargs), nprocs=num_procs, join=True)
+    context = torch.multiprocessing.start_processes(_spawned_worker, args=(fn, args, init_kwargs), nprocs=num_procs,
+                                                    join=False, start_method='spawn')
+    with _forward_stop_signals(context.processes):
+        while not context.join():
+            pass
     return None
+
+@contextlib.contextmanager
+def _forward_stop_signals(processes):
+    # `kill <parent>` (or a scheduler signalling only the launcher) must reach the workers, which
+    # then stop cleanly; the parent itself keeps waiting for them instead of dying first.
+    def forward(signum, _frame):
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+    previous = dict()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, forward)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 def _run_here(fn, args, init_kwargs):
     init(**init_kwargs)

@@ -1,0 +1,308 @@
+"""Train a StyleGAN2 / StyleGAN3 model (and, as they land, the other configs of training/configs.py).
+
+Examples:
+
+\b
+# One process on the CPU, a tiny run:
+python train.py --outdir=training-runs --cfg=stylegan2 --data=datasets/shapes-32.zip \\
+    --gpus=1 --batch=8 --gamma=1 --kimg=1 --device=cpu --metrics=none
+
+\b
+# StyleGAN3-T on 8 GPUs of one node:
+python train.py --outdir=training-runs --cfg=stylegan3-t --data=datasets/afhqv2-512x512.zip \\
+    --gpus=8 --batch=32 --gamma=8.2 --mirror=1
+
+\b
+# Two nodes of 8 GPUs (run on each node; torchrun sets the ranks):
+torchrun --nnodes=2 --node_rank=$NODE_RANK --nproc_per_node=8 --master_addr=$HEAD --master_port=29500 \\
+    train.py --outdir=training-runs --cfg=stylegan3-r --data=datasets/ffhq-1024x1024.zip --batch=32 --gamma=32.8
+
+\b
+# Continue a run exactly where it stopped (latest snapshot of the run directory):
+python train.py --outdir=training-runs --resume=training-runs/00003-stylegan2-shapes-32-gpus1-batch8-gamma1
+"""
+
+import json
+import os
+import re
+import signal
+import sys
+
+import click
+import torch
+
+import dnnlib
+from torch_utils import distributed
+from training import configs, snapshots
+from training.dataset import DatasetError
+
+#----------------------------------------------------------------------------
+
+class OptionError(ValueError):
+    """Inconsistent or missing command-line options; the message is one sentence."""
+
+# Options that may change when resuming without changing what the next steps compute.
+_BOOKKEEPING_OPTIONS = {'outdir', 'resume', 'dry_run', 'device', 'trust_code', 'kimg', 'tick', 'snap', 'metrics',
+                        'workers', 'nobench', 'desc', 'grid', 'data', 'gpus', 'batch_gpu'}
+_REQUIRED_OPTIONS = ['cfg', 'data', 'gpus', 'batch', 'gamma']
+
+def _metric_registry():
+    try:
+        from metrics import metric_main
+    except ImportError:
+        return None
+    return metric_main
+
+def _parse_comma_separated_list(value):
+    if isinstance(value, list):
+        return value
+    if value is None or value.lower() == 'none' or value == '':
+        return []
+    return [item.strip() for item in value.split(',') if item.strip()]
+
+def _parse_grid(value):
+    if value is None:
+        return None
+    match = re.fullmatch(r'(\d+)x(\d+)', value)
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise OptionError(f'--grid={value} must look like COLUMNSxROWS, e.g. 8x4.')
+    return [int(match.group(1)), int(match.group(2))]
+
+#----------------------------------------------------------------------------
+# Turning options into training-loop arguments.
+
+def _merge_resumed_options(opts, given, saved):
+    """An exact resume starts from the saved options; options given on this command line win."""
+    merged = dnnlib.EasyDict(saved)
+    for key, value in opts.items():
+        if key in given or key not in saved or key in ('outdir', 'resume', 'dry_run', 'device', 'trust_code'):
+            merged[key] = value
+    return merged
+
+def _changed_dynamics(opts, saved):
+    def effective_batch_gpu(o):
+        return o.get('batch_gpu') or o['batch'] // o['gpus']
+    changed = [f'--{key.replace("_", "-")} {saved[key]} -> {opts[key]}' for key in sorted(saved)
+               if key not in _BOOKKEEPING_OPTIONS and key in opts and opts[key] != saved[key]]
+    if effective_batch_gpu(opts) != effective_batch_gpu(saved):
+        changed.append(f'batch per chunk {effective_batch_gpu(saved)} -> {effective_batch_gpu(opts)}')
+    return changed
+
+def _inspect_dataset(opts):
+    """Open the dataset once: check it and record resolution, size and whether labels are cameras."""
+    from training.dataset import ImageFolderDataset
+    dataset = ImageFolderDataset(path=opts.data, use_labels=opts.cond, max_size=None, xflip=False, random_seed=opts.seed)
+    if opts.mirror:  # raises when mirroring would break image-camera pairs
+        ImageFolderDataset(path=opts.data, use_labels=opts.cond, xflip=True,
+                           xflip_camera_labels=opts.mirror_cameras, random_seed=opts.seed).close()
+    resolution = dataset.resolution
+    if resolution < 4 or resolution & (resolution - 1):
+        raise DatasetError(f'{opts.data} has {resolution}x{resolution} images; the networks need a power of two '
+                           f'of at least 4 (re-pack it with dataset_tool.py --resolution).')
+    facts = dnnlib.EasyDict(resolution=resolution, dataset_size=len(dataset), dataset_name=dataset.name,
+                            camera_labels=bool(opts.cond and dataset.has_camera_labels))
+    dataset.close()
+    return facts
+
+def _validate(opts):
+    missing = [name for name in _REQUIRED_OPTIONS if opts.get(name) is None]
+    if missing:
+        raise OptionError(f'Missing option(s) {", ".join("--" + m for m in missing)} (they may be omitted only '
+                          f'when --resume points to a snapshot with a training state).')
+    if opts.cfg not in configs.config_names():
+        raise OptionError(f'--cfg={opts.cfg} is not a known config; choose one of {", ".join(configs.config_names())}.')
+    if distributed.launched_by_torchrun():
+        world_size = int(os.environ['WORLD_SIZE'])
+        local = int(os.environ.get('LOCAL_WORLD_SIZE', world_size))
+        if opts.gpus not in (None, world_size, local):
+            raise OptionError(f'--gpus={opts.gpus} contradicts torchrun, which started {local} processes per node '
+                              f'({world_size} in total); omit --gpus.')
+        opts.gpus = world_size
+    if opts.batch % opts.gpus != 0:
+        raise OptionError(f'--batch={opts.batch} must be a multiple of --gpus={opts.gpus}.')
+    batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
+    if opts.batch % (opts.gpus * batch_gpu) != 0:
+        raise OptionError(f'--batch={opts.batch} must be a multiple of --gpus times --batch-gpu ({opts.gpus} x {batch_gpu}).')
+    if batch_gpu < opts.mbstd_group or batch_gpu % opts.mbstd_group != 0:
+        raise OptionError(f'--batch-gpu={batch_gpu} must be a multiple of --mbstd-group={opts.mbstd_group} '
+                          f'(the discriminator compares images in groups of that size).')
+    if opts.mirror_cameras and not opts.mirror:
+        raise OptionError('--mirror-cameras only applies together with --mirror=1.')
+    if opts.device == 'cuda' and not torch.cuda.is_available():
+        raise OptionError('--device=cuda was requested but no CUDA device is available; use --device=cpu.')
+    metric_main = _metric_registry()
+    for metric in opts.metrics:
+        if metric_main is None:
+            raise OptionError(f'--metrics={metric}: this version has no metrics yet; use --metrics=none.')
+        if not metric_main.is_valid_metric(metric):
+            raise OptionError(f'--metrics={metric} is not a known metric; choose from {", ".join(metric_main.list_valid_metrics())}.')
+
+def build_run(opts, given):
+    """Validate the options and return (training_loop kwargs, run-dir description, options to save)."""
+    state = None
+    resume_pkl = resume_state = None
+    if opts.resume is not None:
+        resume_pkl, resume_state = snapshots.resolve_resume(opts.resume)
+        if resume_state is not None:
+            state = snapshots.load_training_state(resume_state)
+            if state.get('options') is None:
+                raise snapshots.ResumeError(f'{resume_state} does not record the options of its run; pass '
+                                            f'--resume={resume_pkl} with all training options instead.')
+            opts = _merge_resumed_options(opts, given, state['options'])
+    _validate(opts)
+    opts.update(_inspect_dataset(opts))
+
+    c = configs.build_training_options(opts)
+    c.grid_size = opts.grid
+    c.trust_code = opts.trust_code
+    if resume_pkl is not None:
+        c.resume_pkl = resume_pkl
+        c.resume_state = resume_state
+        if resume_state is None:  # weights only: the official fine-tuning adjustments
+            c.ada_kimg = 100
+            c.ema_rampup = None
+            c.loss_kwargs.blur_init_sigma = 0
+    saved_options = {key: value for key, value in opts.items()
+                     if key not in ('dataset_size', 'dataset_name', 'resolution', 'camera_labels')}
+    c.saved_options = saved_options
+
+    notes = []
+    if state is not None:
+        changed = _changed_dynamics(opts, state['options'])
+        if changed:
+            notes.append('Resuming with changed options (' + '; '.join(changed) + '): training continues from the '
+                         'saved state, but not as an exact continuation.')
+    desc = f'{opts.cfg}-{opts.dataset_name}-gpus{opts.gpus}-batch{opts.batch}-gamma{opts.gamma:g}'
+    if opts.desc is not None:
+        desc += f'-{opts.desc}'
+    return c, desc, notes
+
+def next_run_dir(outdir, desc):
+    prev_ids = [int(match.group()) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])
+                if os.path.isdir(os.path.join(outdir, name)) and (match := re.match(r'^\d+', name))]
+    return os.path.join(outdir, f'{max(prev_ids, default=-1) + 1:05d}-{desc}')
+
+#----------------------------------------------------------------------------
+# Every process runs this.
+
+def _worker(c, outdir, desc, notes):
+    run_dir = None
+    if distributed.is_main():
+        os.makedirs(outdir, exist_ok=True)
+        run_dir = next_run_dir(outdir, desc)
+        os.makedirs(run_dir)  # never reuse a directory that exists
+        snapshots.atomic_write(os.path.join(run_dir, 'training_options.json'),
+                               lambda f: f.write(json.dumps(c, indent=2)), mode='w')
+    if distributed.get_world_size() > 1:
+        box = [run_dir]
+        torch.distributed.broadcast_object_list(box, src=0)
+        run_dir = box[0]
+    if c.device == 'cpu' and distributed.get_world_size() > 1 and 'OMP_NUM_THREADS' not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // distributed.get_world_size()))
+
+    logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a') if distributed.is_main() else None
+    try:
+        if logger is not None:
+            print('Training options:')
+            print(json.dumps(c, indent=2))
+            print(f'\nOutput directory: {run_dir}')
+            print(f'Processes: {distributed.get_world_size()} on {c.device}\n')
+            for note in notes:
+                print('Note:', note)
+        from training.training_loop import NonFiniteLossError, training_loop
+        kwargs = {key: value for key, value in c.items() if key != 'device'}
+        try:
+            result = training_loop(run_dir=run_dir, **kwargs)
+        except (NonFiniteLossError, DatasetError, snapshots.ResumeError) as error:
+            if distributed.is_main():
+                print(f'Error: {error}')
+            raise SystemExit(1) from None
+        if result.status == 'interrupted':
+            if distributed.is_main():
+                print(f'Interrupted by {signal.Signals(result.signum).name}; continue with '
+                      f'python train.py --outdir={outdir} --resume={run_dir}')
+            raise SystemExit(128 + result.signum)
+    finally:
+        if logger is not None:
+            logger.close()
+
+#----------------------------------------------------------------------------
+
+@click.command(help=__doc__, context_settings=dict(max_content_width=110))
+# Required (unless --resume continues a run with a training state).
+@click.option('--outdir', help='Where to make the run directory', metavar='DIR', required=True)
+@click.option('--cfg', help='Base configuration', type=click.Choice(configs.config_names()))
+@click.option('--data', help='Training data (zip or folder made by dataset_tool.py)', metavar='[ZIP|DIR]')
+@click.option('--gpus', help='Processes on this node (one per GPU; on --device=cpu, CPU processes)', metavar='INT', type=click.IntRange(min=1))
+@click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1))
+@click.option('--gamma', help='R1 regularization weight', metavar='FLOAT', type=click.FloatRange(min=0))
+# Optional features.
+@click.option('--cond', help='Train conditional model (labels from dataset.json)', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--mirror-cameras', help='With --mirror and camera labels: mirror the camera poses too', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--aug', help='Augmentation mode (camera-labelled --cond data gets colour augmentation only)', type=click.Choice(['noaug', 'ada', 'fixed']), default='ada', show_default=True)
+@click.option('--resume', help='Run directory or snapshot to resume from (exactly, when its training state exists), or an official pickle/URL', metavar='[PATH|URL]')
+@click.option('--freezed', help='Freeze first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
+# Misc hyperparameters.
+@click.option('--p', help='Probability for --aug=fixed', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
+@click.option('--target', help='Target value for --aug=ada', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.6, show_default=True)
+@click.option('--batch-gpu', help='Limit batch size per GPU (gradient accumulation)', metavar='INT', type=click.IntRange(min=1))
+@click.option('--cbase', help='Capacity multiplier', metavar='INT', type=click.IntRange(min=1), default=32768, show_default=True)
+@click.option('--cmax', help='Max. feature maps', metavar='INT', type=click.IntRange(min=1), default=512, show_default=True)
+@click.option('--glr', help='G learning rate  [default: varies]', metavar='FLOAT', type=click.FloatRange(min=0))
+@click.option('--dlr', help='D learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=0.002, show_default=True)
+@click.option('--map-depth', help='Mapping network depth  [default: varies]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--mbstd-group', help='Minibatch std group size', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
+# Misc settings.
+@click.option('--desc', help='String to include in result dir name', metavar='STR')
+@click.option('--metrics', help='Quality metrics, comma-separated, or "none"  [default: fid50k_full once metrics exist, else none]', metavar='[NAME|A,B,C|none]')
+@click.option('--kimg', help='Total training duration (thousands of images; fractions allowed)', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
+@click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
+@click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=50, show_default=True)
+@click.option('--seed', help='Random seed', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
+@click.option('--fp32', help='Disable mixed-precision (CUDA; the CPU is always fp32)', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--nobench', help='Disable cuDNN benchmarking', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--workers', help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=0), default=3, show_default=True)
+@click.option('--device', help='Where to train  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
+@click.option('--grid', help='Columns x rows of the image snapshots  [default: about 7680x4320 pixels]', metavar='WxH')
+@click.option('--trust-code', help='Execute code embedded in a --resume pickle (only for files you trust)', is_flag=True)
+@click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
+def main(**kwargs):
+    ctx = click.get_current_context()
+    given = {name for name in kwargs if ctx.get_parameter_source(name) in
+             (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)}
+    opts = dnnlib.EasyDict(kwargs)
+    opts.device = opts.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        if opts.metrics is None:
+            opts.metrics = 'fid50k_full' if _metric_registry() is not None else 'none'
+        opts.metrics = _parse_comma_separated_list(opts.metrics)
+        opts.grid = _parse_grid(opts.grid)
+        c, desc, notes = build_run(opts, given)
+    except (OptionError, DatasetError, snapshots.ResumeError, distributed.DistributedSetupError) as error:
+        print(f'Error: {error}', file=sys.stderr)
+        sys.exit(1)
+
+    if opts.dry_run:
+        print(json.dumps(c, indent=2))
+        print(f'\nRun directory: {next_run_dir(opts.outdir, desc)} (dry run: nothing created)')
+        for note in notes:
+            print('Note:', note)
+        return
+
+    torch.multiprocessing.set_start_method('spawn', force=True)
+    try:
+        distributed.launch(_worker, num_procs=None if distributed.launched_by_torchrun() else c.num_gpus,
+                           args=(c, opts.outdir, desc, notes), device_type=c.device)
+    except distributed.DistributedSetupError as error:
+        print(f'Error: {error}', file=sys.stderr)
+        sys.exit(1)
+    except torch.multiprocessing.ProcessExitedException as error:
+        sys.exit(error.exit_code if error.exit_code and error.exit_code > 0 else 1)
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main()
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""The `--cfg` registry: what each model config sets on top of the common training options.
+
+`build_training_options(cfg, opts)` turns the command-line options of train.py (an EasyDict with
+the official option names) into the keyword arguments of `training_loop.training_loop`. Everything
+every config shares is set here once; a config entry only says what differs (generator class and
+its arguments, learning rate, loss terms). Adding a model means adding one function decorated with
+`@register('name')`.
+"""
+
+import dnnlib
+
+#----------------------------------------------------------------------------
+
+_registry = dict()
+
+def register(name):
+    """Decorator: make `fn(c, opts)` the config called `name`; it edits the options `c` in place."""
+    def decorator(fn):
+        _registry[name] = fn
+        return fn
+    return decorator
+
+def config_names():
+    return list(_registry)
+
+#----------------------------------------------------------------------------
+# The official configs (StyleGAN3's train.py).
+
+@register('stylegan2')
+def _stylegan2(c, opts):
+    c.G_kwargs.class_name = 'training.networks_stylegan2.Generator'
+    c.G_kwargs.fused_modconv_default = 'inference_only'  # speeds up training by ~10% (official)
+    c.loss_kwargs.style_mixing_prob = 0.9
+    c.loss_kwargs.pl_weight = 2
+    c.loss_kwargs.pl_no_weight_grad = True  # the PL inner gradient needs no conv weight gradients
+    c.G_reg_interval = 4
+    return dict(map_depth=8, glr=0.002)
+
+@register('stylegan3-t')
+def _stylegan3_t(c, opts):
+    _stylegan3_common(c, opts)
+    return dict(map_depth=2, glr=0.0025)
+
+@register('stylegan3-r')
+def _stylegan3_r(c, opts):
+    _stylegan3_common(c, opts)
+    c.G_kwargs.conv_kernel = 1
+    c.G_kwargs.channel_base *= 2
+    c.G_kwargs.channel_max *= 2
+    c.G_kwargs.use_radial_filters = True
+    return dict(map_depth=2, glr=0.0025)
+
+def _stylegan3_common(c, opts):
+    c.G_kwargs.class_name = 'training.networks_stylegan3.Generator'
+    c.G_kwargs.magnitude_ema_beta = 0.5 ** (c.batch_size / (20 * 1e3))
+    c.loss_kwargs.blur_init_sigma = 10  # blur D's input for the first 200k images (at batch 32)
+    c.loss_kwargs.blur_fade_kimg = c.batch_size * 200 / 32
+
+#----------------------------------------------------------------------------
+
+def build_training_options(opts):
+    """Return the EasyDict of `training_loop` keyword arguments for the validated train.py `opts`.
+
+    `opts` carries: cfg, data (path), cond, mirror, mirror_cameras, aug, p, target, batch, gpus,
+    batch_gpu, gamma, cbase, cmax, glr, dlr, map_depth, mbstd_group, freezed, fp32, kimg, tick,
+    snap, seed, workers, nobench, metrics, device, and the dataset facts `resolution`,
+    `camera_labels` (whether the labels are 25-float cameras) and `dataset_size`.
+    """
+    if opts.cfg not in _registry:
+        raise ValueError(f'Unknown --cfg={opts.cfg!r}; choose one of {", ".join(_registry)}.')
+    c = dnnlib.EasyDict()
+    c.training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=opts.data,
+                                            use_labels=bool(opts.cond), max_size=opts.dataset_size,
+                                            xflip=bool(opts.mirror), xflip_camera_labels=bool(opts.mirror_cameras),
+                                            resolution=opts.resolution, random_seed=opts.seed)
+    c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=opts.device == 'cuda', prefetch_factor=2,
+                                           num_workers=opts.workers)
+    c.G_kwargs = dnnlib.EasyDict(class_name=None, z_dim=512, w_dim=512, mapping_kwargs=dnnlib.EasyDict())
+    c.D_kwargs = dnnlib.EasyDict(class_name='training.networks_stylegan2.Discriminator', block_kwargs=dnnlib.EasyDict(),
+                                 mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict())
+    c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', betas=[0, 0.99], eps=1e-8)
+    c.D_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', betas=[0, 0.99], eps=1e-8)
+    c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=opts.gamma)
+
+    c.num_gpus = opts.gpus
+    c.batch_size = opts.batch
+    c.batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
+    c.G_kwargs.channel_base = c.D_kwargs.channel_base = opts.cbase
+    c.G_kwargs.channel_max = c.D_kwargs.channel_max = opts.cmax
+    c.D_kwargs.block_kwargs.freeze_layers = opts.freezed
+    c.D_kwargs.epilogue_kwargs.mbstd_group_size = opts.mbstd_group
+    c.metrics = list(opts.metrics)
+    c.total_kimg = opts.kimg
+    c.kimg_per_tick = opts.tick
+    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
+    c.random_seed = opts.seed
+    c.ema_kimg = c.batch_size * 10 / 32
+    c.device = opts.device
+    c.cudnn_benchmark = not opts.nobench
+
+    defaults = _registry[opts.cfg](c, opts)
+    c.G_kwargs.mapping_kwargs.num_layers = opts.map_depth if opts.map_depth is not None else defaults['map_depth']
+    c.G_opt_kwargs.lr = opts.glr if opts.glr is not None else defaults['glr']
+    c.D_opt_kwargs.lr = opts.dlr
+
+    # fp16 on the 4 highest resolutions (CUDA only; the networks run fp32 on the CPU anyway).
+    c.G_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0 if opts.fp32 else 4
+    c.G_kwargs.conv_clamp = c.D_kwargs.conv_clamp = None if opts.fp32 else 256
+
+    if opts.aug != 'noaug':
+        # Camera-labelled data gets colour augmentation only: geometric ones would break image-pose pairs.
+        preset = 'color' if opts.camera_labels else 'bgc'
+        c.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **augpipe_spec(preset))
+        if opts.aug == 'ada':
+            c.ada_target = opts.target
+        else:
+            c.augment_p = opts.p
+    return c
+
+def augpipe_spec(preset):
+    """The AugmentPipe probability multipliers of a named preset."""
+    from training import augment  # imported late: the registry itself needs no torch
+    return dict(augment.augpipe_specs[preset])
+
+#----------------------------------------------------------------------------

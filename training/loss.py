@@ -1,0 +1,321 @@
+"""GAN losses: the StyleGAN2 loss that every config uses, with hooks for the terms some configs add.
+
+`StyleGAN2Loss` follows the official StyleGAN2-ADA / StyleGAN3 loss (`../shared/research/stylegan3.md`
+§5.4): non-saturating logistic loss, lazy R1 on reals, path-length regularisation, style mixing and
+a Gaussian blur of every discriminator input that fades out over the first `blur_fade_kimg`.
+
+The training loop calls `accumulate_gradients(phase, ...)` once per phase and batch chunk; the
+phase names and the rule that a regularisation phase with weight 0 does nothing are as official:
+
+    phase   runs                                         no-op / collapse when
+    Gmain   softplus(-D(G(z)))                           -
+    Greg    path-length penalty (+ extra 'reg' G terms)   pl_weight == 0: Greg -> nothing, Gboth -> Gmain
+    Dmain   softplus(D(G(z))) + softplus(-D(x))          -
+    Dreg    R1 penalty on reals (+ extra 'reg' D terms)   r1_gamma == 0: Dreg -> nothing, Dboth -> Dmain
+    Gboth / Dboth  main and regularisation in one pass
+
+Extending (ray-conditioned, tri-plane, patch-wise configs) is done by subclassing and overriding
+only what changes, never by copying this class:
+  * `run_synthesis(ws, c, update_emas)` — e.g. pass the camera to a ray-conditioned synthesis;
+  * `run_G(z, c, update_emas)` / `run_D(img, c, blur_sigma, update_emas)` — whole G or D pass;
+  * `r1_penalty(real_img, real_logits)` — e.g. a dual R1 over two image inputs;
+  * `extra_G_terms(stage, ctx)` / `extra_D_terms(stage, ctx)` — return `{name: loss}` with per-sample
+    ([N] or [N, 1]) or scalar tensors. Each is averaged, added to the loss of its stage before the
+    backward (so it is scaled by `gain` like the rest), kept in `last_losses[name]` and reported
+    as `Loss/<name>`. G stages: 'main' (in Gmain/Gboth), 'reg' (in Greg/Gboth). D stages: 'gen' and
+    'real' (in Dmain/Dboth), 'reg' (in Dreg/Dboth). `ctx` is a SimpleNamespace holding `phase`,
+    `cur_nimg`, `blur_sigma` and the tensors of that stage (see `accumulate_gradients`). The hooks
+    must return the same names in the same order in every process, because reporting is collective;
+  * `G_reg_enabled` / `D_reg_enabled` — override to keep Greg/Dreg alive when a subclass adds
+    regularisation terms while pl_weight or r1_gamma is 0.
+
+Non-finite losses: `last_losses` maps name -> detached loss tensor ('Gmain', 'Gpl', 'Dgen', 'Dreal',
+'Dr1' and the extra-term names) for the losses of the latest `accumulate_gradients` call only (it is
+cleared at the start of each call), so a loop that folds `torch.isfinite` of its values into a
+device-side flag after every call attributes a NaN to the right phase without any host sync. In
+addition, a per-name "finite so far" flag is kept on the device; `nonfinite_terms()` reads those
+flags once (one sync), resets them and returns the names that were ever non-finite.
+"""
+
+import types
+
+import numpy as np
+import torch
+
+from torch_utils import training_stats
+from torch_utils.ops import conv2d_gradfix
+from torch_utils.ops import upfirdn2d
+
+_PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
+
+# ----------------------------------------------------------------------------------------------
+
+
+class Loss:
+    """Interface the training loop relies on."""
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        """Run one training phase on one batch chunk and add its gradients (scaled by `gain`) to .grad."""
+        raise NotImplementedError()
+
+# ----------------------------------------------------------------------------------------------
+
+
+def blur_filter(blur_sigma, device=None, dtype=torch.float32):
+    """1-D Gaussian taps for the D-input blur, normalised to sum 1; None when the blur is off.
+
+    Half-size floor(3 sigma), taps proportional to 2^-(x/sigma)^2 (the official base-2 Gaussian).
+    Used as a separable filter by `upfirdn2d.filter2d`.
+    """
+    blur_size = int(np.floor(blur_sigma * 3))
+    if blur_size <= 0:
+        return None
+    f = torch.arange(-blur_size, blur_size + 1, device=device, dtype=dtype).div(blur_sigma).square().neg().exp2()
+    return f / f.sum()
+
+
+def blur(img, blur_sigma):
+    """Gaussian blur of an NCHW batch with zero padding; the identity when `blur_filter` is None."""
+    f = blur_filter(blur_sigma, device=img.device, dtype=torch.promote_types(img.dtype, torch.float32))
+    if f is None:
+        return img
+    return upfirdn2d.filter2d(img, f)
+
+# ----------------------------------------------------------------------------------------------
+
+
+class StyleGAN2Loss(Loss):
+    """Official StyleGAN2 loss; the constructor arguments are the official ones (see module docstring)."""
+
+    def __init__(self, device, G, D, augment_pipe=None, r1_gamma=10, style_mixing_prob=0, pl_weight=0,
+                 pl_batch_shrink=2, pl_decay=0.01, pl_no_weight_grad=False, blur_init_sigma=0, blur_fade_kimg=0):
+        super().__init__()
+        self.device = device
+        self.G = G
+        self.D = D
+        self.augment_pipe = augment_pipe
+        self.r1_gamma = r1_gamma
+        self.style_mixing_prob = style_mixing_prob
+        self.pl_weight = pl_weight
+        self.pl_batch_shrink = pl_batch_shrink
+        self.pl_decay = pl_decay
+        self.pl_no_weight_grad = pl_no_weight_grad
+        self.pl_mean = torch.zeros([], device=device)  # running mean of the path lengths (exact resume needs it)
+        self.blur_init_sigma = blur_init_sigma
+        self.blur_fade_kimg = blur_fade_kimg
+        self.last_losses = dict()   # name -> detached loss tensor of the latest accumulate_gradients call
+        self._all_finite = dict()   # name -> bool tensor on the loss device, since the last nonfinite_terms()
+
+    # -- state for exact resume ----------------------------------------------------------------
+
+    def state_dict(self):
+        return {'pl_mean': self.pl_mean.detach().cpu().clone()}
+
+    def load_state_dict(self, state):
+        if set(state.keys()) != {'pl_mean'}:
+            raise KeyError(f'StyleGAN2Loss state must have exactly the key "pl_mean", got {sorted(state.keys())}.')
+        self.pl_mean.copy_(torch.as_tensor(state['pl_mean']))
+
+    # -- overridable pieces --------------------------------------------------------------------
+
+    @property
+    def G_reg_enabled(self):
+        return self.pl_weight != 0
+
+    @property
+    def D_reg_enabled(self):
+        return self.r1_gamma != 0
+
+    def blur_sigma(self, cur_nimg):
+        """D-input blur sigma at `cur_nimg`: fades linearly from blur_init_sigma to 0 over blur_fade_kimg."""
+        if self.blur_fade_kimg > 0:
+            return max(1 - cur_nimg / (self.blur_fade_kimg * 1e3), 0) * self.blur_init_sigma
+        return 0
+
+    def run_synthesis(self, ws, c, update_emas=False):
+        _ = c  # StyleGAN2/3 synthesis ignores the label; ray-conditioned subclasses pass the camera here.
+        return self.G.synthesis(ws, update_emas=update_emas)
+
+    def run_G(self, z, c, update_emas=False):
+        """-> (img, ws). With probability style_mixing_prob (per batch), ws[:, cutoff:] come from a second z."""
+        ws = self.G.mapping(z, c, update_emas=update_emas)
+        num_ws = ws.shape[1]
+        if self.style_mixing_prob > 0 and num_ws > 1:
+            with torch.autograd.profiler.record_function('style_mixing'):
+                cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, num_ws)
+                cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing_prob,
+                                     cutoff, torch.full_like(cutoff, num_ws))
+                ws[:, cutoff:] = self.G.mapping(torch.randn_like(z), c, update_emas=False)[:, cutoff:]
+        img = self.run_synthesis(ws, c, update_emas=update_emas)
+        return img, ws
+
+    def run_D(self, img, c, blur_sigma=0, update_emas=False):
+        """Blur, then augment, then D; the same path for reals and fakes."""
+        if blur_sigma > 0:
+            with torch.autograd.profiler.record_function('blur'):
+                img = blur(img, blur_sigma)
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return self.D(img, c, update_emas=update_emas)
+
+    def r1_penalty(self, real_img, real_logits):
+        """Per-image squared norm of d(sum of logits)/d(real_img), real_img being the input of run_D."""
+        with torch.autograd.profiler.record_function('r1_grads'), conv2d_gradfix.no_weight_gradients():
+            r1_grads = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img],
+                                           create_graph=True, only_inputs=True)[0]
+        return r1_grads.square().sum([1, 2, 3])
+
+    def extra_G_terms(self, stage, ctx):
+        """Additional generator losses for `stage` ('main' or 'reg'); see the module docstring."""
+        return {}
+
+    def extra_D_terms(self, stage, ctx):
+        """Additional discriminator losses for `stage` ('gen', 'real' or 'reg'); see the module docstring."""
+        return {}
+
+    # -- non-finite detection ------------------------------------------------------------------
+
+    def nonfinite_terms(self, reset=True):
+        """Names of the losses that had a non-finite value since the last call (one host sync)."""
+        flags = self._all_finite
+        if reset:
+            self._all_finite = dict()
+        if len(flags) == 0:
+            return []
+        finite = torch.stack([flag.to(self.pl_mean.device) for flag in flags.values()]).cpu().tolist()
+        return [name for name, ok in zip(flags.keys(), finite) if not ok]
+
+    def _keep(self, name, loss):
+        loss = loss.detach()
+        self.last_losses[name] = loss
+        finite = torch.isfinite(loss).all()
+        previous = self._all_finite.get(name)
+        self._all_finite[name] = finite if previous is None else previous & finite.to(previous.device)
+
+    def _extra_terms(self, terms):
+        """Report and keep the extra terms; return the sum of their means (0 when there are none)."""
+        total = 0
+        for name, loss in terms.items():
+            training_stats.report(f'Loss/{name}', loss)
+            self._keep(name, loss)
+            total = total + loss.mean()
+        return total
+
+    # -- the phases ----------------------------------------------------------------------------
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        if phase not in _PHASES:
+            raise ValueError(f'Unknown loss phase "{phase}"; expected one of {", ".join(_PHASES)}.')
+        if not self.G_reg_enabled:
+            phase = {'Greg': 'none', 'Gboth': 'Gmain'}.get(phase, phase)
+        if not self.D_reg_enabled:
+            phase = {'Dreg': 'none', 'Dboth': 'Dmain'}.get(phase, phase)
+        self.last_losses = dict()
+        blur_sigma = self.blur_sigma(cur_nimg)
+        ctx = dict(phase=phase, cur_nimg=cur_nimg, blur_sigma=blur_sigma)
+
+        if phase in ('Gmain', 'Gboth'):
+            self._G_main(gen_z, gen_c, gain, ctx)
+        if phase in ('Greg', 'Gboth'):
+            self._G_reg(gen_z, gen_c, gain, ctx)
+        loss_Dgen = None
+        if phase in ('Dmain', 'Dboth'):
+            loss_Dgen = self._D_gen(gen_z, gen_c, gain, ctx)
+        if phase in ('Dmain', 'Dreg', 'Dboth'):
+            self._D_real(phase, real_img, real_c, gain, ctx, loss_Dgen)
+
+    def _G_main(self, gen_z, gen_c, gain, ctx):
+        """Maximise the logits of fakes: softplus(-D(G(z)))."""
+        with torch.autograd.profiler.record_function('Gmain_forward'):
+            gen_img, gen_ws = self.run_G(gen_z, gen_c)
+            gen_logits = self.run_D(gen_img, gen_c, blur_sigma=ctx['blur_sigma'])
+            training_stats.report('Loss/scores/fake', gen_logits)
+            training_stats.report('Loss/signs/fake', gen_logits.sign())
+            loss_Gmain = torch.nn.functional.softplus(-gen_logits)
+            training_stats.report('Loss/G/loss', loss_Gmain)
+            self._keep('Gmain', loss_Gmain)
+            extra = self._extra_terms(self.extra_G_terms('main', types.SimpleNamespace(
+                **ctx, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_ws=gen_ws, gen_logits=gen_logits)))
+        with torch.autograd.profiler.record_function('Gmain_backward'):
+            (loss_Gmain.mean() + extra).mul(gain).backward()
+
+    def _G_reg(self, gen_z, gen_c, gain, ctx):
+        """Path-length regularisation on a shrunk batch (plus any extra 'reg' terms)."""
+        loss = 0
+        with torch.autograd.profiler.record_function('Gpl_forward'):
+            if self.pl_weight != 0:
+                loss = self._path_length_loss(gen_z, gen_c).mean()
+            loss = loss + self._extra_terms(self.extra_G_terms('reg', types.SimpleNamespace(
+                **ctx, gen_z=gen_z, gen_c=gen_c)))
+        if isinstance(loss, torch.Tensor):
+            with torch.autograd.profiler.record_function('Gpl_backward'):
+                loss.mul(gain).backward()
+
+    def _path_length_loss(self, gen_z, gen_c):
+        batch_size = gen_z.shape[0] // self.pl_batch_shrink
+        gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
+        pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
+        with torch.autograd.profiler.record_function('pl_grads'), \
+                conv2d_gradfix.no_weight_gradients(self.pl_no_weight_grad):
+            pl_grads = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws],
+                                           create_graph=True, only_inputs=True)[0]
+        pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
+        # As official, the penalty uses the updated mean without detaching it.
+        pl_mean = self.pl_mean.to(pl_lengths.dtype).lerp(pl_lengths.mean(), self.pl_decay)
+        self.pl_mean.copy_(pl_mean.detach())
+        pl_penalty = (pl_lengths - pl_mean).square()
+        training_stats.report('Loss/pl_penalty', pl_penalty)
+        loss_Gpl = pl_penalty * self.pl_weight
+        training_stats.report('Loss/G/reg', loss_Gpl)
+        self._keep('Gpl', loss_Gpl)
+        return loss_Gpl
+
+    def _D_gen(self, gen_z, gen_c, gain, ctx):
+        """Minimise the logits of fakes: softplus(D(G(z))), generated with update_emas=True."""
+        with torch.autograd.profiler.record_function('Dgen_forward'):
+            gen_img, _gen_ws = self.run_G(gen_z, gen_c, update_emas=True)
+            gen_logits = self.run_D(gen_img, gen_c, blur_sigma=ctx['blur_sigma'], update_emas=True)
+            training_stats.report('Loss/scores/fake', gen_logits)
+            training_stats.report('Loss/signs/fake', gen_logits.sign())
+            loss_Dgen = torch.nn.functional.softplus(gen_logits)
+            self._keep('Dgen', loss_Dgen)
+            extra = self._extra_terms(self.extra_D_terms('gen', types.SimpleNamespace(
+                **ctx, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_logits=gen_logits)))
+        with torch.autograd.profiler.record_function('Dgen_backward'):
+            (loss_Dgen.mean() + extra).mul(gain).backward()
+        return loss_Dgen.detach()  # reported together with the real part, as official
+
+    def _D_real(self, phase, real_img, real_c, gain, ctx, loss_Dgen):
+        """Maximise the logits of reals (Dmain) and/or penalise their input gradient (Dreg)."""
+        main, reg = phase in ('Dmain', 'Dboth'), phase in ('Dreg', 'Dboth')
+        name = {'Dmain': 'Dreal', 'Dreg': 'Dr1', 'Dboth': 'Dreal_Dr1'}[phase]
+        with torch.autograd.profiler.record_function(name + '_forward'):
+            real_img_tmp = real_img.detach().requires_grad_(reg)
+            real_logits = self.run_D(real_img_tmp, real_c, blur_sigma=ctx['blur_sigma'])
+            training_stats.report('Loss/scores/real', real_logits)
+            training_stats.report('Loss/signs/real', real_logits.sign())
+            stage_ctx = types.SimpleNamespace(**ctx, real_img=real_img_tmp, real_c=real_c, real_logits=real_logits)
+
+            loss_Dreal = 0
+            extra = 0
+            if main:
+                loss_Dreal = torch.nn.functional.softplus(-real_logits)
+                training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
+                self._keep('Dreal', loss_Dreal)
+                extra = extra + self._extra_terms(self.extra_D_terms('real', stage_ctx))
+
+            loss_Dr1 = 0
+            if reg:
+                if self.r1_gamma != 0:
+                    r1_penalty = self.r1_penalty(real_img_tmp, real_logits)
+                    loss_Dr1 = r1_penalty * (self.r1_gamma / 2)
+                    training_stats.report('Loss/r1_penalty', r1_penalty)
+                    training_stats.report('Loss/D/reg', loss_Dr1)
+                    self._keep('Dr1', loss_Dr1)
+                extra = extra + self._extra_terms(self.extra_D_terms('reg', stage_ctx))
+
+            loss = loss_Dreal + loss_Dr1
+            loss = (loss.mean() if isinstance(loss, torch.Tensor) else loss) + extra
+        if isinstance(loss, torch.Tensor):  # only a subclass that enables Dreg with r1_gamma=0 and no terms has none
+            with torch.autograd.profiler.record_function(name + '_backward'):
+                loss.mul(gain).backward()

@@ -1,0 +1,161 @@
+"""Snapshot files of a run: atomic writes, network pickles, training states, and finding what to resume.
+
+A network snapshot `network-snapshot-<kimg>.pkl` is the official pickle: a dict of G, D, G_ema,
+augment_pipe and training_set_kwargs. Beside it, `training-state-<kimg>.pt` holds everything else an
+exact continuation needs (optimizer states, image counter, tick, loss and ADA state, the options of
+the run). It is a `torch.save` file of tensors, numbers, strings and containers only, so it loads
+with `weights_only=True` and can never run code.
+"""
+
+import copy
+import glob
+import os
+import pickle
+import re
+
+import torch
+
+import dnnlib
+from torch_utils import persistence
+
+STATE_FORMAT = 'raycond-training-state'
+STATE_VERSION = 1
+
+class ResumeError(ValueError):
+    """A --resume source that cannot be used; the message is one sentence naming it and the fix."""
+
+#----------------------------------------------------------------------------
+# Atomic writes: a reader never sees a half-written file, and a crash leaves no partial output.
+
+def atomic_write(path, write_fn, mode='wb'):
+    """Call `write_fn(file)` on a temporary file in the same folder, then rename it to `path`."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp_path = os.path.join(folder, f'.{name}.tmp-{os.getpid()}')
+    try:
+        with open(tmp_path, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+def unused_path(path):
+    """`path` itself when free, else the first free `<stem>-<n><ext>`: earlier outputs are never replaced."""
+    if not os.path.exists(path):
+        return path
+    stem, ext = os.path.splitext(path)
+    n = 1
+    while os.path.exists(f'{stem}-{n}{ext}'):
+        n += 1
+    return f'{stem}-{n}{ext}'
+
+#----------------------------------------------------------------------------
+# Writing.
+
+def state_path_for(snapshot_path):
+    """`.../network-snapshot-X.pkl` -> `.../training-state-X.pt`."""
+    folder, name = os.path.split(snapshot_path)
+    stem = os.path.splitext(name)[0]
+    return os.path.join(folder, re.sub(r'^network-snapshot', 'training-state', stem) + '.pt')
+
+def save_network_snapshot(path, modules, training_set_kwargs):
+    """Write the official snapshot dict; networks are copied to the CPU, in eval mode, without gradients."""
+    data = dict(training_set_kwargs=dict(training_set_kwargs))
+    for name, module in modules.items():
+        if module is not None:
+            module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
+        data[name] = module
+    atomic_write(path, lambda f: pickle.dump(data, f))
+
+def save_training_state(path, state):
+    state = dict(state, format=STATE_FORMAT, version=STATE_VERSION)
+    atomic_write(path, lambda f: torch.save(state, f))
+
+#----------------------------------------------------------------------------
+# Reading.
+
+def load_training_state(path):
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:
+        raise ResumeError(f'Cannot read the training state {path} ({error}); resume from another snapshot.') from None
+    if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
+        raise ResumeError(f'{path} is not a training state written by this code; resume from its .pkl alone instead.')
+    if state.get('version') != STATE_VERSION:
+        raise ResumeError(f'{path} has training-state version {state.get("version")}, this code reads '
+                          f'version {STATE_VERSION}; resume from its .pkl alone instead.')
+    return state
+
+def _snapshot_nimg(snapshot_path):
+    """Image count of a snapshot: exact from its training state, else from the kimg in its name."""
+    state_path = state_path_for(snapshot_path)
+    if os.path.isfile(state_path):
+        try:
+            return load_training_state(state_path)['cur_nimg']
+        except ResumeError:
+            pass
+    match = re.match(r'network-snapshot-(\d+)', os.path.basename(snapshot_path))
+    return int(match.group(1)) * 1000 if match else -1
+
+def resolve_resume(source):
+    """Map a --resume value to (snapshot path or URL, training-state path or None).
+
+    A run directory resolves to its latest snapshot; a snapshot resumes exactly when its training
+    state lies beside it, and from its weights alone otherwise (official pickles, URLs).
+    """
+    if re.match(r'^[a-z]+://', source):
+        return source, None
+    if os.path.isdir(source):
+        snapshots = glob.glob(os.path.join(source, 'network-snapshot-*.pkl'))
+        if not snapshots:
+            raise ResumeError(f'The run directory {source} holds no network-snapshot-*.pkl to resume from.')
+        with_state = [path for path in snapshots if os.path.isfile(state_path_for(path))]
+        source = max(with_state or snapshots, key=lambda path: (_snapshot_nimg(path), path))
+    if not os.path.isfile(source):
+        raise ResumeError(f'--resume={source} is neither a snapshot file nor a run directory.')
+    state_path = state_path_for(source)
+    return source, (state_path if os.path.isfile(state_path) else None)
+
+def load_network_snapshot(source, trust_code=False):
+    """Read a snapshot pickle (path or URL) without executing embedded code unless `trust_code`."""
+    import training.augment, training.networks_stylegan2, training.networks_stylegan3  # noqa: F401 (no-exec registry)
+    try:
+        with dnnlib.util.open_url(source) as f:
+            data = persistence.load(f, trust_code=trust_code)
+    except persistence.UnsafePickleError as error:
+        raise ResumeError(f'Cannot resume from {source}: {error}') from None
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise ResumeError(f'Cannot read the snapshot {source} ({error}).') from None
+    if not isinstance(data, dict) or not any(isinstance(data.get(name), torch.nn.Module) for name in ('G', 'D', 'G_ema')):
+        raise ResumeError(f'{source} is not a network snapshot (a pickled dict with G, D and G_ema).')
+    return data
+
+def copy_weights_by_name(data, modules, source):
+    """Copy every tensor whose name exists in both; raise one ResumeError listing every shape mismatch."""
+    mismatches = []
+    for name, module in modules.items():
+        src = data.get(name)
+        if module is None or not isinstance(src, torch.nn.Module):
+            continue
+        src_tensors = dict(list(src.named_parameters()) + list(src.named_buffers()))
+        for tensor_name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            other = src_tensors.get(tensor_name)
+            if other is not None and other.shape != tensor.shape:
+                mismatches.append(f'{name}.{tensor_name} {list(other.shape)} vs {list(tensor.shape)}')
+    if mismatches:
+        raise ResumeError(f'Cannot resume from {source}: {len(mismatches)} tensor(s) have other shapes in the '
+                          f'snapshot than in this configuration ({"; ".join(mismatches)}); train with the '
+                          f'options the snapshot was made with (cfg, resolution, --cbase, --cmax, --cond, --map-depth).')
+    with torch.no_grad():
+        for name, module in modules.items():
+            src = data.get(name)
+            if module is not None and isinstance(src, torch.nn.Module):
+                src_tensors = dict(list(src.named_parameters()) + list(src.named_buffers()))
+                for tensor_name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+                    if tensor_name in src_tensors:
+                        tensor.copy_(src_tensors[tensor_name])
+
+#----------------------------------------------------------------------------
