@@ -1,0 +1,346 @@
+"""The training loop: run-dir files, exact resume, multi-process equivalence, ADA control, stop signals.
+
+Everything runs on the CPU with tiny networks (16x16 images, 16..32 channels) for a handful of steps.
+"""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import dnnlib
+import dataset_tool
+from multiproc import REPO_ROOT, run_processes
+from torch_utils import misc, persistence, training_stats
+from training import configs, snapshots
+from training.training_loop import BatchSliceSampler, NonFiniteLossError, training_loop
+
+#----------------------------------------------------------------------------
+# Fixtures.
+
+@pytest.fixture(scope='module')
+def shapes_zip(tmp_path_factory):
+    """32 camera-labelled 16x16 images made by dataset_tool."""
+    path = str(tmp_path_factory.mktemp('data') / 'shapes16.zip')
+    result = CliRunner().invoke(dataset_tool.main, ['--source=synthetic:shapes', f'--dest={path}', '--resolution=16x16',
+                                                    '--max-images=32', '--seed=1'])
+    assert result.exit_code == 0, result.output
+    return path
+
+def tiny_options(data, run_dir, cfg='stylegan2', batch=8, batch_gpu=4, gpus=1, kimg=0.064, aug='noaug', **overrides):
+    """training_loop kwargs of a tiny run, built by the real config registry."""
+    opts = dnnlib.EasyDict(cfg=cfg, data=data, cond=False, mirror=False, mirror_cameras=False, aug=aug, p=0.5, target=0.6,
+                           batch=batch, gpus=gpus, batch_gpu=batch_gpu, gamma=1, cbase=256, cmax=32, glr=None, dlr=0.002,
+                           map_depth=2, mbstd_group=4, freezed=0, fp32=False, kimg=kimg, tick=0.032, snap=1, seed=0,
+                           workers=0, nobench=False, metrics=[], device='cpu', resolution=16, camera_labels=False,
+                           dataset_size=32)
+    c = configs.build_training_options(opts)
+    c.G_kwargs.z_dim = c.G_kwargs.w_dim = 32
+    c.run_dir = str(run_dir)
+    c.grid_size = [2, 2]
+    del c.device
+    for key, value in overrides.items():
+        c[key] = value
+    os.makedirs(c.run_dir, exist_ok=True)
+    return c
+
+def load_snapshot(path):
+    with open(path, 'rb') as f:
+        return persistence.load(f)  # no-exec: also proves our snapshots rebuild without running code
+
+def final_snapshot(run_dir):
+    path, state_path = snapshots.resolve_resume(str(run_dir))
+    return load_snapshot(path), snapshots.load_training_state(state_path)
+
+def named_tensors(module):
+    return dict(list(module.named_parameters()) + list(module.named_buffers()))
+
+#----------------------------------------------------------------------------
+
+def test_short_run_writes_every_file_and_stays_finite(shapes_zip, tmp_path):
+    c = tiny_options(shapes_zip, tmp_path / 'run', aug='ada', kimg=0.064)
+    result = training_loop(**c)
+    assert result.status == 'done' and result.cur_nimg == 64
+
+    names = sorted(os.listdir(c.run_dir))
+    for expected in ['reals.png', 'fakes_init.png', 'fakes000000.png', 'stats.jsonl', 'network-snapshot-000000.pkl',
+                     'training-state-000000.pt']:
+        assert expected in names
+    assert any(name.startswith('events.out.tfevents') for name in names)
+    assert not any(name.startswith('.') for name in names), 'temporary files left behind'
+
+    ticks = [json.loads(line) for line in open(os.path.join(c.run_dir, 'stats.jsonl'))]
+    assert len(ticks) == 3  # tick 0 after the first step, then every 0.032 kimg: 0.040, 0.064
+    for tick in ticks:
+        for name in ['Loss/G/loss', 'Loss/D/loss', 'Loss/r1_penalty', 'Loss/pl_penalty']:
+            if name in tick:
+                assert np.isfinite(tick[name]['mean']), name
+    assert [tick['Progress/kimg']['mean'] for tick in ticks] == pytest.approx([0.008, 0.040, 0.064], rel=1e-6)
+
+    data, state = final_snapshot(c.run_dir)
+    assert set(data) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+    assert data['training_set_kwargs']['path'] == shapes_zip
+    assert state['cur_nimg'] == 64 and state['batch_idx'] == 8
+    img = data['G_ema'](torch.randn([2, 32]), torch.zeros([2, 0]))
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
+    for name, tensor in named_tensors(data['G']).items():
+        assert torch.isfinite(tensor).all(), name
+
+def test_stop_and_resume_is_bit_identical(shapes_zip, tmp_path):
+    # Uninterrupted: 12 steps. Interrupted: 3 steps (not a multiple of the ADA or lazy-regularisation
+    # intervals), then an exact resume for the other 9. ADA with a fast ada_kimg makes p move.
+    common = dict(aug='ada', ada_kimg=0.1, augment_p=0.25)
+    straight = tiny_options(shapes_zip, tmp_path / 'straight', kimg=0.096, **common)
+    training_loop(**straight)
+    first = tiny_options(shapes_zip, tmp_path / 'first', kimg=0.024, **common)
+    training_loop(**first)
+    pkl, state_path = snapshots.resolve_resume(first.run_dir)
+    assert snapshots.load_training_state(state_path)['cur_nimg'] == 24
+    second = tiny_options(shapes_zip, tmp_path / 'second', kimg=0.096, resume_pkl=pkl, resume_state=state_path, **common)
+    training_loop(**second)
+
+    a, a_state = final_snapshot(straight.run_dir)
+    b, b_state = final_snapshot(second.run_dir)
+    assert a_state['cur_nimg'] == b_state['cur_nimg'] == 96
+    for name in ['G', 'D', 'G_ema', 'augment_pipe']:
+        ta, tb = named_tensors(a[name]), named_tensors(b[name])
+        assert list(ta) == list(tb)
+        for tensor_name in ta:
+            assert torch.equal(ta[tensor_name], tb[tensor_name]), f'{name}.{tensor_name}'
+    assert float(a['augment_pipe'].p) != 0.25  # ADA really moved p
+    for opt_name in ['G', 'D']:
+        for key, value in a_state['optimizers'][opt_name]['state'].items():
+            for moment in ['exp_avg', 'exp_avg_sq']:
+                assert torch.equal(value[moment], b_state['optimizers'][opt_name]['state'][key][moment])
+    assert torch.equal(a_state['loss']['pl_mean'], b_state['loss']['pl_mean']) and float(a_state['loss']['pl_mean']) > 0
+
+def test_resume_of_stylegan3_is_bit_identical(shapes_zip, tmp_path):
+    # StyleGAN3 adds magnitude EMAs (buffers updated during training) and the D-input blur schedule.
+    common = dict(cfg='stylegan3-t', batch=4, batch_gpu=4)
+    straight = tiny_options(shapes_zip, tmp_path / 'straight', kimg=0.016, **common)
+    training_loop(**straight)
+    first = tiny_options(shapes_zip, tmp_path / 'first', kimg=0.008, **common)
+    training_loop(**first)
+    pkl, state_path = snapshots.resolve_resume(first.run_dir)
+    second = tiny_options(shapes_zip, tmp_path / 'second', kimg=0.016, resume_pkl=pkl, resume_state=state_path, **common)
+    training_loop(**second)
+    a, _ = final_snapshot(straight.run_dir)
+    b, _ = final_snapshot(second.run_dir)
+    for name in ['G', 'D', 'G_ema']:
+        for tensor_name, tensor in named_tensors(a[name]).items():
+            assert torch.equal(tensor, named_tensors(b[name])[tensor_name]), f'{name}.{tensor_name}'
+
+def test_two_gloo_processes_equal_one_process(shapes_zip, tmp_path):
+    """Same total batch (8) in chunks of 4: one process accumulates 2 chunks, two processes take one each.
+
+    Chunks hold the same images, latents and random draws (noise, style mixing, augmentation) in
+    both layouts, so the gradients differ only in float32 summation order ((a + b) / 2 versus
+    a / 2 + b / 2, and the all-reduce). Adam divides each gradient by its own running magnitude, which
+    turns the rounding of nearly cancelling gradients into visible but tiny parameter differences:
+    measured |one - two| / |one - init| = 3e-4 for G and 7e-6 for D after 8 steps, while any real
+    difference in what is computed (other images, latents or draws) moves parameters by as much as
+    training does (ratio ~1). The tolerance 1e-2 sits between the two.
+
+    Excluded on purpose: path-length regularisation, whose running mean `pl_mean` is updated per
+    chunk inside each process (as in the official loop), and the buffer `mapping.w_avg` (same
+    reason; it only matters for truncation, which training does not use).
+    """
+    runs = []
+    for procs in (1, 2):
+        c = tiny_options(shapes_zip, tmp_path / f'procs{procs}', gpus=procs, aug='fixed', kimg=0.064)
+        c.loss_kwargs.pl_weight = 0
+        assert c.loss_kwargs.style_mixing_prob == 0.9  # mixing, noise and augmentation stay on
+        with open(os.path.join(c.run_dir, 'options.json'), 'w') as f:
+            json.dump(c, f)
+        runs.append(c)
+    results = run_processes([[sys.executable, os.path.join('tests', 'training', 'loop_runner.py'), str(procs),
+                              os.path.join(c.run_dir, 'options.json')] for procs, c in zip((1, 2), runs)], timeout=300)
+    for returncode, out, err in results:
+        assert returncode == 0, err[-3000:]
+        assert '"status": "done"' in out
+
+    one, _ = final_snapshot(runs[0].run_dir)
+    two, _ = final_snapshot(runs[1].run_dir)
+    torch.manual_seed(0)  # the loop builds its networks from this seed
+    shape = dict(c_dim=0, img_resolution=16, img_channels=3)
+    init = dict(G=dnnlib.util.construct_class_by_name(**runs[0].G_kwargs, **shape),
+                D=dnnlib.util.construct_class_by_name(**runs[0].D_kwargs, **shape))
+    for name, init_name in [('G', 'G'), ('D', 'D'), ('G_ema', 'G')]:
+        p_one, p_two = dict(one[name].named_parameters()), dict(two[name].named_parameters())
+        p_init = dict(init[init_name].named_parameters())
+        apart = sum(((p_one[n] - p_two[n]) ** 2).sum() for n in p_one).sqrt()
+        moved = sum(((p_one[n] - p_init[n]) ** 2).sum() for n in p_one).sqrt()
+        assert moved > 0.1, name
+        assert apart / moved < 1e-2, f'{name}: {apart / moved:.2e}'
+    assert float(one['augment_pipe'].p) == float(two['augment_pipe'].p) == 0.5
+
+#----------------------------------------------------------------------------
+# Loop logic checked with stub losses whose statistics are known exactly.
+
+class ConstantSignLoss:
+    """Reports a fixed sign of D(real) for every image (no gradients): drives ADA deterministically."""
+    sign = 1.0
+
+    def __init__(self, device, G, D, augment_pipe=None, **kwargs):
+        self.last_losses = dict()
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        if phase == 'Dmain':
+            training_stats.report('Loss/signs/real', torch.full([real_img.shape[0]], self.sign))
+
+    def nonfinite_terms(self):
+        return []
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+class OverfittingLoss(ConstantSignLoss):
+    sign = 1.0
+
+class UnderfittingLoss(ConstantSignLoss):
+    sign = -1.0
+
+@pytest.mark.parametrize('loss_class, start_p', [(OverfittingLoss, 0.0), (UnderfittingLoss, 0.01)])
+def test_ada_p_follows_the_overfitting_signal(shapes_zip, tmp_path, loss_class, start_p):
+    # 16 steps of batch 8, adjustment every 4 steps by batch * 4 / (ada_kimg * 1000) = 32 / 5000.
+    c = tiny_options(shapes_zip, tmp_path / 'run', aug='ada', kimg=0.128, augment_p=start_p, ada_kimg=5,
+                     loss_kwargs=dict(class_name=f'{__name__}.{loss_class.__name__}'))
+    training_loop(**c)
+    data, _ = final_snapshot(c.run_dir)
+    step = 32 / 5000
+    expected = start_p + 4 * step if loss_class.sign > 0 else max(start_p - 4 * step, 0)
+    assert float(data['augment_pipe'].p) == pytest.approx(expected, abs=1e-7)
+    if loss_class.sign < 0:
+        assert float(data['augment_pipe'].p) == 0  # clamped, never negative
+
+class NonFiniteDiscriminatorLoss(ConstantSignLoss):
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        self.last_losses = {'Loss/D/loss': torch.tensor(float('nan'))} if phase == 'Dmain' else {}
+
+    def nonfinite_terms(self):
+        return ['Loss/D/loss']
+
+def test_nonfinite_loss_stops_the_run_naming_phase_and_tick(shapes_zip, tmp_path):
+    c = tiny_options(shapes_zip, tmp_path / 'run', loss_kwargs=dict(class_name=f'{__name__}.NonFiniteDiscriminatorLoss'))
+    with pytest.raises(NonFiniteLossError, match=r'Loss/D/loss.*phase Dmain during tick 0'):
+        training_loop(**c)
+    assert not any(name.startswith('network-snapshot') for name in os.listdir(c.run_dir))
+
+#----------------------------------------------------------------------------
+# Data order and resume sources.
+
+class _Sized:
+    def __len__(self):
+        return 10
+
+def test_batch_slices_tile_the_global_stream():
+    stream = misc.InfiniteSampler(_Sized(), seed=3)
+    expected = [index for index, _ in zip(stream, range(5 * 8))]
+    for start in (0, 16):
+        parts = []
+        for rank in range(4):
+            sampler = BatchSliceSampler(_Sized(), batch_size=8, rank=rank, num_replicas=4, seed=3, start_index=start)
+            parts.append([index for index, _ in zip(sampler, range((40 - start) // 4))])
+        # Global batch k = rank 0's 2 images, then rank 1's, ... (contiguous slices).
+        rebuilt = [parts[rank][2 * k + i] for k in range((40 - start) // 8) for rank in range(4) for i in range(2)]
+        assert rebuilt == expected[start:]
+
+def test_resolve_resume_prefers_the_latest_snapshot_with_state(tmp_path):
+    run = tmp_path / 'run'
+    run.mkdir()
+    for name, nimg in [('network-snapshot-000000.pkl', 8), ('network-snapshot-000000-1.pkl', 24),
+                       ('network-snapshot-000001.pkl', None)]:
+        (run / name).write_bytes(b'x')
+        if nimg is not None:
+            snapshots.save_training_state(snapshots.state_path_for(str(run / name)), dict(cur_nimg=nimg))
+    assert snapshots.resolve_resume(str(run)) == (str(run / 'network-snapshot-000000-1.pkl'),
+                                                  str(run / 'training-state-000000-1.pt'))
+    assert snapshots.resolve_resume(str(run / 'network-snapshot-000001.pkl')) == (str(run / 'network-snapshot-000001.pkl'), None)
+    with pytest.raises(snapshots.ResumeError, match='holds no network-snapshot'):
+        snapshots.resolve_resume(str(tmp_path))
+    with pytest.raises(snapshots.ResumeError, match='neither a snapshot file nor a run directory'):
+        snapshots.resolve_resume(str(tmp_path / 'missing.pkl'))
+
+def test_training_state_refuses_foreign_files(tmp_path):
+    path = tmp_path / 'training-state-000000.pt'
+    torch.save({'hello': 1}, path)
+    with pytest.raises(snapshots.ResumeError, match='not a training state'):
+        snapshots.load_training_state(str(path))
+    path.write_bytes(pickle.dumps(object()))
+    with pytest.raises(snapshots.ResumeError, match='Cannot read the training state'):
+        snapshots.load_training_state(str(path))
+
+def test_weights_only_resume_copies_by_name_and_lists_every_mismatch(shapes_zip, tmp_path):
+    from training import networks_stylegan2
+    small = dict(z_dim=32, w_dim=32, c_dim=0, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2))
+    src = networks_stylegan2.Generator(channel_base=256, channel_max=32, **small)
+    dst = networks_stylegan2.Generator(channel_base=256, channel_max=32, **small)
+    snapshots.copy_weights_by_name(dict(G=src), dict(G=dst), 'src.pkl')
+    for name, tensor in named_tensors(src).items():
+        assert torch.equal(tensor, named_tensors(dst)[name])
+
+    wider = networks_stylegan2.Generator(channel_base=512, channel_max=64, **small)
+    before = {name: tensor.clone() for name, tensor in named_tensors(dst).items()}
+    expected = [name for name, tensor in named_tensors(wider).items() if tensor.shape != named_tensors(dst)[name].shape]
+    with pytest.raises(snapshots.ResumeError) as error:
+        snapshots.copy_weights_by_name(dict(G=wider), dict(G=dst), 'wider.pkl')
+    message = str(error.value)
+    assert f'{len(expected)} tensor(s)' in message and '\n' not in message
+    for name in expected:
+        assert f'G.{name} ' in message
+    for name, tensor in named_tensors(dst).items():
+        assert torch.equal(tensor, before[name]), 'nothing may be copied when shapes mismatch'
+
+#----------------------------------------------------------------------------
+# Preemption through the real command line.
+
+def test_sigterm_writes_a_snapshot_that_resumes(shapes_zip, tmp_path):
+    outdir = tmp_path / 'runs'
+    common = ['--cfg=stylegan2', f'--data={shapes_zip}', '--gpus=1', '--batch=4', '--gamma=1', '--device=cpu',
+              '--metrics=none', '--cbase=256', '--cmax=16', '--map-depth=2', '--workers=0', '--grid=2x2', '--tick=0.004']
+    proc = subprocess.Popen([sys.executable, 'train.py', f'--outdir={outdir}', '--kimg=1000', *common], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        seen = []
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if line.startswith('tick 2 '):
+                break
+        else:
+            pytest.fail('training did not reach tick 2:\n' + ''.join(seen))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert 'Traceback' not in out
+    run_dir = os.path.join(outdir, os.listdir(outdir)[0])
+    assert f'--resume={run_dir}' in out
+    pkl, state_path = snapshots.resolve_resume(run_dir)
+    stopped_at = snapshots.load_training_state(state_path)['cur_nimg']
+    assert stopped_at >= 12  # at least the three ticks seen
+
+    resumed = subprocess.run([sys.executable, 'train.py', f'--outdir={outdir}', f'--resume={run_dir}',
+                              f'--kimg={(stopped_at + 8) / 1000}'], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert 'exact continuation' in resumed.stdout
+    second_dir = sorted(os.listdir(outdir))[1]
+    assert second_dir.startswith('00001-stylegan2-shapes16-gpus1-batch4-gamma1')
+    _, state = final_snapshot(os.path.join(outdir, second_dir))
+    assert state['cur_nimg'] == stopped_at + 8
+
+#----------------------------------------------------------------------------
