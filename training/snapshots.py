@@ -133,29 +133,34 @@ def load_network_snapshot(source, trust_code=False):
         raise ResumeError(f'{source} is not a network snapshot (a pickled dict with G, D and G_ema).')
     return data
 
+def _named_tensors(module):
+    return list(module.named_parameters()) + list(module.named_buffers())
+
 def copy_weights_by_name(data, modules, source):
-    """Copy every tensor whose name exists in both; raise one ResumeError listing every shape mismatch."""
+    """Copy every tensor whose name exists in both; raise one ResumeError listing every shape mismatch.
+
+    Nothing is copied unless all shared names agree in shape.
+    """
+    pairs = []  # (destination tensor, source tensor)
     mismatches = []
     for name, module in modules.items():
         src = data.get(name)
         if module is None or not isinstance(src, torch.nn.Module):
             continue
-        src_tensors = dict(list(src.named_parameters()) + list(src.named_buffers()))
-        for tensor_name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        src_tensors = dict(_named_tensors(src))
+        for tensor_name, tensor in _named_tensors(module):
             other = src_tensors.get(tensor_name)
-            if other is not None and other.shape != tensor.shape:
+            if other is None:
+                continue
+            if other.shape != tensor.shape:
                 mismatches.append(f'{name}.{tensor_name} {list(other.shape)} vs {list(tensor.shape)}')
+            pairs.append((tensor, other))
     if mismatches:
         raise ResumeError(f'Cannot resume from {source}: {len(mismatches)} tensor(s) have other shapes in the '
                           f'snapshot than in this configuration ({"; ".join(mismatches)}); train with the '
                           f'options the snapshot was made with (cfg, resolution, --cbase, --cmax, --cond, --map-depth).')
     with torch.no_grad():
-        for name, module in modules.items():
-            src = data.get(name)
-            if module is not None and isinstance(src, torch.nn.Module):
-                src_tensors = dict(list(src.named_parameters()) + list(src.named_buffers()))
-                for tensor_name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
-                    if tensor_name in src_tensors:
-                        tensor.copy_(src_tensors[tensor_name])
+        for tensor, other in pairs:
+            tensor.copy_(other)
 
 #----------------------------------------------------------------------------

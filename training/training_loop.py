@@ -469,7 +469,8 @@ def training_loop(
             # Snapshots.
             if is_main and image_snapshot_ticks is not None and (done or cur_tick % image_snapshot_ticks == 0):
                 save_image_grid(_generate_grid(G_ema, grid_z, grid_c, batch_gpu).numpy(),
-                                os.path.join(run_dir, f'fakes{cur_nimg // 1000:06d}.png'), drange=[-1, 1], grid_size=grid_size)
+                                snapshots.unused_path(os.path.join(run_dir, f'fakes{cur_nimg // 1000:06d}.png')),
+                                drange=[-1, 1], grid_size=grid_size)
             snapshot_pkl = None
             if network_snapshot_ticks is not None and (done or cur_tick % network_snapshot_ticks == 0):
                 snapshot_pkl = save_snapshot(cur_tick + 1, cur_nimg)
