@@ -21,6 +21,7 @@ test: install
 bench: install
 	$(BIN)/python bench/ops_cpu.py
 	$(BIN)/python bench/generator_cpu.py
+	$(BIN)/python bench/train_cpu.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
