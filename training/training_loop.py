@@ -92,8 +92,13 @@ def _draw_generator_inputs(training_set, z_dim, num_phases, batch_size, seed, ba
 #----------------------------------------------------------------------------
 # Image grids.
 
-def default_grid_size(resolution):
-    """The official grid: about 7680x4320 pixels, 7..32 columns and 4..32 rows."""
+def default_grid_size(resolution, device_type='cuda'):
+    """The official grid (about 7680x4320 pixels, 7..32 columns and 4..32 rows) on GPUs; 8x4 on the CPU.
+
+    Up to 1024 images per snapshot take seconds on a GPU but minutes on a CPU, for every snapshot.
+    """
+    if device_type == 'cpu':
+        return 8, 4
     return int(np.clip(7680 // resolution, 7, 32)), int(np.clip(4320 // resolution, 4, 32))
 
 def setup_snapshot_image_grid(training_set, grid_size, random_seed=0):
@@ -228,7 +233,7 @@ def training_loop(
     resume_state            = None,     # Training state beside resume_pkl: continue exactly.
     trust_code              = False,    # Execute code embedded in resume_pkl (only for files you trust).
     cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
-    grid_size               = None,     # (columns, rows) of the image snapshots; None = official size.
+    grid_size               = None,     # (columns, rows) of the image snapshots; None = default_grid_size().
     check_interval          = 4,        # Steps between checks for stop signals and non-finite losses.
     saved_options           = None,     # JSON-able options stored in each training state (train.py's).
     device                  = None,     # Ignored: the device comes from torch_utils.distributed.
@@ -320,7 +325,7 @@ def training_loop(
     ada_stats = training_stats.Collector(regex='Loss/signs/real') if (augment_pipe is not None and ada_target is not None) else None
 
     # Image grid.
-    grid_size = tuple(grid_size) if grid_size is not None else default_grid_size(training_set.resolution)
+    grid_size = tuple(grid_size) if grid_size is not None else default_grid_size(training_set.resolution, device.type)
     grid_z = grid_c = None
     if is_main:
         log('Exporting sample images...')
