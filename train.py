@@ -22,9 +22,12 @@ torchrun --nnodes=2 --node_rank=$NODE_RANK --nproc_per_node=8 --master_addr=$HEA
 python train.py --outdir=training-runs --resume=training-runs/00003-stylegan2-shapes-32-gpus1-batch8-gamma1
 """
 
+import glob
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import sys
 
@@ -58,7 +61,10 @@ def _parse_comma_separated_list(value):
         return value
     if value is None or value.lower() == 'none' or value == '':
         return []
-    return [item.strip() for item in value.split(',') if item.strip()]
+    items = [item.strip() for item in value.split(',') if item.strip()]
+    if any(item.lower() == 'none' for item in items):
+        raise OptionError(f'--metrics={value} mixes "none" with metric names; pass either none or the metrics.')
+    return items
 
 def _parse_grid(value):
     if value is None:
@@ -75,7 +81,8 @@ def _merge_resumed_options(opts, given, saved):
     """An exact resume starts from the saved options; options given on this command line win."""
     merged = dnnlib.EasyDict(saved)
     for key, value in opts.items():
-        if key in given or key not in saved or key in ('outdir', 'resume', 'dry_run', 'device', 'trust_code'):
+        if key in given or key not in saved or key in ('outdir', 'resume', 'dry_run', 'device', 'trust_code') or \
+                (key == 'gpus' and distributed.launched_by_torchrun()):  # torchrun decides the process count
             merged[key] = value
     return merged
 
@@ -105,15 +112,23 @@ def _inspect_dataset(opts):
     return facts
 
 def _validate(opts):
-    missing = [name for name in _REQUIRED_OPTIONS if opts.get(name) is None]
+    under_torchrun = distributed.launched_by_torchrun()
+    missing = [name for name in _REQUIRED_OPTIONS if opts.get(name) is None and not (name == 'gpus' and under_torchrun)]
     if missing:
         raise OptionError(f'Missing option(s) {", ".join("--" + m for m in missing)} (they may be omitted only '
                           f'when --resume points to a snapshot with a training state).')
+    if os.path.exists(opts.outdir) and not os.path.isdir(opts.outdir):
+        raise OptionError(f'--outdir={opts.outdir} is a file, not a folder; pass a folder to hold the run directories.')
+    if opts.desc is not None and ('/' in opts.desc or os.sep in opts.desc):
+        raise OptionError(f'--desc={opts.desc} would place the run directory outside --outdir; drop the path separators.')
+    for name in ('gamma', 'glr', 'dlr', 'p', 'target', 'kimg', 'tick'):
+        if opts.get(name) is not None and not math.isfinite(opts[name]):  # click's ranges let nan and inf through
+            raise OptionError(f'--{name}={opts[name]} must be a finite number.')
     if opts.cfg not in configs.config_names():
         raise OptionError(f'--cfg={opts.cfg} is not a known config; choose one of {", ".join(configs.config_names())}.')
-    if distributed.launched_by_torchrun():
-        world_size = int(os.environ['WORLD_SIZE'])
-        local = int(os.environ.get('LOCAL_WORLD_SIZE', world_size))
+    if under_torchrun:
+        _rank, world_size, _local_rank, local = distributed._torchrun_layout()  # DistributedSetupError on bad variables
+        local = local or world_size
         if opts.gpus not in (None, world_size, local):
             raise OptionError(f'--gpus={opts.gpus} contradicts torchrun, which started {local} processes per node '
                               f'({world_size} in total); omit --gpus.')
@@ -151,6 +166,8 @@ def build_run(opts, given):
             opts = _merge_resumed_options(opts, given, state['options'])
     _validate(opts)
     opts.update(_inspect_dataset(opts))
+    if resume_pkl is not None and not re.match(r'^[a-z]+://', resume_pkl):
+        snapshots.load_network_snapshot(resume_pkl, trust_code=opts.trust_code)  # fail now, before a run directory exists
 
     c = configs.build_training_options(opts)
     c.grid_size = opts.grid
@@ -189,8 +206,13 @@ def _worker(c, outdir, desc, notes):
     run_dir = None
     if distributed.is_main():
         os.makedirs(outdir, exist_ok=True)
-        run_dir = next_run_dir(outdir, desc)
-        os.makedirs(run_dir)  # never reuse a directory that exists
+        while True:  # never reuse a directory that exists; another run may take a number at the same moment
+            run_dir = next_run_dir(outdir, desc)
+            try:
+                os.makedirs(run_dir)
+                break
+            except FileExistsError:
+                continue
         snapshots.atomic_write(os.path.join(run_dir, 'training_options.json'),
                                lambda f: f.write(json.dumps(c, indent=2)), mode='w')
     if distributed.get_world_size() > 1:
@@ -211,12 +233,24 @@ def _worker(c, outdir, desc, notes):
                 print('Note:', note)
         from training.training_loop import NonFiniteLossError, training_loop
         kwargs = {key: value for key, value in c.items() if key != 'device'}
+        failure = None
         try:
             result = training_loop(run_dir=run_dir, **kwargs)
         except (NonFiniteLossError, DatasetError, snapshots.ResumeError) as error:
-            if distributed.is_main():
-                print(f'Error: {error}')
-            raise SystemExit(1) from None
+            # Drop the loop's frames now: they hold the DataLoader, whose workers must stop before exit.
+            error.__traceback__ = None
+            failure = error
+        if failure is not None:
+            if logger is not None and not isinstance(failure, NonFiniteLossError) and \
+                    not glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')):
+                # Failed before saving anything (bad --resume pickle, unreadable image): leave no run directory behind.
+                logger.close()
+                logger = None
+                shutil.rmtree(run_dir, ignore_errors=True)
+                print(f'Error: {failure}', file=sys.stderr)
+            elif distributed.is_main():
+                print(f'Error: {failure}', file=sys.stderr)
+            raise SystemExit(1)
         if result.status == 'interrupted':
             if distributed.is_main():
                 print(f'Interrupted by {signal.Signals(result.signum).name}; continue with '
@@ -264,7 +298,7 @@ def _worker(c, outdir, desc, notes):
 @click.option('--nobench', help='Disable cuDNN benchmarking', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--workers', help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=0), default=3, show_default=True)
 @click.option('--device', help='Where to train  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
-@click.option('--grid', help='Columns x rows of the image snapshots  [default: about 7680x4320 pixels]', metavar='WxH')
+@click.option('--grid', help='Columns x rows of the image snapshots  [default: about 7680x4320 pixels on GPUs, 8x4 on the CPU]', metavar='WxH')
 @click.option('--trust-code', help='Execute code embedded in a --resume pickle (only for files you trust)', is_flag=True)
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
 def main(**kwargs):
@@ -289,6 +323,12 @@ def main(**kwargs):
         for note in notes:
             print('Note:', note)
         return
+
+    try:
+        os.makedirs(opts.outdir, exist_ok=True)
+    except OSError as error:
+        print(f'Error: Cannot create --outdir={opts.outdir} ({error.strerror}); pass a folder you can write to.', file=sys.stderr)
+        sys.exit(1)
 
     torch.multiprocessing.set_start_method('spawn', force=True)
     try:

@@ -80,8 +80,9 @@ def save_training_state(path, state):
 def load_training_state(path):
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:
-        raise ResumeError(f'Cannot read the training state {path} ({error}); resume from another snapshot.') from None
+    except Exception as error:  # torch's own message is several lines of advice that does not apply here
+        raise ResumeError(f'Cannot read the training state {path} ({type(error).__name__}): it is damaged or not a '
+                          f'training state; resume from another snapshot, or from its .pkl alone.') from None
     if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
         raise ResumeError(f'{path} is not a training state written by this code; resume from its .pkl alone instead.')
     if state.get('version') != STATE_VERSION:
@@ -128,7 +129,8 @@ def load_network_snapshot(source, trust_code=False):
     except persistence.UnsafePickleError as error:
         raise ResumeError(f'Cannot resume from {source}: {error}') from None
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise ResumeError(f'Cannot read the snapshot {source} ({error}).') from None
+        raise ResumeError(f'Cannot read the snapshot {source} ({error}); the file is damaged or not a pickle, '
+                          f'pass another --resume.') from None
     if not isinstance(data, dict) or not any(isinstance(data.get(name), torch.nn.Module) for name in ('G', 'D', 'G_ema')):
         raise ResumeError(f'{source} is not a network snapshot (a pickled dict with G, D and G_ema).')
     return data

@@ -34,6 +34,7 @@ import dnnlib
 from torch_utils import distributed, misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import snapshots
+from training.dataset import DatasetError
 
 #----------------------------------------------------------------------------
 
@@ -61,6 +62,15 @@ class BatchSliceSampler(torch.utils.data.Sampler):
         for position, index in enumerate(self.stream):
             if self.lo <= position % self.batch_size < self.hi:
                 yield index
+
+def _next_batch(iterator):
+    try:
+        return next(iterator)
+    except DatasetError as error:
+        # An error in a DataLoader worker comes back with the worker's traceback in its message;
+        # keep only the original sentence.
+        lines = [line for line in str(error).splitlines() if 'DatasetError: ' in line]
+        raise DatasetError(lines[-1].split('DatasetError: ', 1)[1] if lines else str(error)) from None
 
 def _ignore_stop_signals(_worker_id):
     # DataLoader workers share the terminal's process group: Ctrl-C must not kill them while the
@@ -274,9 +284,6 @@ def training_loop(
         loader_kwargs.pop('prefetch_factor', None)
     else:
         loader_kwargs['worker_init_fn'] = _ignore_stop_signals
-    sampler = BatchSliceSampler(training_set, batch_size, rank, world_size, seed=random_seed, start_index=cur_nimg)
-    training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler,
-                                                             batch_size=batch_size // world_size, **loader_kwargs))
     log(f'Num images:  {len(training_set)}\nImage shape: {training_set.image_shape}\nLabel shape: {training_set.label_shape}\n')
 
     # Networks: identical on every process (same seed), then broadcast anyway to be safe.
@@ -379,10 +386,13 @@ def training_loop(
     result = dnnlib.EasyDict(status='done', signum=0, snapshot_pkl=None)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
+    sampler = BatchSliceSampler(training_set, batch_size, rank, world_size, seed=random_seed, start_index=cur_nimg)
+    training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler,
+                                                             batch_size=batch_size // world_size, **loader_kwargs))
     try:
         while True:
             # Fetch data: this process's share of the global batch, in chunks of batch_gpu.
-            phase_real_img, phase_real_c = next(training_set_iterator)
+            phase_real_img, phase_real_c = _next_batch(training_set_iterator)
             phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
             phase_real_c = phase_real_c.to(device).split(batch_gpu)
             num_chunks = len(phase_real_img)
@@ -504,6 +514,10 @@ def training_loop(
                 result.snapshot_pkl = snapshot_pkl
                 break
     finally:
+        # Workers ignore stop signals, so they must be told to exit before this process does.
+        shutdown_workers = getattr(training_set_iterator, '_shutdown_workers', None)
+        if shutdown_workers is not None:
+            shutdown_workers()
         stop.restore()
         if stats_jsonl is not None:
             stats_jsonl.close()

@@ -1,0 +1,541 @@
+"""train.py: option validation and bad input, --dry-run, run-directory naming, and one tiny real run.
+
+Every user mistake must end the same way: exit code 1, exactly one `Error: ...` line on stderr that
+names the offending option or file, no traceback, and no run directory under --outdir.
+"""
+
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import dataset_tool  # noqa: E402
+import train  # noqa: E402
+
+TORCHRUN_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+
+# A network small enough to build and train a step on two CPU cores in about a second.
+TINY = ['--cbase=256', '--cmax=16', '--mbstd-group=2', '--workers=0', '--grid=2x2']
+
+# ----------------------------------------------------------------------------------------------
+# Datasets.
+
+
+def write_png_folder(folder, resolution, count=4, labels=True):
+    """`count` random RGB images of `resolution` (int or (width, height)); class labels 0/1 when `labels`."""
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(count):
+        PIL.Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(os.path.join(folder, f'{i}.png'))
+        entries.append([f'{i}.png', i % 2])
+    if labels:
+        with open(os.path.join(folder, 'dataset.json'), 'w') as f:
+            json.dump({'labels': entries}, f)
+    return str(folder)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """Paths of small datasets shared by the whole module."""
+    root = tmp_path_factory.mktemp('data')
+    cameras_zip = str(root / 'shapes16.zip')
+    result = CliRunner().invoke(dataset_tool.main, ['--source=synthetic:shapes', f'--dest={cameras_zip}',
+                                                    '--resolution=16x16', '--max-images=16'])
+    assert result.exit_code == 0, result.output
+    text_file = root / 'notes.txt'
+    text_file.write_text('not a dataset\n')
+    fake_zip = root / 'fake.zip'
+    fake_zip.write_text('not a zip\n')
+    os.makedirs(root / 'empty')
+    corrupt = write_png_folder(root / 'corrupt', 16)
+    with open(os.path.join(corrupt, '3.png'), 'r+b') as f:  # image 3 is read only by the training loop
+        f.truncate(40)
+    return dict(
+        cameras=cameras_zip,
+        classes=write_png_folder(root / 'classes16', 16),
+        unlabelled=write_png_folder(root / 'unlabelled16', 16, labels=False),
+        res12=write_png_folder(root / 'res12', 12),
+        res24=write_png_folder(root / 'res24', 24),
+        nonsquare=write_png_folder(root / 'nonsquare', (16, 8)),
+        corrupt=corrupt,
+        text=str(text_file),
+        fake_zip=str(fake_zip),
+        empty=str(root / 'empty'),
+        missing=str(root / 'does-not-exist'),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Running train.py.
+
+
+class _LaunchedTraining(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _in_process_calls_never_train(monkeypatch):
+    """Not under torchrun; and an in-process call that gets past validation fails fast instead of training."""
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    def launch(*args, **kwargs):
+        raise _LaunchedTraining('train.py would have started training: the options passed validation')
+    monkeypatch.setattr(train.distributed, 'launch', launch)
+
+
+def base_args(data_path, *extra):
+    return ['--cfg=stylegan2', f'--data={data_path}', '--gpus=1', '--batch=8', '--gamma=1', '--device=cpu',
+            '--metrics=none', *extra]
+
+
+def invoke(outdir, *args):
+    return CliRunner().invoke(train.main, [f'--outdir={outdir}', *[str(a) for a in args]])
+
+
+def assert_error(result, outdir, *words, before=None):
+    """Exit 1 via sys.exit, one `Error:` line on stderr naming `words`, nothing on stdout, no run directory."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert 'Traceback' not in result.output
+    assert result.stdout == '', result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('Error: '), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert_no_run_dir(outdir, before)
+    return lines[0]
+
+
+def assert_no_run_dir(outdir, before=None):
+    if before is None:
+        assert not os.path.exists(outdir), os.listdir(outdir)
+    else:
+        assert sorted(os.listdir(outdir)) == sorted(before)
+
+
+def dry_run(outdir, *args):
+    """-> (options dict, announced run directory); checks that nothing was written."""
+    before = sorted(os.listdir(outdir)) if os.path.isdir(outdir) else None
+    result = invoke(outdir, *args, '--dry-run')
+    assert result.exit_code == 0, (result.output, result.exception)
+    text, run_line = result.stdout.split('\nRun directory: ')
+    assert run_line.splitlines()[0].endswith(' (dry run: nothing created)'), run_line
+    assert_no_run_dir(outdir, before)
+    return json.loads(text), run_line.split(' (dry run')[0]
+
+
+def run_script(outdir, *args, timeout=120):
+    env = {key: value for key, value in os.environ.items() if key not in TORCHRUN_VARIABLES}
+    env.setdefault('OMP_NUM_THREADS', '1')  # tiny networks; two spinning threads on a busy 2-core box are ~50x slower
+    return subprocess.run([sys.executable, 'train.py', f'--outdir={outdir}', *[str(a) for a in args]], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_script_error(proc, *words):
+    assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert 'Traceback' not in proc.stdout + proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('Error: '), proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Required options and --cfg.
+
+
+@pytest.mark.parametrize('dropped', ['cfg', 'data', 'gpus', 'batch', 'gamma'])
+def test_missing_required_option(tmp_path, data, dropped):
+    args = [a for a in base_args(data['cameras']) if not a.startswith(f'--{dropped}=')]
+    assert_error(invoke(tmp_path / 'out', *args), tmp_path / 'out', f'--{dropped}', '--resume')
+
+
+def test_missing_all_required_options_are_listed_together(tmp_path):
+    message = assert_error(invoke(tmp_path / 'out'), tmp_path / 'out')
+    for name in ('--cfg', '--data', '--gpus', '--batch', '--gamma'):
+        assert name in message
+
+
+def test_unknown_cfg_is_a_click_usage_error(tmp_path, data):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--cfg=')]
+    result = invoke(tmp_path / 'out', '--cfg=stylegan9', *args)
+    assert result.exit_code == 2
+    assert "'--cfg'" in result.output and 'stylegan2' in result.output
+    assert 'Traceback' not in result.output
+    assert_no_run_dir(tmp_path / 'out')
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch layout.
+
+
+@pytest.mark.parametrize('args, words', [
+    (['--batch=6', '--gpus=4'], ['--batch=6', '--gpus=4']),
+    (['--batch=8', '--gpus=2', '--batch-gpu=3'], ['--batch=8', '--batch-gpu', '2 x 3']),
+    (['--batch=8', '--batch-gpu=16'], ['--batch=8', '--batch-gpu', '1 x 16']),
+    (['--batch=8', '--batch-gpu=2'], ['--batch-gpu=2', '--mbstd-group=4']),         # smaller than the group
+    (['--batch=12', '--batch-gpu=6'], ['--batch-gpu=6', '--mbstd-group=4']),        # not a multiple of it
+    (['--batch=8', '--gpus=4'], ['--batch-gpu=2', '--mbstd-group=4']),              # implied batch-gpu 8/4
+])
+def test_inconsistent_batch_layout(tmp_path, data, args, words):
+    base = [a for a in base_args(data['cameras']) if not a.startswith(('--batch=', '--gpus='))]
+    if not any(a.startswith('--gpus=') for a in args):
+        args = args + ['--gpus=1']
+    assert_error(invoke(tmp_path / 'out', *base, *args), tmp_path / 'out', *words)
+
+
+def test_cpu_processes_are_allowed(tmp_path, data):
+    options, run_dir = dry_run(tmp_path / 'out', *[a for a in base_args(data['cameras']) if not a.startswith(('--batch=', '--gpus='))],
+                               '--gpus=4', '--batch=16')
+    assert options['num_gpus'] == 4 and options['batch_size'] == 16 and options['batch_gpu'] == 4
+    assert options['device'] == 'cpu'
+    assert os.path.basename(run_dir) == '00000-stylegan2-shapes16-gpus4-batch16-gamma1'
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset.
+
+
+@pytest.mark.parametrize('key, words', [
+    ('missing', ['does-not-exist', 'does not exist']),
+    ('text', ['notes.txt', 'dataset_tool.py']),
+    ('fake_zip', ['fake.zip', 'dataset_tool.py']),
+    ('empty', ['empty', 'No image files']),
+    ('res12', ['res12', '12x12', 'power of two']),
+    ('res24', ['res24', '24x24', 'power of two']),
+    ('nonsquare', ['nonsquare', '16x8', 'non-square']),
+])
+def test_unusable_dataset(tmp_path, data, key, words):
+    assert_error(invoke(tmp_path / 'out', *base_args(data[key])), tmp_path / 'out', *words)
+
+
+def test_cond_needs_labels(tmp_path, data):
+    assert_error(invoke(tmp_path / 'out', *base_args(data['unlabelled'], '--cond=1')), tmp_path / 'out',
+                 'unlabelled16', '--cond')
+
+
+def test_class_labels_are_accepted(tmp_path, data):
+    options, _ = dry_run(tmp_path / 'out', *base_args(data['classes'], '--cond=1', '--mirror=1'))
+    assert options['training_set_kwargs']['use_labels'] is True
+    assert options['training_set_kwargs']['resolution'] == 16
+    assert options['training_set_kwargs']['max_size'] == 4
+
+
+def test_mirror_of_camera_labelled_data_needs_mirror_cameras(tmp_path, data):
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], '--cond=1', '--mirror=1')), tmp_path / 'out',
+                 'shapes16.zip', '--mirror-cameras')
+
+
+@pytest.mark.parametrize('extra', [['--cond=1', '--mirror=1', '--mirror-cameras=1'], ['--mirror=1']])
+def test_mirror_of_camera_labelled_data_that_is_allowed(tmp_path, data, extra):
+    options, _ = dry_run(tmp_path / 'out', *base_args(data['cameras'], *extra))
+    assert options['training_set_kwargs']['xflip'] is True
+
+
+def test_mirror_cameras_needs_mirror(tmp_path, data):
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], '--cond=1', '--mirror-cameras=1')),
+                 tmp_path / 'out', '--mirror-cameras', '--mirror=1')
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics, device, grid and other values.
+
+
+@pytest.mark.skipif(train._metric_registry() is not None, reason='a metrics registry exists now')
+def test_metrics_without_a_metrics_module(tmp_path, data):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]
+    assert_error(invoke(tmp_path / 'out', *args, '--metrics=fid50k_full'), tmp_path / 'out',
+                 '--metrics=fid50k_full', '--metrics=none')
+    options, _ = dry_run(tmp_path / 'out', *args)  # the default falls back to none
+    assert options['metrics'] == []
+
+
+@pytest.mark.parametrize('value', ['nosuchmetric', 'fid50k_full,nosuchmetric'])
+def test_unknown_metric(tmp_path, data, value):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]
+    assert_error(invoke(tmp_path / 'out', *args, f'--metrics={value}'), tmp_path / 'out', '--metrics=')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has CUDA')
+def test_cuda_without_cuda(tmp_path, data):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--device=')]
+    assert_error(invoke(tmp_path / 'out', *args, '--device=cuda'), tmp_path / 'out', '--device=cuda', '--device=cpu')
+
+
+@pytest.mark.parametrize('grid', ['3x', 'x3', '0x3', '3x0', '3*3', '3x3x3', 'abc', '-2x2', ''])
+def test_malformed_grid(tmp_path, data, grid):
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], f'--grid={grid}')), tmp_path / 'out',
+                 f'--grid={grid} ', 'COLUMNSxROWS')
+
+
+def test_grid(tmp_path, data):
+    options, _ = dry_run(tmp_path / 'out', *base_args(data['cameras'], '--grid=3x2'))
+    assert options['grid_size'] == [3, 2]
+
+
+@pytest.mark.parametrize('option', ['--gamma=nan', '--gamma=inf', '--glr=nan', '--dlr=inf', '--p=nan',
+                                    '--target=nan', '--kimg=inf', '--tick=nan'])
+def test_non_finite_numbers(tmp_path, data, option):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--gamma=')]
+    if not option.startswith('--gamma='):
+        args.append('--gamma=1')
+    assert_error(invoke(tmp_path / 'out', *args, option), tmp_path / 'out', option, 'finite')
+
+
+def test_outdir_that_is_a_file(tmp_path, data):
+    outdir = tmp_path / 'out'
+    outdir.write_text('a file\n')
+    result = invoke(outdir, *base_args(data['cameras']))
+    assert_error(result, tmp_path / 'nothing', f'--outdir={outdir}')
+    assert outdir.read_text() == 'a file\n'
+
+
+def test_desc_with_a_path_separator(tmp_path, data):
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], '--desc=../escape')), tmp_path / 'out',
+                 '--desc=../escape')
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# --resume.
+
+
+class _WritesAFile:
+    """Unpickling this with plain pickle would create `path`: the no-exec loader must refuse it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_resume_missing_path(tmp_path, data):
+    missing = tmp_path / 'nothing-here.pkl'
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], f'--resume={missing}')), tmp_path / 'out',
+                 str(missing))
+
+
+def test_resume_empty_directory(tmp_path, data):
+    empty = tmp_path / 'empty-run'
+    os.makedirs(empty)
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], f'--resume={empty}')), tmp_path / 'out',
+                 str(empty), 'network-snapshot')
+
+
+def test_resume_file_that_is_not_a_pickle(tmp_path, data):
+    path = tmp_path / 'network-snapshot-000100.pkl'
+    path.write_text('certainly not a pickle\n')
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], f'--resume={path}')), tmp_path / 'out', str(path))
+
+
+def test_resume_pickle_that_is_not_a_snapshot(tmp_path, data):
+    path = tmp_path / 'other.pkl'
+    path.write_bytes(pickle.dumps({'weights': [1, 2, 3]}))
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], f'--resume={path}')), tmp_path / 'out',
+                 str(path), 'not a network snapshot')
+
+
+def test_resume_pickle_with_code_is_refused_without_running_it(tmp_path, data):
+    marker = tmp_path / 'code-ran'
+    path = tmp_path / 'evil.pkl'
+    path.write_bytes(pickle.dumps({'G': _WritesAFile(str(marker))}))
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], f'--resume={path}')), tmp_path / 'out', str(path))
+    assert not marker.exists()
+
+
+def test_resume_without_options_needs_a_training_state(tmp_path, data):
+    path = tmp_path / 'other.pkl'
+    path.write_bytes(pickle.dumps({'weights': [1, 2, 3]}))
+    assert_error(invoke(tmp_path / 'out', f'--resume={path}'), tmp_path / 'out', '--data', '--resume')
+
+
+def test_resume_corrupt_training_state(tmp_path, data):
+    run = tmp_path / 'run'
+    os.makedirs(run)
+    (run / 'network-snapshot-000000.pkl').write_text('garbage\n')
+    (run / 'training-state-000000.pt').write_text('garbage\n')
+    message = assert_error(invoke(tmp_path / 'out', f'--resume={run}'), tmp_path / 'out', 'training-state-000000.pt')
+    assert 'weights_only' not in message
+
+
+# ----------------------------------------------------------------------------------------------
+# --dry-run and the run directory name.
+
+
+def test_dry_run_prints_options_and_creates_nothing(tmp_path, data):
+    outdir = tmp_path / 'deep' / 'out'
+    options, run_dir = dry_run(outdir, *base_args(data['cameras'], '--kimg=2', '--seed=3'))
+    assert not os.path.exists(tmp_path / 'deep')
+    assert run_dir == os.path.join(str(outdir), '00000-stylegan2-shapes16-gpus1-batch8-gamma1')
+    assert options['total_kimg'] == 2 and options['random_seed'] == 3 and options['metrics'] == []
+    assert options['training_set_kwargs']['path'] == data['cameras']
+    assert options['training_set_kwargs']['max_size'] == 16
+    assert options['G_kwargs']['class_name'] == 'training.networks_stylegan2.Generator'
+    assert options['loss_kwargs']['r1_gamma'] == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_run_dir_takes_the_next_free_number(tmp_path, data):
+    outdir = tmp_path / 'out'
+    for name in ('00000-x', '00007-y', 'notes'):
+        os.makedirs(outdir / name)
+    (outdir / '00042-a-file.txt').write_text('files do not count\n')
+    _, run_dir = dry_run(outdir, *base_args(data['cameras']))
+    assert run_dir == os.path.join(str(outdir), '00008-stylegan2-shapes16-gpus1-batch8-gamma1')
+    _, run_dir = dry_run(outdir, *base_args(data['classes'], '--desc=try2'))
+    assert run_dir == os.path.join(str(outdir), '00008-stylegan2-classes16-gpus1-batch8-gamma1-try2')
+
+
+@pytest.mark.parametrize('gamma, text', [('0.5', 'gamma0.5'), ('10', 'gamma10'), ('10.0', 'gamma10'),
+                                         ('0.0002', 'gamma0.0002'), ('0', 'gamma0'), ('6.5536', 'gamma6.5536')])
+def test_run_dir_gamma_format(tmp_path, data, gamma, text):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--gamma=')]
+    _, run_dir = dry_run(tmp_path / 'out', *args, f'--gamma={gamma}')
+    assert run_dir.endswith(f'-batch8-{text}')
+
+
+def test_help_lists_every_option():
+    result = CliRunner().invoke(train.main, ['--help'])
+    assert result.exit_code == 0
+    for option in ['--outdir', '--cfg', '--data', '--gpus', '--batch', '--gamma', '--cond', '--mirror', '--aug',
+                   '--resume', '--freezed', '--p', '--target', '--batch-gpu', '--cbase', '--cmax', '--glr', '--dlr',
+                   '--map-depth', '--mbstd-group', '--desc', '--metrics', '--kimg', '--tick', '--snap', '--seed',
+                   '--fp32', '--nobench', '--workers', '-n, --dry-run', '--device', '--mirror-cameras', '--grid',
+                   '--trust-code']:
+        assert re.search(rf'^\s+{re.escape(option)}\b', result.output, re.MULTILINE), option
+
+
+# ----------------------------------------------------------------------------------------------
+# torchrun decides the process count.
+
+
+def test_torchrun_sets_the_process_count(tmp_path, data, monkeypatch):
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--gpus=')]
+    options, run_dir = dry_run(tmp_path / 'out', *args)
+    assert options['num_gpus'] == 2 and options['batch_gpu'] == 4
+    assert '-gpus2-' in run_dir
+    assert_error(invoke(tmp_path / 'out', *args, '--gpus=3'), tmp_path / 'out', '--gpus=3', 'torchrun')
+
+
+@pytest.mark.parametrize('env, words', [({'RANK': '0'}, ['WORLD_SIZE']), ({'RANK': '0', 'WORLD_SIZE': 'two'}, ['WORLD_SIZE'])])
+def test_torchrun_variables_that_make_no_sense(tmp_path, data, monkeypatch, env, words):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'])), tmp_path / 'out', *words)
+
+
+# ----------------------------------------------------------------------------------------------
+# Real processes.
+
+
+def test_script_error_has_no_traceback(tmp_path, data):
+    proc = run_script(tmp_path / 'out', *base_args(data['res24'], '--batch-gpu=3'))
+    assert_script_error(proc, '--batch=8', '--batch-gpu')
+    assert proc.stdout == ''
+    assert_no_run_dir(tmp_path / 'out')
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, data):
+    """One real two-tick run on the CPU; -> (outdir, run dir, process)."""
+    outdir = tmp_path_factory.mktemp('runs')
+    proc = run_script(outdir, *base_args(data['cameras'], '--batch=4', '--kimg=0.008', '--tick=0.004', '--snap=1', *TINY))
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    (name,) = os.listdir(outdir)
+    return str(outdir), os.path.join(str(outdir), name), proc
+
+
+def test_tiny_training_run(finished_run):
+    outdir, run_dir, proc = finished_run
+    assert os.path.basename(run_dir) == '00000-stylegan2-shapes16-gpus1-batch4-gamma1'
+    assert 'Traceback' not in proc.stdout + proc.stderr
+    files = os.listdir(run_dir)
+    for name in ('training_options.json', 'log.txt', 'reals.png', 'fakes_init.png', 'fakes000000.png', 'stats.jsonl'):
+        assert name in files, (name, files)
+    assert any(re.fullmatch(r'network-snapshot-000000(-\d+)?\.pkl', f) for f in files), files
+    assert any(re.fullmatch(r'training-state-000000(-\d+)?\.pt', f) for f in files), files
+    assert any(f.startswith('events.out.tfevents.') for f in files), files
+    assert not any('.tmp-' in f for f in files), files
+    with open(os.path.join(run_dir, 'training_options.json')) as f:
+        options = json.load(f)
+    assert options['batch_size'] == 4 and options['grid_size'] == [2, 2]
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        lines = [json.loads(line) for line in f]
+    assert len(lines) == 2 and all('timestamp' in line for line in lines)
+    with PIL.Image.open(os.path.join(run_dir, 'reals.png')) as image:
+        assert image.size == (32, 32)
+    with open(os.path.join(run_dir, 'log.txt')) as f:
+        assert 'kimg 0.008' in f.read()
+
+
+def test_resume_finished_run_dry_run(finished_run):
+    outdir, run_dir, _ = finished_run
+    options, next_dir = dry_run(outdir, f'--resume={run_dir}')
+    assert os.path.basename(next_dir) == '00001-stylegan2-shapes16-gpus1-batch4-gamma1'
+    assert options['resume_pkl'].startswith(os.path.join(run_dir, 'network-snapshot-000000'))
+    assert options['resume_state'] is not None
+    assert options['batch_size'] == 4 and options['grid_size'] == [2, 2]
+
+
+def test_resume_with_other_shapes_leaves_no_run_dir(tmp_path, finished_run, data):
+    """The shape check runs inside the training loop, after the run directory was made: it must go again."""
+    _, run_dir, _ = finished_run
+    snapshot = sorted(f for f in os.listdir(run_dir) if f.startswith('network-snapshot-'))[0]
+    outdir = tmp_path / 'out'
+    proc = run_script(outdir, *base_args(data['cameras'], '--batch=4', '--kimg=0.004', f'--resume={run_dir}/{snapshot}',
+                                         *TINY, '--cmax=32'))
+    assert_script_error(proc, snapshot, '--cmax')
+    assert os.listdir(outdir) == []
+
+
+def test_corrupt_image_found_by_the_training_loop_leaves_no_run_dir(tmp_path, data):
+    outdir = tmp_path / 'out'
+    proc = run_script(outdir, *base_args(data['corrupt'], '--batch=4', '--kimg=0.004', *TINY))
+    assert_script_error(proc, '3.png', data['corrupt'])
+    assert os.listdir(outdir) == []
+
+
+@pytest.fixture(scope='module')
+def dataloader_worker_failure(tmp_path_factory, data):
+    """A run whose first corrupt image is read by a DataLoader worker process; -> (outdir, process)."""
+    outdir = tmp_path_factory.mktemp('worker-failure') / 'out'
+    args = [a for a in TINY if not a.startswith(('--workers=', '--grid='))]
+    # The 1x1 grid (seed 0) shows image 2; image 3 is first read by the worker.
+    proc = run_script(outdir, *base_args(data['corrupt'], '--batch=4', '--kimg=0.004', '--workers=1', '--grid=1x1', *args),
+                      timeout=45)  # the worker ignores SIGTERM: an exit that does not stop it first hangs
+    return outdir, proc
+
+
+def test_corrupt_image_found_by_a_dataloader_worker_exits(dataloader_worker_failure):
+    outdir, proc = dataloader_worker_failure
+    assert proc.returncode == 1, (proc.stdout[-2000:], proc.stderr[-2000:])
+    assert proc.stderr.startswith('Error: ') and '3.png' in proc.stderr, proc.stderr
+    assert os.listdir(outdir) == []
+
+
+def test_corrupt_image_found_by_a_dataloader_worker_is_one_sentence(dataloader_worker_failure):
+    _, proc = dataloader_worker_failure
+    assert_script_error(proc, '3.png')
+
+
+def test_metrics_none_mixed_with_names(tmp_path, data):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]
+    message = assert_error(invoke(tmp_path / 'out', *args, '--metrics=none,fid50k_full'), tmp_path / 'out', 'mixes "none"')
+    assert 'use --metrics=none' not in message
