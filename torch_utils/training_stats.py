@@ -9,8 +9,8 @@ Every process must report the same names in the same order (use `report0` for va
 rank 0 has), and every process must call `Collector.update()` together, because both steps are
 collective when torch.distributed is initialised.
 
-Non-finite values are counted like any other, so a NaN loss shows up as a NaN mean instead of being
-hidden; `std` is NaN whenever the mean is not finite.
+A non-finite value (NaN or ±inf) makes the mean and std of its interval NaN instead of being hidden;
+it is counted apart from the sums, so later intervals are unaffected.
 """
 
 import re
@@ -22,7 +22,7 @@ import dnnlib
 
 #----------------------------------------------------------------------------
 
-_num_moments = 3                # [count, sum, sum of squares]
+_num_moments = 4                # [count, sum, sum of squares, count of non-finite values]
 _counter_dtype = torch.float64  # float32 sums lose precision after a few million samples
 
 _rank = 0
@@ -57,10 +57,15 @@ def report(name, value):
     if elems.device.type == 'mps':
         elems = elems.cpu()  # MPS has no float64
     elems = elems.to(_counter_dtype)
+    # Non-finite values are counted apart instead of entering the sums: one NaN would otherwise stay
+    # in the cumulative sums forever and turn every later interval's mean into NaN.
+    finite = torch.isfinite(elems)
+    finite_elems = torch.where(finite, elems, torch.zeros_like(elems))
     moments = torch.stack([
         torch.ones_like(elems).sum(),
-        elems.sum(),
-        elems.square().sum(),
+        finite_elems.sum(),
+        finite_elems.square().sum(),
+        (~finite).to(_counter_dtype).sum(),
     ])
 
     counters = _counters[name]
@@ -160,7 +165,7 @@ class Collector:
         """Mean of the latest interval; NaN when nothing was reported."""
         self._check_name(name)
         count = self.num(name)
-        if count == 0:
+        if count == 0 or self._moments[name][3] > 0:
             return float('nan')
         return float(self._moments[name][1] / count)
 

@@ -96,8 +96,19 @@ def test_empty_and_non_finite_values():
     assert collector.names() == ['empty', 'bad', 'inf']
     assert collector.num('empty') == 0 and np.isnan(collector.mean('empty'))
     assert collector.num('bad') == 2 and np.isnan(collector.mean('bad')) and np.isnan(collector.std('bad'))
-    assert collector.mean('inf') == float('inf') and np.isnan(collector.std('inf'))
+    assert collector.num('inf') == 2 and np.isnan(collector.mean('inf')) and np.isnan(collector.std('inf'))
     assert 'empty' not in collector.as_dict()
+
+    # The next interval is clean again: a NaN must not stay in the running sums.
+    training_stats.report('bad', [2.0, 4.0])
+    training_stats.report('inf', [3.0])
+    collector.update()
+    assert (collector.num('bad'), collector.mean('bad'), collector.std('bad')) == (2, 3.0, 1.0)
+    assert (collector.num('inf'), collector.mean('inf')) == (1, 3.0)
+    later = training_stats.Collector()  # a collector made after the NaN never sees it
+    training_stats.report('bad', [5.0])
+    later.update()
+    assert later.mean('bad') == 5.0
 
 def test_report0_only_counts_rank_zero(monkeypatch):
     collector = training_stats.Collector()

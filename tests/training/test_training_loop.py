@@ -26,6 +26,16 @@ from training.training_loop import BatchSliceSampler, NonFiniteLossError, traini
 #----------------------------------------------------------------------------
 # Fixtures.
 
+@pytest.fixture(autouse=True)
+def restore_global_switches():
+    """The loop switches process-wide settings on, as the official one does; other tests expect the defaults."""
+    from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
+    saved = (conv2d_gradfix.enabled, grid_sample_gradfix.enabled, torch.backends.cudnn.benchmark,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    yield
+    (conv2d_gradfix.enabled, grid_sample_gradfix.enabled, torch.backends.cudnn.benchmark,
+     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = saved
+
 @pytest.fixture(scope='module')
 def shapes_zip(tmp_path_factory):
     """32 camera-labelled 16x16 images made by dataset_tool."""
