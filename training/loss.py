@@ -33,8 +33,8 @@ Non-finite losses: `last_losses` maps name -> detached loss tensor ('Gmain', 'Gp
 'Dr1' and the extra-term names) for the losses of the latest `accumulate_gradients` call only (it is
 cleared at the start of each call), so a loop that folds `torch.isfinite` of its values into a
 device-side flag after every call attributes a NaN to the right phase without any host sync. In
-addition, a per-name "finite so far" flag is kept on the device; `nonfinite_terms()` reads those
-flags once (one sync), resets them and returns the names that were ever non-finite.
+addition, a "finite so far" flag per phase and name is kept on the device; `nonfinite_terms()` reads
+those flags once (one sync), resets them and returns `<phase>/<name>` of those that were ever non-finite.
 """
 
 import types
@@ -176,7 +176,7 @@ class StyleGAN2Loss(Loss):
     # -- non-finite detection ------------------------------------------------------------------
 
     def nonfinite_terms(self, reset=True):
-        """Names of the losses that had a non-finite value since the last call (one host sync)."""
+        """`<phase>/<loss name>` of each loss that had a non-finite value since the last call (one host sync)."""
         flags = self._all_finite
         if reset:
             self._all_finite = dict()
@@ -189,8 +189,9 @@ class StyleGAN2Loss(Loss):
         loss = loss.detach()
         self.last_losses[name] = loss
         finite = torch.isfinite(loss).all()
-        previous = self._all_finite.get(name)
-        self._all_finite[name] = finite if previous is None else previous & finite.to(previous.device)
+        key = f'{self._phase}/{name}'
+        previous = self._all_finite.get(key)
+        self._all_finite[key] = finite if previous is None else previous & finite.to(previous.device)
 
     def _extra_terms(self, terms):
         """Report and keep the extra terms; return the sum of their means (0 when there are none)."""
@@ -206,6 +207,7 @@ class StyleGAN2Loss(Loss):
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
         if phase not in _PHASES:
             raise ValueError(f'Unknown loss phase "{phase}"; expected one of {", ".join(_PHASES)}.')
+        self._phase = phase  # as the caller named it, for nonfinite_terms()
         if not self.G_reg_enabled:
             phase = {'Greg': 'none', 'Gboth': 'Gmain'}.get(phase, phase)
         if not self.D_reg_enabled:

@@ -90,16 +90,16 @@ def load_training_state(path):
                           f'version {STATE_VERSION}; resume from its .pkl alone instead.')
     return state
 
-def _snapshot_nimg(snapshot_path):
-    """Image count of a snapshot: exact from its training state, else from the kimg in its name."""
-    state_path = state_path_for(snapshot_path)
-    if os.path.isfile(state_path):
-        try:
-            return load_training_state(state_path)['cur_nimg']
-        except ResumeError:
-            pass
-    match = re.match(r'network-snapshot-(\d+)', os.path.basename(snapshot_path))
-    return int(match.group(1)) * 1000 if match else -1
+def _snapshot_order(snapshot_path):
+    """Chronological key of a snapshot in its run: (kimg, n) of `network-snapshot-<kimg>[-<n>].pkl`.
+
+    `unused_path` numbers later snapshots of the same kimg -1, -2, ...; the name alone orders them,
+    so no (possibly large) training state is read to choose one.
+    """
+    match = re.fullmatch(r'network-snapshot-(\d+)(?:-(\d+))?\.pkl', os.path.basename(snapshot_path))
+    if not match:
+        return (-1, -1)
+    return (int(match.group(1)), int(match.group(2) or 0))
 
 def resolve_resume(source):
     """Map a --resume value to (snapshot path or URL, training-state path or None).
@@ -114,7 +114,7 @@ def resolve_resume(source):
         if not snapshots:
             raise ResumeError(f'The run directory {source} holds no network-snapshot-*.pkl to resume from.')
         with_state = [path for path in snapshots if os.path.isfile(state_path_for(path))]
-        source = max(with_state or snapshots, key=lambda path: (_snapshot_nimg(path), path))
+        source = max(with_state or snapshots, key=lambda path: (_snapshot_order(path), path))
     if not os.path.isfile(source):
         raise ResumeError(f'--resume={source} is neither a snapshot file nor a run directory.')
     state_path = state_path_for(source)

@@ -246,10 +246,9 @@ def training_loop(
     grid_size               = None,     # (columns, rows) of the image snapshots; None = default_grid_size().
     check_interval          = 4,        # Steps between checks for stop signals and non-finite losses.
     saved_options           = None,     # JSON-able options stored in each training state (train.py's).
-    device                  = None,     # Ignored: the device comes from torch_utils.distributed.
 ):
-    """Train; return EasyDict(status='done'|'interrupted', signum, snapshot_pkl, cur_nimg)."""
-    del device
+    """Train on the device set up by torch_utils.distributed; return EasyDict(status='done'|'interrupted',
+    signum, snapshot_pkl, cur_nimg)."""
     start_time = time.time()
     device = distributed.get_device()
     rank, world_size = distributed.get_rank(), distributed.get_world_size()
@@ -379,7 +378,6 @@ def training_loop(
     # Train.
     log(f'Training for {total_kimg} kimg...\n')
     stop = StopSignals()
-    nonfinite = torch.zeros([len(phases)], device=device)
     tick_start_time = time.time()
     maintenance_time = tick_start_time - start_time
     snapshot_pkl = None
@@ -411,8 +409,6 @@ def training_loop(
                     _seed_device_rng(device, random_seed, batch_idx, phase_idx, rank * num_chunks + chunk)
                     loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=z, gen_c=c,
                                               gain=phase.interval / num_chunks, cur_nimg=cur_nimg)
-                    for value in loss.last_losses.values():
-                        nonfinite[phase_idx] = torch.maximum(nonfinite[phase_idx], (~torch.isfinite(value)).any().float())
                 phase.module.requires_grad_(False)
                 _average_gradients(phase.module, world_size)
                 phase.opt.step()
@@ -447,11 +443,11 @@ def training_loop(
             done = cur_nimg >= total_kimg * 1000
             tick_due = done or cur_tick == 0 or cur_nimg >= tick_start_nimg + kimg_per_tick * 1000
             if tick_due or batch_idx % check_interval == 0:
-                stop_signum, *phase_flags = _all_reduce_max([stop.signum] + nonfinite.tolist(), device)
-                if any(phase_flags):
-                    bad = phases[phase_flags.index(max(phase_flags))].name
-                    terms = ', '.join(loss.nonfinite_terms()) or 'on another process'
-                    raise NonFiniteLossError(f'A non-finite loss ({terms}) appeared in phase {bad} during tick {cur_tick} '
+                bad_terms = loss.nonfinite_terms()
+                stop_signum, any_bad = _all_reduce_max([stop.signum, len(bad_terms) > 0], device)
+                if any_bad:
+                    where = ', '.join(bad_terms) or 'in another process'
+                    raise NonFiniteLossError(f'A non-finite loss ({where}, as phase/loss) appeared during tick {cur_tick} '
                                              f'(before kimg {cur_nimg / 1000:.3f}); the run stopped without saving it. '
                                              f'Lower the learning rates or --gamma, or use --fp32, and resume from the last snapshot.')
                 if stop_signum:

@@ -645,7 +645,7 @@ def test_nonfinite_terms_are_sticky_until_read():
     assert bool(torch.isfinite(loss.last_losses['Gmain']).all())
     run(loss, 'Dmain', real, z, c)
     assert set(loss.last_losses) == {'Dgen', 'Dreal'}  # only the latest call's losses
-    assert loss.nonfinite_terms() == ['Gmain']
+    assert loss.nonfinite_terms() == ['Gmain/Gmain']  # <phase>/<loss>
     assert loss.nonfinite_terms() == []
 
 # ----------------------------------------------------------------------------------------------

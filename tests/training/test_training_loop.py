@@ -21,6 +21,7 @@ import dataset_tool
 from multiproc import REPO_ROOT, run_processes
 from torch_utils import misc, persistence, training_stats
 from training import configs, snapshots
+from training.loss import StyleGAN2Loss
 from training.training_loop import BatchSliceSampler, NonFiniteLossError, training_loop
 
 #----------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class ConstantSignLoss:
     sign = 1.0
 
     def __init__(self, device, G, D, augment_pipe=None, **kwargs):
-        self.last_losses = dict()
+        pass
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
         if phase == 'Dmain':
@@ -234,16 +235,16 @@ def test_ada_p_follows_the_overfitting_signal(shapes_zip, tmp_path, loss_class, 
     if loss_class.sign < 0:
         assert float(data['augment_pipe'].p) == 0  # clamped, never negative
 
-class NonFiniteDiscriminatorLoss(ConstantSignLoss):
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
-        self.last_losses = {'Loss/D/loss': torch.tensor(float('nan'))} if phase == 'Dmain' else {}
+class PoisonedRealLoss(StyleGAN2Loss):
+    """The real StyleGAN2 loss plus an extra D term on reals that is NaN."""
 
-    def nonfinite_terms(self):
-        return ['Loss/D/loss']
+    def extra_D_terms(self, stage, ctx):
+        return {'poison': torch.full([ctx.real_img.shape[0]], float('nan'))} if stage == 'real' else {}
 
 def test_nonfinite_loss_stops_the_run_naming_phase_and_tick(shapes_zip, tmp_path):
-    c = tiny_options(shapes_zip, tmp_path / 'run', loss_kwargs=dict(class_name=f'{__name__}.NonFiniteDiscriminatorLoss'))
-    with pytest.raises(NonFiniteLossError, match=r'Loss/D/loss.*phase Dmain during tick 0'):
+    c = tiny_options(shapes_zip, tmp_path / 'run')
+    c.loss_kwargs.class_name = f'{__name__}.PoisonedRealLoss'
+    with pytest.raises(NonFiniteLossError, match=r'\(Dmain/poison, as phase/loss\) appeared during tick 0'):
         training_loop(**c)
     assert not any(name.startswith('network-snapshot') for name in os.listdir(c.run_dir))
 
@@ -269,13 +270,14 @@ def test_batch_slices_tile_the_global_stream():
 def test_resolve_resume_prefers_the_latest_snapshot_with_state(tmp_path):
     run = tmp_path / 'run'
     run.mkdir()
-    for name, nimg in [('network-snapshot-000000.pkl', 8), ('network-snapshot-000000-1.pkl', 24),
-                       ('network-snapshot-000001.pkl', None)]:
+    # Same-kimg snapshots are numbered -1, -2, ... in order: -10 is later than -2 (not by string order).
+    for name, has_state in [('network-snapshot-000000.pkl', True), ('network-snapshot-000000-2.pkl', True),
+                            ('network-snapshot-000000-10.pkl', True), ('network-snapshot-000001.pkl', False)]:
         (run / name).write_bytes(b'x')
-        if nimg is not None:
-            snapshots.save_training_state(snapshots.state_path_for(str(run / name)), dict(cur_nimg=nimg))
-    assert snapshots.resolve_resume(str(run)) == (str(run / 'network-snapshot-000000-1.pkl'),
-                                                  str(run / 'training-state-000000-1.pt'))
+        if has_state:
+            snapshots.save_training_state(snapshots.state_path_for(str(run / name)), dict(cur_nimg=0))
+    assert snapshots.resolve_resume(str(run)) == (str(run / 'network-snapshot-000000-10.pkl'),
+                                                  str(run / 'training-state-000000-10.pt'))
     assert snapshots.resolve_resume(str(run / 'network-snapshot-000001.pkl')) == (str(run / 'network-snapshot-000001.pkl'), None)
     with pytest.raises(snapshots.ResumeError, match='holds no network-snapshot'):
         snapshots.resolve_resume(str(tmp_path))
