@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import inspect
 import io
+import math
 import os
 import re
 import shutil
@@ -224,6 +225,18 @@ def parse_vec2(s) -> Tuple[float, float]:
         except ValueError:
             pass
     raise ValueError(f"Cannot parse '{s}' as a 2-vector: expected two numbers like '0.5,-1'.")
+
+
+def parse_float_list(s, count=None) -> List[float]:
+    """'0.1,-0.2' -> [0.1, -0.2] (finite numbers only; exactly `count` of them when given)."""
+    try:
+        values = [float(part) for part in str(s).split(",")]
+    except ValueError:
+        values = []
+    if not values or (count is not None and len(values) != count) or not all(math.isfinite(v) for v in values):
+        expected = f"{count} comma-separated numbers" if count else "comma-separated numbers"
+        raise ValueError(f"Cannot parse '{s}': expected {expected}, e.g. '{','.join(['0.5'] * (count or 2))}'.")
+    return values
 
 
 # ----------------------------------------------------------------------------

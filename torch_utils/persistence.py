@@ -408,11 +408,15 @@ def _admitted_global(module: str, name: str) -> Any:
 
 
 class _NoExecUnpickler(pickle.Unpickler):
+    def __init__(self, file, stand_ins):
+        super().__init__(file)
+        self.stand_ins = stand_ins
+
     def find_class(self, module, name):
         # Protocol-2 pickles use Python 2 names ('__builtin__.set'); pickle's own find_class maps them.
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        obj = _admitted_global(module, name)
+        obj = self.stand_ins.get(f"{module}.{name}") or _admitted_global(module, name)
         if obj is None:
             raise UnsafePickleError(
                 f"The file refers to '{module}.{name}', which the no-exec loader does not admit; {_TRUST_HINT}.")
@@ -422,18 +426,33 @@ class _NoExecUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"The file uses persistent ids, which the no-exec loader does not admit; {_TRUST_HINT}.")
 
 
-def load(file, trust_code: bool = False) -> Any:
+class _StandInUnpickler(pickle.Unpickler):
+    """A plain (code-executing) unpickler that resolves some global names to stand-in classes."""
+
+    def __init__(self, file, stand_ins):
+        super().__init__(file)
+        self.stand_ins = stand_ins
+
+    def find_class(self, module, name):
+        return self.stand_ins.get(f"{module}.{name}") or super().find_class(module, name)
+
+
+def load(file, trust_code: bool = False, stand_ins: Optional[Dict[str, type]] = None) -> Any:
     """Unpickle a network snapshot from a binary file object or a path.
 
     trust_code=False (default): execute nothing from the file; persistent objects are rebuilt from
     registered classes (see register_no_exec_module) and anything else that would need code from the
-    file raises UnsafePickleError. trust_code=True: plain pickle.load, which executes the embedded
+    file raises UnsafePickleError. trust_code=True: plain unpickling, which executes the embedded
     source exactly like the official releases do.
+
+    stand_ins maps dotted global names found in the file to classes of ours that replace them in
+    either mode (e.g. 'dnnlib.tflib.network.Network' for TensorFlow pickles, so that TensorFlow is
+    never imported); such a class must be safe to create with __new__ and fill with __setstate__.
     """
     if isinstance(file, (str, bytes)) or hasattr(file, "__fspath__"):
         with open(file, "rb") as f:
-            return load(f, trust_code=trust_code)
+            return load(f, trust_code=trust_code, stand_ins=stand_ins)
+    stand_ins = dict(stand_ins or {})
     if trust_code:
-        return pickle.load(file)
-    return _materialize(_NoExecUnpickler(file).load(), memo={})
-
+        return _StandInUnpickler(file, stand_ins).load()
+    return _materialize(_NoExecUnpickler(file, stand_ins).load(), memo={})

@@ -163,13 +163,43 @@ class UniformCameraPoseSampler:
                                   radius, batch_size, device, generator)
 
 
+def lookat_labels(yaw, pitch, radius=FFHQ_RADIUS, pivot=FFHQ_PIVOT, focal=FFHQ_FOCAL):
+    """[N, 25] labels of cameras at angles (`yaw`, `pitch`) [N] in radians *relative to the frontal pose*.
+
+    The cameras sit on a sphere of `radius` about the world origin and look at `pivot`, with EG3D's
+    angle convention (LookAtPoseSampler at pi/2 + yaw, pi/2 + pitch): positive yaw moves the camera
+    towards world +x, positive pitch moves it down. Intrinsics: `focal` (normalised), principal point 0.5.
+    """
+    yaw = torch.as_tensor(yaw, dtype=torch.float32).reshape(-1)
+    pitch = torch.as_tensor(pitch, dtype=torch.float32).reshape(-1)
+    origins = _sphere_origins(FRONTAL_YAW + yaw, FRONTAL_PITCH + pitch, radius)
+    pivot = torch.as_tensor(pivot, dtype=torch.float32).reshape(1, 3)
+    cam2world = create_cam2world_matrix(pivot - origins, origins)
+    intrinsics = torch.tensor([[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], dtype=torch.float32)
+    return pack(cam2world, intrinsics)
+
+
+def orbit_angles(t, yaw_amplitude=0.35, pitch_amplitude=0.25, pitch_offset=-0.05):
+    """(yaw, pitch) relative to frontal at orbit phase `t` (one loop per unit): EG3D's and Ray Conditioning's video path.
+
+    yaw = yaw_amplitude sin(2 pi t), pitch = pitch_offset + pitch_amplitude cos(2 pi t).
+    """
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return yaw_amplitude * torch.sin(2 * math.pi * t), pitch_offset + pitch_amplitude * torch.cos(2 * math.pi * t)
+
+
+def fov_to_focal(fov_degrees):
+    """Normalised focal length for a *diagonal* field of view in degrees (see fov_to_intrinsics)."""
+    return 1 / (math.tan(fov_degrees * math.pi / 360) * math.sqrt(2))
+
+
 def fov_to_intrinsics(fov_degrees, device='cpu'):
     """Normalised [3, 3] intrinsics for a *diagonal* field of view, as EG3D defines it.
 
     f = 1 / (tan(fov / 2) * sqrt(2)), principal point (0.5, 0.5). EG3D writes pi and sqrt(2) as
     3.14159 and 1.414; the exact constants here differ from its values by about 1e-4 relative.
     """
-    focal = 1 / (math.tan(fov_degrees * math.pi / 360) * math.sqrt(2))
+    focal = fov_to_focal(fov_degrees)
     return torch.tensor([[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], dtype=torch.float32, device=device)
 
 

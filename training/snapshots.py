@@ -120,20 +120,78 @@ def resolve_resume(source):
     state_path = state_path_for(source)
     return source, (state_path if os.path.isfile(state_path) else None)
 
-def load_network_snapshot(source, trust_code=False):
-    """Read a snapshot pickle (path or URL) without executing embedded code unless `trust_code`."""
+class NetworkPickleError(ValueError):
+    """A file that cannot be used as a network pickle; the message is one sentence naming it and the fix."""
+
+def _register_no_exec_classes():
     import training.augment, training.networks_stylegan2, training.networks_stylegan3  # noqa: F401 (no-exec registry)
+
+def load_network_pkl(f, force_fp16=False, trust_code=False, name=None):
+    """Read a network pickle from the binary file `f`: a dict with G, D, G_ema, augment_pipe, training_set_kwargs.
+
+    Our snapshots and the official StyleGAN2-ADA / StyleGAN3 pickles are rebuilt from our classes
+    without executing the code embedded in them unless `trust_code`; StyleGAN2 TensorFlow pickles
+    (G, D, Gs) are converted to our StyleGAN2 networks without TensorFlow. `force_fp16` rebuilds the
+    networks with fp16 on the four highest resolutions and clamping at 256, as the official option.
+    Problems raise NetworkPickleError with one sentence naming `name`.
+    """
+    from training import tf_stylegan2
+    _register_no_exec_classes()
+    name = name or getattr(f, 'name', 'the network pickle')
     try:
-        with dnnlib.util.open_url(source) as f:
-            data = persistence.load(f, trust_code=trust_code)
+        data = persistence.load(f, trust_code=trust_code, stand_ins=tf_stylegan2.STAND_INS)
     except persistence.UnsafePickleError as error:
-        raise ResumeError(f'Cannot resume from {source}: {error}') from None
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise ResumeError(f'Cannot read the snapshot {source} ({error}); the file is damaged or not a pickle, '
-                          f'pass another --resume.') from None
-    if not isinstance(data, dict) or not any(isinstance(data.get(name), torch.nn.Module) for name in ('G', 'D', 'G_ema')):
-        raise ResumeError(f'{source} is not a network snapshot (a pickled dict with G, D and G_ema).')
+        raise NetworkPickleError(f'Cannot load {name} without executing code from it: {error}') from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as error:
+        raise NetworkPickleError(f'Cannot read {name} ({type(error).__name__}: {error}); the file is damaged or '
+                                 f'not a network pickle.') from None
+    if tf_stylegan2.is_tf_pickle(data):
+        try:
+            data = tf_stylegan2.convert_tf_pickle(data)
+        except tf_stylegan2.TFConversionError as error:
+            raise NetworkPickleError(f'Cannot convert the TensorFlow pickle {name}: {error}') from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(key), torch.nn.Module) for key in ('G', 'D', 'G_ema')):
+        raise NetworkPickleError(f'{name} is not a network snapshot (a pickled dict with G, D and G_ema networks).')
+    data = dict(data)
+    data.setdefault('training_set_kwargs', None)
+    data.setdefault('augment_pipe', None)
+    if force_fp16:
+        for key in ('G', 'D', 'G_ema'):
+            data[key] = _with_fp16(data[key], name)
     return data
+
+def _with_fp16(module, name):
+    """The official --force-fp16: rebuild with num_fp16_res=4, conv_clamp=256 and copy every tensor."""
+    from torch_utils import misc
+    if not hasattr(module, 'init_kwargs'):
+        raise NetworkPickleError(f'{name}: {type(module).__name__} does not record its constructor arguments, so '
+                                 f'it cannot be rebuilt in fp16; drop --force-fp16.')
+    kwargs = copy.deepcopy(dict(module.init_kwargs))
+    target = kwargs.get('synthesis_kwargs', kwargs)
+    target['num_fp16_res'] = 4
+    target['conv_clamp'] = 256
+    if kwargs == module.init_kwargs:
+        return module
+    rebuilt = type(module)(*getattr(module, 'init_args', ()), **kwargs).eval().requires_grad_(False)
+    misc.copy_params_and_buffers(module, rebuilt, require_all=True)
+    return rebuilt
+
+def open_network_pkl(source, force_fp16=False, trust_code=False):
+    """load_network_pkl for a path or URL (downloaded through the dnnlib cache)."""
+    if not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
+        raise NetworkPickleError(f'{source} does not exist or is not a file; pass the path or URL of a network pickle.')
+    try:
+        with dnnlib.util.open_url(source, verbose=False) as f:
+            return load_network_pkl(f, force_fp16=force_fp16, trust_code=trust_code, name=source)
+    except OSError as error:  # includes dnnlib.util.DownloadError
+        raise NetworkPickleError(f'Cannot open {source} ({error}).') from None
+
+def load_network_snapshot(source, trust_code=False):
+    """Read a snapshot pickle (path or URL) for --resume, without executing embedded code unless `trust_code`."""
+    try:
+        return open_network_pkl(source, trust_code=trust_code)
+    except NetworkPickleError as error:
+        raise ResumeError(f'Cannot resume from {source}: {error}') from None
 
 def _named_tensors(module):
     return list(module.named_parameters()) + list(module.named_buffers())

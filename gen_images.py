@@ -1,0 +1,222 @@
+"""Generate images from a network pickle: one PNG per seed (and camera view), or one grid.
+
+    # Images for seeds 0-3 from a snapshot of train.py, on the CPU.
+    python gen_images.py --network=training-runs/00000-stylegan2-shapes-32-gpus1-batch8-gamma1/network-snapshot-000001.pkl \\
+        --seeds=0-3 --outdir=out --device=cpu
+
+    # An official StyleGAN3 pickle, truncated, shifted and rotated.
+    python gen_images.py --network=https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/stylegan3-r-afhqv2-512x512.pkl \\
+        --seeds=2 --trunc=0.7 --translate=0.2,0 --rotate=15 --outdir=out
+
+    # A camera-conditioned network: a yaw sweep of 4 seeds as one grid (rows: seeds, columns: views).
+    python gen_images.py --network=snapshot.pkl --seeds=0-3 --yaw=-0.4,-0.2,0,0.2,0.4 --pitch=-0.2 --grid --outdir=out
+"""
+
+import json
+import os
+import sys
+
+import click
+import PIL.Image
+import torch
+import tqdm
+
+import dnnlib
+from training import cameras, generation, snapshots
+
+
+class CommandError(click.ClickException):
+    """One sentence on stderr, exit code 1, no traceback."""
+
+
+def parse_floats(text, what, count=None):
+    try:
+        return dnnlib.util.parse_float_list(text, count=count)
+    except ValueError as error:
+        raise CommandError(f'{what}: {error}') from None
+
+
+def parse_seeds(text):
+    try:
+        seeds = dnnlib.util.parse_range(text)
+    except ValueError as error:
+        raise CommandError(f'--seeds: {error}') from None
+    if not seeds or min(seeds) < 0 or max(seeds) >= 2 ** 32:
+        raise CommandError(f'--seeds={text}: seeds are integers from 0 to 2^32 - 1.')
+    return seeds
+
+
+def parse_grid(text, default_shape):
+    """--grid alone -> the default layout; --grid=COLSxROWS -> that layout."""
+    if text == 'auto':
+        return default_shape
+    parts = str(text).lower().split('x')
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise CommandError(f'--grid={text} is not COLSxROWS (e.g. --grid=4x2), nor --grid alone for an automatic layout.')
+    return int(parts[0]), int(parts[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels.
+
+CAMERA_OPTIONS = ('yaw', 'pitch', 'radius', 'fov', 'focal', 'pivot', 'poses')
+
+
+def camera_views(opts):
+    """[V, 25] camera labels from the camera options: --poses, or every (pitch, yaw) pair (yaw varying fastest)."""
+    if opts.poses is not None:
+        if any(opts[name] is not None for name in CAMERA_OPTIONS if name != 'poses'):
+            raise CommandError('--poses gives whole cameras; do not combine it with --yaw, --pitch, --radius, --fov, --focal or --pivot.')
+        try:
+            with open(opts.poses, encoding='utf-8') as f:
+                data = json.load(f)
+        except (OSError, ValueError) as error:
+            raise CommandError(f'Cannot read --poses={opts.poses} ({error}).') from None
+        try:
+            return generation.poses_from_json(data, source=f'--poses={opts.poses}')
+        except generation.GenerationError as error:
+            raise CommandError(str(error)) from None
+    if opts.fov is not None and opts.focal is not None:
+        raise CommandError('Pass either --fov or --focal, not both.')
+    yaws = parse_floats(opts.yaw, '--yaw') if opts.yaw is not None else [0.0]
+    pitches = parse_floats(opts.pitch, '--pitch') if opts.pitch is not None else [0.0]
+    pivot = parse_floats(opts.pivot, '--pivot', count=3) if opts.pivot is not None else cameras.FFHQ_PIVOT
+    radius = opts.radius if opts.radius is not None else cameras.FFHQ_RADIUS
+    focal = cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or cameras.FFHQ_FOCAL)
+    yaw_grid = [yaw for _pitch in pitches for yaw in yaws]
+    pitch_grid = [pitch for pitch in pitches for _yaw in yaws]
+    return cameras.lookat_labels(yaw_grid, pitch_grid, radius=radius, pivot=pivot, focal=focal)
+
+
+def labels_for(G, opts):
+    """[V, c_dim] labels: one per view for camera-conditioned networks, else one."""
+    camera_given = [name for name in CAMERA_OPTIONS if opts[name] is not None]
+    camera_net = generation.is_camera_conditioned(G)
+    if camera_given and not camera_net:
+        raise CommandError(f'--{camera_given[0]} sets a camera, but this network has no camera input '
+                           f'(c_dim={G.c_dim}); drop the camera options.')
+    if camera_given and opts.class_idx is not None:
+        raise CommandError(f'--class uses the label as a class index; it cannot be combined with --{camera_given[0]}.')
+    if camera_net and opts.class_idx is None:
+        return camera_views(opts)
+    if G.c_dim == 0 and opts.class_idx is not None:
+        print('warning: --class is ignored for an unconditional network', file=sys.stderr)
+        return torch.zeros([1, 0])
+    try:
+        return generation.class_label(G, opts.class_idx)
+    except generation.GenerationError as error:
+        raise CommandError(str(error)) from None
+
+
+# ----------------------------------------------------------------------------------------------
+
+def output_names(seeds, num_views, grid):
+    if grid:
+        return ['grid.png']
+    if num_views == 1:
+        return [f'seed{seed:04d}.png' for seed in seeds]
+    return [f'seed{seed:04d}-view{view:02d}.png' for seed in seeds for view in range(num_views)]
+
+
+def save_png(path, image):
+    """Write one [H, W, C] uint8 image atomically (grayscale networks give 'L' PNGs)."""
+    array = image.numpy()
+    picture = PIL.Image.fromarray(array[:, :, 0], 'L') if array.shape[2] == 1 else PIL.Image.fromarray(array, 'RGB')
+    snapshots.atomic_write(path, lambda f: picture.save(f, format='PNG'))
+
+
+def prepare_outdir(outdir, names, overwrite):
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise CommandError(f'--outdir={outdir} is a file; pass a folder.')
+    existing = [name for name in names if os.path.exists(os.path.join(outdir, name))]
+    if existing and not overwrite:
+        more = f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''
+        raise CommandError(f'{os.path.join(outdir, existing[0])} already exists{more}; pass --overwrite to replace '
+                           f'it or choose another --outdir.')
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f'Cannot create --outdir={outdir} ({error.strerror}).') from None
+
+
+def generate_images(opts):
+    seeds = parse_seeds(opts.seeds)
+    translate = parse_floats(opts.translate, '--translate', count=2)
+    try:
+        device = generation.choose_device(opts.device)
+        G = generation.load_generator(opts.network, device, trust_code=opts.trust_code)
+    except generation.GenerationError as error:
+        raise CommandError(str(error)) from None
+    views = labels_for(G, opts)
+    if opts.scale is not None and not generation.supports_scale(G):
+        raise CommandError(f'--scale needs a generator that renders at any resolution; this {type(G).__name__} '
+                           f'renders only {G.img_resolution}x{G.img_resolution}.')
+    try:
+        generation.set_input_transform(G, translate, opts.rotate)
+    except generation.GenerationError as error:
+        raise CommandError(str(error)) from None
+
+    num_views = views.shape[0]
+    grid = None
+    if opts.grid is not None:
+        grid = parse_grid(opts.grid, (num_views, len(seeds)) if num_views > 1 else generation.grid_shape(len(seeds)))
+        if grid[0] * grid[1] < len(seeds) * num_views:
+            raise CommandError(f'--grid={opts.grid} has {grid[0] * grid[1]} cells for {len(seeds) * num_views} images.')
+    names = output_names(seeds, num_views, grid)
+    prepare_outdir(opts.outdir, names, opts.overwrite)
+
+    z = generation.latents(seeds, G.z_dim, device).repeat_interleave(num_views, dim=0)
+    c = views.to(device).repeat(len(seeds), 1)
+    images = []
+    batches = range(0, z.shape[0], opts.batch)
+    for start in tqdm.tqdm(batches, desc='Generating', unit='batch', disable=not sys.stderr.isatty()):
+        part = generation.generate(G, z[start:start + opts.batch], c[start:start + opts.batch],
+                                   truncation_psi=opts.trunc, truncation_cutoff=opts.trunc_cutoff,
+                                   noise_mode=opts.noise_mode, scale=opts.scale, batch=opts.batch)
+        part = generation.to_uint8(part)
+        if grid is None:
+            for offset, image in enumerate(part):
+                save_png(os.path.join(opts.outdir, names[start + offset]), image)
+        else:
+            images.append(part)
+    if grid is not None:
+        save_png(os.path.join(opts.outdir, names[0]), generation.tile(torch.cat(images), *grid))
+    print(f'Wrote {len(names)} image{"s" if len(names) > 1 else ""} to {opts.outdir}')
+
+
+@click.command(context_settings=dict(help_option_names=['-h', '--help']))
+@click.option('--network', help='Network pickle: path or URL', required=True, metavar='PATH|URL')
+@click.option('--seeds', help='Seeds, e.g. 0-3,7', required=True, metavar='LIST')
+@click.option('--trunc', help='Truncation psi', type=float, default=1, show_default=True)
+@click.option('--trunc-cutoff', help='Truncate only the first N ws', type=click.IntRange(min=0), metavar='N')
+@click.option('--class', 'class_idx', help='Class label (class-conditional networks)', type=int, metavar='INT')
+@click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
+@click.option('--translate', help='Translate the input (StyleGAN3), in image widths', default='0,0', show_default=True, metavar='X,Y')
+@click.option('--rotate', help='Rotate the input (StyleGAN3), in degrees', type=float, default=0, show_default=True, metavar='ANGLE')
+@click.option('--yaw', help='Camera yaw(s) in radians from the frontal pose, comma-separated  [default: 0]', metavar='LIST')
+@click.option('--pitch', help='Camera pitch(es) in radians from the frontal pose, comma-separated (positive: from below)  [default: 0]', metavar='LIST')
+@click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=click.FloatRange(0, 180, min_open=True, max_open=True))
+@click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z')
+@click.option('--poses', help='JSON file of 25-float camera labels (a list, or a dataset.json)', metavar='FILE')
+@click.option('--scale', help='Output scale, for generators that render at any resolution', type=click.FloatRange(min=0, min_open=True))
+@click.option('--grid', help='Write one grid.png instead of one file per image: --grid alone (rows: seeds, columns: views) or --grid=COLSxROWS', is_flag=False, flag_value='auto', metavar='[COLSxROWS]')
+@click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
+@click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
+@click.option('--trust-code', help='Execute code embedded in the pickle (only for files you trust)', is_flag=True)
+@click.option('--overwrite', help='Replace images that already exist in --outdir', is_flag=True)
+@click.option('--outdir', help='Where to save the images', required=True, metavar='DIR')
+def main(**kwargs):
+    """Generate images using a pretrained network pickle.
+
+    Writes <outdir>/seed<NNNN>.png for each seed (seed<NNNN>-view<VV>.png for several camera views),
+    or one <outdir>/grid.png with --grid. Camera options apply to camera-conditioned networks (25-float
+    labels); yaw and pitch follow EG3D's convention on a sphere about the world origin.
+    """
+    opts = dnnlib.EasyDict(kwargs)
+    generate_images(opts)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,181 @@
+"""Render a looping latent-interpolation video from a network pickle (mp4 via imageio-ffmpeg).
+
+    # A 2x2 grid of interpolations through 8 keyframes each (32 seeds).
+    python gen_video.py --network=snapshot.pkl --seeds=0-31 --grid=2x2 --output=lerp.mp4
+
+    # A camera-conditioned network: the camera orbits (EG3D's path) while W moves through the seeds.
+    python gen_video.py --network=snapshot.pkl --seeds=0-3 --output=orbit.mp4
+    # ... or a pure orbit around one identity.
+    python gen_video.py --network=snapshot.pkl --seeds=0 --w-frames=120 --output=orbit.mp4
+"""
+
+import os
+import sys
+
+import click
+import imageio
+import numpy as np
+import torch
+import tqdm
+
+import dnnlib
+from training import cameras, generation
+
+
+class CommandError(click.ClickException):
+    """One sentence on stderr, exit code 1, no traceback."""
+
+
+def parse_grid(text):
+    parts = str(text).lower().split('x')
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise CommandError(f'--grid={text} is not COLSxROWS, e.g. --grid=2x2.')
+    return int(parts[0]), int(parts[1])
+
+
+def keyframe_seeds(seeds, num_keyframes, cells, shuffle_seed):
+    """[cells, num_keyframes] seeds, cycling through `seeds` as NVIDIA's gen_video does (optionally shuffled)."""
+    if num_keyframes is None:
+        if len(seeds) % cells != 0:
+            raise CommandError(f'{len(seeds)} seeds cannot be split evenly over a grid of {cells} videos; pass a '
+                               f'multiple of {cells} seeds or --num-keyframes.')
+        num_keyframes = len(seeds) // cells
+    all_seeds = np.array([seeds[i % len(seeds)] for i in range(num_keyframes * cells)])
+    if shuffle_seed is not None:
+        np.random.RandomState(shuffle_seed).shuffle(all_seeds)
+    return all_seeds.reshape(cells, num_keyframes)
+
+
+def label_function(G, opts, num_frames):
+    """frame -> [1, c_dim] label: the orbiting (or fixed) camera, a class, or nothing."""
+    camera_options = [name for name in ('yaw', 'pitch', 'yaw_range', 'pitch_range', 'radius', 'fov', 'focal', 'pivot')
+                      if opts[name] is not None]
+    if not generation.is_camera_conditioned(G) or opts.class_idx is not None:
+        if camera_options:
+            raise CommandError(f'--{camera_options[0].replace("_", "-")} sets the camera, but this network has no '
+                               f'camera input (c_dim={G.c_dim}); drop the camera options.')
+        if G.c_dim == 0 and opts.class_idx is not None:
+            print('warning: --class is ignored for an unconditional network', file=sys.stderr)
+            return lambda frame: torch.zeros([1, 0])
+        try:
+            label = generation.class_label(G, opts.class_idx)
+        except generation.GenerationError as error:
+            raise CommandError(str(error)) from None
+        return lambda frame: label
+    if opts.fov is not None and opts.focal is not None:
+        raise CommandError('Pass either --fov or --focal, not both.')
+    try:
+        pivot = dnnlib.util.parse_float_list(opts.pivot, count=3) if opts.pivot is not None else cameras.FFHQ_PIVOT
+    except ValueError as error:
+        raise CommandError(f'--pivot: {error}') from None
+    camera = dict(radius=opts.radius or cameras.FFHQ_RADIUS, pivot=pivot,
+                  focal=cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or cameras.FFHQ_FOCAL))
+    yaw0, pitch0 = opts.yaw or 0.0, opts.pitch or 0.0
+    if opts.camera == 'fixed':
+        label = cameras.lookat_labels([yaw0], [pitch0], **camera)
+        return lambda frame: label
+    yaw_range = 0.35 if opts.yaw_range is None else opts.yaw_range
+    pitch_range = 0.25 if opts.pitch_range is None else opts.pitch_range
+
+    def orbit(frame):
+        yaw, pitch = cameras.orbit_angles(frame / num_frames, yaw_amplitude=yaw_range, pitch_amplitude=pitch_range,
+                                          pitch_offset=-0.05 + pitch0)
+        return cameras.lookat_labels([yaw + yaw0], [pitch], **camera)
+    return orbit
+
+
+def claim_output(path, overwrite):
+    if not path.lower().endswith('.mp4'):
+        raise CommandError(f'--output={path} must end in .mp4.')
+    if os.path.isdir(path):
+        raise CommandError(f'--output={path} is a folder; pass a file name ending in .mp4.')
+    if os.path.exists(path) and not overwrite:
+        raise CommandError(f'{path} already exists; pass --overwrite to replace it or choose another --output.')
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f'Cannot create the folder of --output={path} ({error.strerror}).') from None
+
+
+def write_video(path, frames, num_frames, fps, bitrate):
+    """Encode frames into `path` through a temporary file, so an interrupted run leaves no half video."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp_path = os.path.join(folder, f'.{os.path.splitext(name)[0]}.partial-{os.getpid()}.mp4')
+    interactive = sys.stderr.isatty()
+    try:
+        # macro_block_size=2: keep the exact frame size (even sizes are all libx264 needs for yuv420p).
+        with imageio.get_writer(tmp_path, mode='I', fps=fps, codec='libx264', bitrate=bitrate,
+                                macro_block_size=2) as writer:
+            for index, frame in enumerate(tqdm.tqdm(frames, total=num_frames, unit='frame', disable=not interactive)):
+                writer.append_data(frame.numpy())
+                if not interactive and (index + 1) % max(1, num_frames // 10) == 0:
+                    print(f'{index + 1}/{num_frames} frames', file=sys.stderr)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+@click.command(context_settings=dict(help_option_names=['-h', '--help']))
+@click.option('--network', help='Network pickle: path or URL', required=True, metavar='PATH|URL')
+@click.option('--seeds', help='Keyframe seeds, e.g. 0-31', required=True, metavar='LIST')
+@click.option('--shuffle-seed', help='Shuffle the keyframe seeds with this seed', type=int, metavar='INT')
+@click.option('--grid', help='Videos per row x rows', default='1x1', show_default=True, metavar='COLSxROWS')
+@click.option('--num-keyframes', help='Keyframes per video  [default: seeds / grid cells]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--w-frames', help='Frames between two keyframes', type=click.IntRange(min=1), default=120, show_default=True)
+@click.option('--trunc', help='Truncation psi', type=float, default=1, show_default=True)
+@click.option('--trunc-cutoff', help='Truncate only the first N ws', type=click.IntRange(min=0), metavar='N')
+@click.option('--class', 'class_idx', help='Class label (class-conditional networks)', type=int, metavar='INT')
+@click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
+@click.option('--camera', help='Camera of camera-conditioned networks: one orbit per video, or fixed at --yaw/--pitch', type=click.Choice(['orbit', 'fixed']), default='orbit', show_default=True)
+@click.option('--yaw', help='Yaw in radians from the frontal pose (centre of the orbit)  [default: 0]', type=float)
+@click.option('--pitch', help='Pitch in radians from the frontal pose (added to the orbit)  [default: 0]', type=float)
+@click.option('--yaw-range', help='Orbit amplitude in yaw, radians  [default: 0.35]', type=click.FloatRange(min=0))
+@click.option('--pitch-range', help='Orbit amplitude in pitch, radians  [default: 0.25]', type=click.FloatRange(min=0))
+@click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=click.FloatRange(0, 180, min_open=True, max_open=True))
+@click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z')
+@click.option('--fps', help='Frames per second', type=click.IntRange(min=1), default=60, show_default=True)
+@click.option('--bitrate', help='Video bitrate', default='12M', show_default=True)
+@click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
+@click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
+@click.option('--trust-code', help='Execute code embedded in the pickle (only for files you trust)', is_flag=True)
+@click.option('--overwrite', help='Replace --output if it exists', is_flag=True)
+@click.option('--output', help='Output .mp4 file', required=True, metavar='FILE')
+def main(**kwargs):
+    """Render a looping video that interpolates in W between keyframe seeds.
+
+    Each grid cell loops through its keyframes (num_keyframes * w_frames frames in all, cubic spline in
+    W). For camera-conditioned networks the camera follows EG3D's orbit (yaw +-0.35, pitch -0.05 +- 0.25
+    radians around the frontal pose, one loop per video), or stays fixed with --camera=fixed.
+    """
+    opts = dnnlib.EasyDict(kwargs)
+    try:
+        seeds = dnnlib.util.parse_range(opts.seeds)
+    except ValueError as error:
+        raise CommandError(f'--seeds: {error}') from None
+    if not seeds or min(seeds) < 0 or max(seeds) >= 2 ** 32:
+        raise CommandError(f'--seeds={opts.seeds}: seeds are integers from 0 to 2^32 - 1.')
+    grid = parse_grid(opts.grid)
+    seed_table = keyframe_seeds(seeds, opts.num_keyframes, grid[0] * grid[1], opts.shuffle_seed)
+    claim_output(opts.output, opts.overwrite)
+    try:
+        device = generation.choose_device(opts.device)
+        G = generation.load_generator(opts.network, device, trust_code=opts.trust_code)
+    except generation.GenerationError as error:
+        raise CommandError(str(error)) from None
+    num_frames = seed_table.shape[1] * opts.w_frames
+    label_at = label_function(G, opts, num_frames)
+
+    z = torch.stack([generation.latents(row, G.z_dim, device) for row in seed_table])
+    frames = generation.interpolation_frames(G, z, num_frames, opts.w_frames, label_at, grid,
+                                             truncation_psi=opts.trunc, truncation_cutoff=opts.trunc_cutoff,
+                                             noise_mode=opts.noise_mode, batch=opts.batch)
+    write_video(opts.output, frames, num_frames, opts.fps, opts.bitrate)
+    print(f'Wrote {opts.output} ({num_frames} frames)')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,80 @@
+"""Load network pickles of every supported kind, and re-save them in our format.
+
+`load_network_pkl(f)` is what notebooks and third-party code call (as with NVIDIA's releases):
+
+    import dnnlib, legacy
+    with dnnlib.util.open_url('network-snapshot-000100.pkl') as f:
+        G = legacy.load_network_pkl(f)['G_ema']
+
+It reads our snapshots, the official StyleGAN2-ADA (PyTorch) and StyleGAN3 pickles and StyleGAN2 /
+StyleGAN2-ADA TensorFlow pickles (converted to our StyleGAN2 networks, no TensorFlow needed). Nothing
+embedded in a file is executed unless `trust_code=True` (needed only for networks from other
+codebases, whose classes we do not have).
+
+    python legacy.py --source=stylegan2-cat-config-f.pkl --dest=stylegan2-cat-config-f-pt.pkl
+"""
+
+import os
+import pickle
+
+import click
+
+import dnnlib
+from training import snapshots
+from training.snapshots import NetworkPickleError
+
+__all__ = ['load_network_pkl', 'NetworkPickleError', 'convert_network_pickle']
+
+
+def load_network_pkl(f, force_fp16=False, trust_code=False):
+    """The dict (G, D, G_ema, augment_pipe, training_set_kwargs) stored in the binary file `f`.
+
+    Raises NetworkPickleError with one sentence when the file cannot be used.
+    """
+    return snapshots.load_network_pkl(f, force_fp16=force_fp16, trust_code=trust_code)
+
+
+def convert_network_pickle(source, dest, force_fp16=False, trust_code=False):
+    """Read `source` (path or URL) and write it to `dest` as one of our snapshots; never overwrites `dest`."""
+    data = snapshots.open_network_pkl(source, force_fp16=force_fp16, trust_code=trust_code)
+    try:
+        with open(dest, 'xb'):  # Claim the name; a file already there stays untouched.
+            pass
+    except FileExistsError:
+        raise NetworkPickleError(f'--dest={dest} already exists; choose a new file name.') from None
+    except OSError as error:
+        raise NetworkPickleError(f'Cannot write --dest={dest} ({error.strerror}).') from None
+    try:
+        snapshots.atomic_write(dest, lambda f: pickle.dump(data, f))
+    except BaseException:
+        if os.path.isfile(dest) and os.path.getsize(dest) == 0:
+            os.remove(dest)  # Only our empty claim; nothing of the user's.
+        raise
+
+
+class _CommandError(click.ClickException):
+    pass
+
+
+@click.command()
+@click.option('--source', help='Input pickle (path or URL)', required=True, metavar='PATH')
+@click.option('--dest', help='Output pickle (must not exist)', required=True, metavar='PATH')
+@click.option('--force-fp16', help='Rebuild the networks with fp16 on the four highest resolutions', is_flag=True)
+@click.option('--trust-code', help='Execute code embedded in --source (only for files you trust)', is_flag=True)
+def main(source, dest, force_fp16, trust_code):
+    """Convert a network pickle (ours, official StyleGAN2-ADA/StyleGAN3, or StyleGAN2 TensorFlow) to our format.
+
+    \b
+    Example:
+    python legacy.py --source=https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-cat-config-f.pkl \\
+        --dest=stylegan2-cat-config-f.pkl
+    """
+    try:
+        convert_network_pickle(source, dest, force_fp16=force_fp16, trust_code=trust_code)
+    except NetworkPickleError as error:
+        raise _CommandError(str(error)) from None
+    click.echo(f'Wrote {dest}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,225 @@
+"""Sampling a trained generator: latents from seeds, class or camera labels, images, and W-space paths.
+
+The pieces `gen_images.py` and `gen_video.py` are made of. They work with any generator that follows
+the contract of DESIGN.md (`G(z, c)`, `G.mapping`, `G.synthesis`), and find out from the network
+what it can do: whether its label is a camera, whether its synthesis takes the camera (`c=`), an
+output scale (`scale=`), or a user transform of its input (StyleGAN3's `input.transform`).
+"""
+
+import inspect
+
+import numpy as np
+import scipy.interpolate
+import torch
+
+from training import cameras, snapshots
+
+
+class GenerationError(ValueError):
+    """An option that does not fit the network; the message is one sentence naming it and the fix."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading.
+
+def choose_device(name=None):
+    """torch.device for --device (default: CUDA when available, else the CPU)."""
+    name = name or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise GenerationError('--device=cuda was requested but PyTorch sees no CUDA device; use --device=cpu.')
+    return torch.device(name)
+
+
+def load_generator(network, device, trust_code=False):
+    """G_ema of a network pickle (path or URL) on `device`, in eval mode, without executing embedded code unless trusted."""
+    try:
+        data = snapshots.open_network_pkl(network, trust_code=trust_code)
+    except snapshots.NetworkPickleError as error:
+        raise GenerationError(str(error)) from None
+    return data['G_ema'].to(device).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------
+# What a network can do.
+
+def is_camera_conditioned(G):
+    """True when G's label is a 25-float camera (networks may say so with a `camera_conditioned` attribute)."""
+    declared = getattr(G, 'camera_conditioned', None)
+    if declared is not None:
+        return bool(declared)
+    return getattr(G, 'c_dim', 0) == cameras.LABEL_DIM
+
+
+def _synthesis_parameters(G):
+    try:
+        return inspect.signature(G.synthesis.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return {}
+
+
+def synthesis_takes_camera(G):
+    return 'c' in _synthesis_parameters(G)
+
+
+def supports_scale(G):
+    """True for generators that render any output size (`G.synthesis(ws, scale=s)`)."""
+    return 'scale' in _synthesis_parameters(G)
+
+
+def has_input_transform(G):
+    return isinstance(getattr(getattr(getattr(G, 'synthesis', None), 'input', None), 'transform', None), torch.Tensor)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs.
+
+def latent_for_seed(seed, z_dim):
+    """The official z of a seed: np.random.RandomState(seed).randn(z_dim), so seeds match NVIDIA's scripts."""
+    return np.random.RandomState(seed).randn(z_dim)
+
+
+def latents(seeds, z_dim, device='cpu'):
+    return torch.from_numpy(np.stack([latent_for_seed(seed, z_dim) for seed in seeds])).float().to(device)
+
+
+def class_label(G, class_idx):
+    """[1, c_dim] one-hot label, or an empty label for an unconditional network."""
+    c_dim = getattr(G, 'c_dim', 0)
+    if c_dim == 0:
+        return torch.zeros([1, 0])
+    if class_idx is None:
+        raise GenerationError(f'The network is class-conditional ({c_dim} classes); pass --class=N with 0 <= N < {c_dim}.')
+    if not 0 <= class_idx < c_dim:
+        raise GenerationError(f'--class={class_idx} is out of range: the network has {c_dim} classes (0 to {c_dim - 1}).')
+    label = torch.zeros([1, c_dim])
+    label[0, class_idx] = 1
+    return label
+
+
+def poses_from_json(data, source='the poses file'):
+    """[N, 25] camera labels from parsed JSON: a list of 25-float lists, or a dataset.json {"labels": [[name, label], ...]}."""
+    if isinstance(data, dict):
+        data = [entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else entry
+                for entry in (data.get('labels') or [])]
+    try:
+        labels = torch.tensor(data, dtype=torch.float32)
+    except (TypeError, ValueError):
+        labels = None
+    if labels is None or labels.ndim != 2 or labels.shape[0] == 0 or labels.shape[1] != cameras.LABEL_DIM:
+        raise GenerationError(f'{source} must hold a non-empty list of {cameras.LABEL_DIM}-float camera labels '
+                              f'(or a dataset.json with such labels).')
+    try:
+        cameras.validate(labels)
+    except ValueError as error:
+        raise GenerationError(f'{source}: {error}') from None
+    return labels
+
+
+def make_transform(translate, angle_degrees):
+    """StyleGAN3's user transform: rotation by `angle_degrees` and translation (x, y), as a 3x3 matrix.
+
+    The network's input is sampled through the inverse of this matrix, so image content moves by
+    `translate` (in units of the image size; +x right, +y down) and turns by the angle.
+    """
+    m = np.eye(3)
+    s, c = np.sin(np.radians(angle_degrees)), np.cos(np.radians(angle_degrees))
+    m[0] = [c, s, translate[0]]
+    m[1] = [-s, c, translate[1]]
+    return m
+
+
+def set_input_transform(G, translate=(0, 0), rotate=0):
+    """Write the user transform into G (StyleGAN3); other networks accept only the identity."""
+    if not has_input_transform(G):
+        if tuple(translate) != (0, 0) or rotate != 0:
+            raise GenerationError(f'--translate and --rotate need a network with an input transform (StyleGAN3); '
+                                  f'this {type(G).__name__} has none.')
+        return
+    matrix = torch.from_numpy(np.linalg.inv(make_transform(translate, rotate)))
+    G.synthesis.input.transform.copy_(matrix)
+
+
+# ----------------------------------------------------------------------------------------------
+# Images.
+
+def synthesize(G, ws, c=None, noise_mode='const', scale=None):
+    """G.synthesis with the camera and the scale passed only to networks that take them."""
+    kwargs = dict(noise_mode=noise_mode)
+    if c is not None and synthesis_takes_camera(G):
+        kwargs['c'] = c
+    if scale is not None:
+        kwargs['scale'] = scale
+    return G.synthesis(ws, **kwargs)
+
+
+@torch.no_grad()
+def generate(G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', scale=None, batch=8):
+    """Float images [N, C, H, W] (about [-1, 1]) for latents z [N, z_dim] and labels c [N, c_dim], `batch` at a time."""
+    images = []
+    for z_part, c_part in zip(z.split(batch), c.split(batch)):
+        ws = G.mapping(z_part, c_part, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        images.append(synthesize(G, ws, c_part, noise_mode=noise_mode, scale=scale).float().cpu())
+    return torch.cat(images)
+
+
+def to_uint8(images):
+    """[N, C, H, W] floats in [-1, 1] -> [N, H, W, C] uint8, quantised as the official scripts (x * 127.5 + 128)."""
+    return (images.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def tile(images, cols, rows):
+    """[N, H, W, C] -> one [rows*H, cols*W, C] grid, row by row; empty cells stay black."""
+    n, height, width, channels = images.shape
+    if n > cols * rows:
+        raise ValueError(f'{n} images do not fit a {cols}x{rows} grid.')
+    cells = torch.zeros([rows * cols, height, width, channels], dtype=images.dtype)
+    cells[:n] = images
+    return cells.reshape(rows, cols, height, width, channels).permute(0, 2, 1, 3, 4).reshape(rows * height, cols * width, channels)
+
+
+def grid_shape(count):
+    """A near-square (cols, rows) grid for `count` images, wider than tall."""
+    cols = int(np.ceil(np.sqrt(count)))
+    return cols, int(np.ceil(count / cols))
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths through W for videos.
+
+def keyframe_weights(num_keyframes, t, wraps=2, kind='cubic'):
+    """[num_keyframes] weights of each keyframe at time `t` (in keyframes) on a looping interpolation.
+
+    The keyframe list is repeated `wraps` times on each side, as NVIDIA's gen_video does, so the
+    path is periodic; spline interpolation is linear in the data, so interpolating the identity gives
+    the weights once for any number of latents: w(t) = sum_k weights[k] * w_k.
+    """
+    x = np.arange(-num_keyframes * wraps, num_keyframes * (wraps + 1))
+    y = np.tile(np.eye(num_keyframes), [2 * wraps + 1, 1])
+    return scipy.interpolate.interp1d(x, y, kind=kind, axis=0)(t % num_keyframes)
+
+
+@torch.no_grad()
+def interpolation_frames(G, z, num_frames, frames_per_keyframe, label_at, grid, truncation_psi=1,
+                         truncation_cutoff=None, noise_mode='const', batch=8):
+    """Yield [H, W, C] uint8 video frames that loop through keyframe latents in W.
+
+    z: [cells, num_keyframes, z_dim], one row of keyframes per grid cell (cells = cols * rows of `grid`).
+    label_at(frame) -> [1, c_dim]: the label of every cell at that frame (a moving camera, or a fixed class).
+    Keyframe k is shown at frame k * frames_per_keyframe; between them W follows a periodic cubic spline.
+    The mapping is re-run on a frame only when the label changed (a moving camera may condition it).
+    """
+    cells, num_keyframes, z_dim = z.shape
+    flat_z = z.reshape(cells * num_keyframes, z_dim)
+    previous_label, keyframe_ws = None, None
+    for frame in range(num_frames):
+        label = label_at(frame).to(z.device)
+        if previous_label is None or not torch.equal(label, previous_label):
+            keyframe_ws = torch.cat([G.mapping(part, label.expand(part.shape[0], -1), truncation_psi=truncation_psi,
+                                               truncation_cutoff=truncation_cutoff) for part in flat_z.split(batch)])
+            keyframe_ws = keyframe_ws.reshape(cells, num_keyframes, *keyframe_ws.shape[1:])
+            previous_label = label
+        weights = torch.from_numpy(keyframe_weights(num_keyframes, frame / frames_per_keyframe)).to(keyframe_ws)
+        ws = torch.einsum('k,nk...->n...', weights, keyframe_ws)
+        images = torch.cat([synthesize(G, part, label.expand(part.shape[0], -1), noise_mode=noise_mode).float().cpu()
+                            for part in ws.split(batch)])
+        yield tile(to_uint8(images), *grid)
