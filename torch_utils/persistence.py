@@ -18,6 +18,7 @@ Two ways to load:
 import _compat_pickle
 import ast
 import copy
+import functools
 import inspect
 import io
 import pickle
@@ -217,8 +218,10 @@ def register_no_exec_module(key: str, classes: Iterable[type], signature: Option
     _no_exec_modules[key] = _NoExecModule(key, by_name, signature, sources)
 
 
+@functools.lru_cache(maxsize=64)
 def _top_level_names(module_src: str) -> frozenset:
-    # Parsing builds a syntax tree only; nothing in the source runs.
+    # Parsing builds a syntax tree only; nothing in the source runs. Cached: a pickle repeats the same
+    # module source for each of its dozens of objects.
     try:
         tree = ast.parse(module_src)
     except SyntaxError:

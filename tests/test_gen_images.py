@@ -1,0 +1,345 @@
+"""gen_images.py on tiny pickled networks: files, pixels, labels, cameras, transforms and errors."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import gen_images  # noqa: E402
+import tiny_networks  # noqa: E402
+from training import cameras, generation  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def nets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('nets')
+    return dict(
+        sg2=tiny_networks.save_snapshot(folder / 'sg2.pkl', tiny_networks.stylegan2_generator()),
+        gray=tiny_networks.save_snapshot(folder / 'gray.pkl', tiny_networks.stylegan2_generator(channels=1)),
+        classes=tiny_networks.save_snapshot(folder / 'classes.pkl', tiny_networks.stylegan2_generator(c_dim=5)),
+        sg2_camera=tiny_networks.save_snapshot(folder / 'sg2cam.pkl', tiny_networks.stylegan2_generator(c_dim=25)),
+        camera=tiny_networks.save_snapshot(folder / 'camera.pkl', tiny_networks.camera_generator()),
+        sg3r=tiny_networks.save_snapshot(folder / 'sg3r.pkl', tiny_networks.stylegan3_generator()),
+    )
+
+
+def run(*args):
+    return CliRunner().invoke(gen_images.main, [str(a) for a in args])
+
+
+def ok(*args):
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_error(result, *words):
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert 'Traceback' not in result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith('Error: '), result.output
+    for word in words:
+        assert word in message, (word, message)
+    return message
+
+
+def read_png(path):
+    return np.asarray(PIL.Image.open(path))
+
+
+def expected_images(G, seeds, c, psi=1.0, **synthesis_kwargs):
+    """The official recipe, computed here: z from RandomState(seed), G(z, c), x * 127.5 + 128 truncated to uint8."""
+    z = torch.from_numpy(np.stack([np.random.RandomState(seed).randn(G.z_dim) for seed in seeds])).float()
+    with torch.no_grad():
+        images = G(z, c.expand(len(seeds), -1), truncation_psi=psi, noise_mode='const', **synthesis_kwargs)
+    return (images.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def load_G(path):
+    from training import snapshots
+    return snapshots.open_network_pkl(path)['G_ema']
+
+
+# ----------------------------------------------------------------------------------------------
+# Files and pixels.
+
+def test_unconditional_writes_one_png_per_seed_with_the_official_pixels(nets, tmp_path):
+    ok('--network', nets['sg2'], '--seeds=0-2,7', '--outdir', tmp_path, '--device=cpu', '--batch=3', '--trunc=0.7')
+    assert sorted(os.listdir(tmp_path)) == ['seed0000.png', 'seed0001.png', 'seed0002.png', 'seed0007.png']
+    expected = expected_images(load_G(nets['sg2']), [0, 1, 2, 7], torch.zeros([1, 0]), psi=0.7)
+    for image, seed in zip(expected, [0, 1, 2, 7]):
+        written = read_png(tmp_path / f'seed{seed:04d}.png')
+        assert written.shape == (16, 16, 3)
+        assert np.array_equal(written, image)
+
+
+def test_grayscale_network_writes_grayscale_pngs(nets, tmp_path):
+    ok('--network', nets['gray'], '--seeds=3', '--outdir', tmp_path)
+    image = PIL.Image.open(tmp_path / 'seed0003.png')
+    assert image.mode == 'L' and image.size == (16, 16)
+    assert np.array_equal(np.asarray(image), expected_images(load_G(nets['gray']), [3], torch.zeros([1, 0]))[0, :, :, 0])
+
+
+def test_class_conditional(nets, tmp_path):
+    assert_error(run('--network', nets['classes'], '--seeds=0', '--outdir', tmp_path), '--class', '5 classes')
+    assert_error(run('--network', nets['classes'], '--seeds=0', '--class=5', '--outdir', tmp_path), '--class=5', 'out of range')
+    assert_error(run('--network', nets['classes'], '--seeds=0', '--class=-1', '--outdir', tmp_path), 'out of range')
+    assert not os.listdir(tmp_path)
+    ok('--network', nets['classes'], '--seeds=0-1', '--class=3', '--outdir', tmp_path)
+    onehot = torch.zeros([1, 5])
+    onehot[0, 3] = 1
+    expected = expected_images(load_G(nets['classes']), [0, 1], onehot)
+    assert np.array_equal(read_png(tmp_path / 'seed0001.png'), expected[1])
+    other = expected_images(load_G(nets['classes']), [0, 1], torch.eye(5)[:1])
+    assert not np.array_equal(expected, other), 'the class must matter in this test'
+
+
+def test_class_on_an_unconditional_network_is_ignored_with_a_warning(nets, tmp_path):
+    result = ok('--network', nets['sg2'], '--seeds=0', '--class=2', '--outdir', tmp_path)
+    assert 'ignored' in result.output
+    assert np.array_equal(read_png(tmp_path / 'seed0000.png'), expected_images(load_G(nets['sg2']), [0], torch.zeros([1, 0]))[0])
+
+
+def test_grid_tiles_the_single_images(nets, tmp_path):
+    ok('--network', nets['sg2'], '--seeds=0-4', '--outdir', tmp_path / 'single')
+    ok('--network', nets['sg2'], '--seeds=0-4', '--outdir', tmp_path / 'grid', '--grid')
+    assert os.listdir(tmp_path / 'grid') == ['grid.png']
+    grid = read_png(tmp_path / 'grid' / 'grid.png')
+    assert grid.shape == (2 * 16, 3 * 16, 3)  # 5 images: 3 columns, 2 rows
+    for index in range(5):
+        row, col = divmod(index, 3)
+        assert np.array_equal(grid[row * 16:(row + 1) * 16, col * 16:(col + 1) * 16],
+                              read_png(tmp_path / 'single' / f'seed{index:04d}.png'))
+    assert not grid[16:, 32:].any(), 'the empty cell stays black'
+    ok('--network', nets['sg2'], '--seeds=0-4', '--outdir', tmp_path / 'wide', '--grid=5x1')
+    assert read_png(tmp_path / 'wide' / 'grid.png').shape == (16, 80, 3)
+    assert_error(run('--network', nets['sg2'], '--seeds=0-4', '--outdir', tmp_path / 'small', '--grid=2x2'), '4 cells', '5 images')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--outdir', tmp_path / 'bad', '--grid=2by2'), 'COLSxROWS')
+
+
+# ----------------------------------------------------------------------------------------------
+# Cameras.
+
+def eg3d_origin(yaw, pitch, radius):
+    """Camera position for angles relative to frontal, from EG3D's LookAt formulas (research notes §1.3)."""
+    theta = math.pi / 2 + yaw
+    phi = math.acos(1 - 2 * (math.pi / 2 + pitch) / math.pi)
+    return np.array([radius * math.sin(phi) * math.cos(math.pi - theta), radius * math.cos(phi),
+                     radius * math.sin(phi) * math.sin(math.pi - theta)])
+
+
+@pytest.fixture
+def synthesis_calls(monkeypatch):
+    """Record the labels the script passes to the generator's synthesis."""
+    calls = []
+    original = generation.synthesize
+
+    def spy(G, ws, c=None, **kwargs):
+        calls.append(c.detach().cpu().clone())
+        return original(G, ws, c, **kwargs)
+    monkeypatch.setattr(generation, 'synthesize', spy)
+    return calls
+
+
+def test_yaw_pitch_sweep_passes_the_predicted_cameras(nets, tmp_path, synthesis_calls):
+    ok('--network', nets['camera'], '--seeds=0-1', '--yaw=-0.4,0,0.4', '--pitch=-0.2,0.1', '--radius=2', '--pivot=0,0.1,0',
+       '--focal=3', '--outdir', tmp_path, '--batch=4')
+    names = sorted(os.listdir(tmp_path))
+    assert names == [f'seed{s:04d}-view{v:02d}.png' for s in range(2) for v in range(6)]
+    labels = torch.cat(synthesis_calls).numpy()
+    assert labels.shape == (12, 25)
+    views = [(yaw, pitch) for pitch in (-0.2, 0.1) for yaw in (-0.4, 0, 0.4)]
+    for index, label in enumerate(labels):
+        yaw, pitch = views[index % 6]
+        cam2world = label[:16].reshape(4, 4)
+        origin = eg3d_origin(yaw, pitch, 2.0)
+        np.testing.assert_allclose(cam2world[:3, 3], origin, atol=1e-5)
+        forward = np.array([0, 0.1, 0]) - origin
+        np.testing.assert_allclose(cam2world[:3, 2], forward / np.linalg.norm(forward), atol=1e-5)
+        np.testing.assert_allclose(label[16:], [3, 0, 0.5, 0, 3, 0.5, 0, 0, 1], atol=1e-6)
+    images = [read_png(tmp_path / name) for name in names[:3]]
+    assert not np.array_equal(images[0], images[2]), 'the camera must change the image'
+
+
+def test_camera_defaults_are_the_frontal_ffhq_camera(nets, tmp_path, synthesis_calls):
+    ok('--network', nets['camera'], '--seeds=0', '--outdir', tmp_path)
+    assert os.listdir(tmp_path) == ['seed0000.png']
+    label = synthesis_calls[0][0].numpy()
+    np.testing.assert_allclose(label[:16].reshape(4, 4)[:3, 3], [0, 0, 2.7], atol=1e-5)
+    np.testing.assert_allclose(label[16:], [4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1], atol=1e-6)
+
+
+def test_fov_is_a_diagonal_field_of_view(nets, tmp_path, synthesis_calls):
+    ok('--network', nets['camera'], '--seeds=0', '--fov=18.837', '--outdir', tmp_path)
+    focal = synthesis_calls[0][0, 16].item()
+    assert focal == pytest.approx(1 / (math.tan(math.radians(18.837) / 2) * math.sqrt(2)), rel=1e-6)
+    assert focal == pytest.approx(4.2647, abs=0.01)  # EG3D's FFHQ focal is this FOV
+    assert_error(run('--network', nets['camera'], '--seeds=0', '--fov=20', '--focal=4', '--outdir', tmp_path / 'x'), '--fov', '--focal')
+
+
+def test_poses_file(nets, tmp_path, synthesis_calls):
+    poses = cameras.lookat_labels([0.3, -0.1], [0.0, 0.2], radius=1.5, pivot=(0, 0, 0), focal=2.0)
+    (tmp_path / 'list.json').write_text(json.dumps(poses.tolist()))
+    (tmp_path / 'dataset.json').write_text(json.dumps({'labels': [['a.png', poses[0].tolist()], ['b.png', poses[1].tolist()]]}))
+    for name in ('list.json', 'dataset.json'):
+        synthesis_calls.clear()
+        ok('--network', nets['camera'], '--seeds=5', f'--poses={tmp_path / name}', '--outdir', tmp_path / name[:-5])
+        np.testing.assert_allclose(torch.cat(synthesis_calls).numpy(), poses.numpy(), atol=1e-6)
+    (tmp_path / 'bad.json').write_text(json.dumps([[1, 2, 3]]))
+    assert_error(run('--network', nets['camera'], '--seeds=0', f'--poses={tmp_path / "bad.json"}', '--outdir', tmp_path / 'b'), '25-float')
+    broken = poses.clone()
+    broken[0, 0] = 5  # not a rotation
+    (tmp_path / 'broken.json').write_text(json.dumps(broken.tolist()))
+    assert_error(run('--network', nets['camera'], '--seeds=0', f'--poses={tmp_path / "broken.json"}', '--outdir', tmp_path / 'b'), 'broken.json')
+    assert_error(run('--network', nets['camera'], '--seeds=0', f'--poses={tmp_path / "list.json"}', '--yaw=0.1', '--outdir', tmp_path / 'b'), '--poses')
+    assert_error(run('--network', nets['camera'], '--seeds=0', f'--poses={tmp_path / "nothing.json"}', '--outdir', tmp_path / 'b'), 'nothing.json')
+
+
+def test_stylegan2_conditioned_on_cameras_turns_with_yaw(nets, tmp_path):
+    ok('--network', nets['sg2_camera'], '--seeds=0', '--yaw=-0.5,0.5', '--outdir', tmp_path)
+    left, right = read_png(tmp_path / 'seed0000-view00.png'), read_png(tmp_path / 'seed0000-view01.png')
+    G = load_G(nets['sg2_camera'])
+    expected = expected_images(G, [0, 0], cameras.lookat_labels([-0.5, 0.5], [0, 0]))
+    assert np.array_equal(left, expected[0]) and np.array_equal(right, expected[1])
+    assert not np.array_equal(left, right)
+
+
+@pytest.mark.parametrize('option', ['--yaw=0.2', '--pitch=0.1', '--radius=3', '--fov=20', '--focal=4', '--pivot=0,0,0'])
+def test_camera_options_on_a_network_without_camera_input(nets, tmp_path, option):
+    assert_error(run('--network', nets['sg2'], '--seeds=0', option, '--outdir', tmp_path), option.split('=')[0], 'no camera input')
+    assert_error(run('--network', nets['classes'], '--seeds=0', '--class=1', option, '--outdir', tmp_path), option.split('=')[0])
+    assert not os.listdir(tmp_path)
+
+
+def test_class_and_camera_together_are_refused_on_a_camera_network(nets, tmp_path):
+    assert_error(run('--network', nets['camera'], '--seeds=0', '--class=1', '--yaw=0.1', '--outdir', tmp_path), '--class', '--yaw')
+
+
+# ----------------------------------------------------------------------------------------------
+# Scale, translation and rotation.
+
+def test_scale_renders_at_the_scaled_resolution(nets, tmp_path):
+    ok('--network', nets['camera'], '--seeds=0', '--scale=2', '--outdir', tmp_path)
+    assert read_png(tmp_path / 'seed0000.png').shape == (16, 16, 3)
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--scale=2', '--outdir', tmp_path / 'x'), '--scale', '16x16')
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float('inf') if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+def test_translate_moves_the_content_by_the_predicted_pixels(nets, tmp_path):
+    ok('--network', nets['sg3r'], '--seeds=1', '--outdir', tmp_path / 'base')
+    ok('--network', nets['sg3r'], '--seeds=1', '--translate=0.25,0', '--outdir', tmp_path / 'right')
+    ok('--network', nets['sg3r'], '--seeds=1', '--translate=0,0.125', '--outdir', tmp_path / 'down')
+    base = read_png(tmp_path / 'base' / 'seed0001.png')
+    right = read_png(tmp_path / 'right' / 'seed0001.png')
+    down = read_png(tmp_path / 'down' / 'seed0001.png')
+    # The input is sampled through inv(M): content moves by +x * 32 px to the right and +y * 32 px down.
+    assert psnr(right[:, 8:], base[:, :-8]) > 60
+    assert psnr(right[:, :-8], base[:, 8:]) < 50 and psnr(right, base) < 50
+    assert psnr(down[4:], base[:-4]) > 60
+    assert psnr(down[:-4], base[4:]) < 50
+
+
+def test_rotate_turns_the_content_counterclockwise(nets, tmp_path):
+    ok('--network', nets['sg3r'], '--seeds=1', '--outdir', tmp_path / 'base')
+    ok('--network', nets['sg3r'], '--seeds=1', '--rotate=90', '--outdir', tmp_path / 'turned')
+    base = read_png(tmp_path / 'base' / 'seed0001.png')
+    turned = read_png(tmp_path / 'turned' / 'seed0001.png')
+    # M rotates x towards -y (up, since y points down): a counterclockwise quarter turn, np.rot90(k=1).
+    # Config R (1x1 convolutions, radial filters) is equivariant to quarter turns.
+    assert psnr(turned, np.rot90(base, 1)) > 60
+    assert psnr(turned, np.rot90(base, -1)) < 50 and psnr(turned, base) < 50
+
+
+def test_translate_and_rotate_need_an_input_transform(nets, tmp_path):
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--translate=0.1,0', '--outdir', tmp_path), '--translate', 'StyleGAN3')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--rotate=5', '--outdir', tmp_path), '--rotate')
+    assert_error(run('--network', nets['sg3r'], '--seeds=0', '--translate=0.1', '--outdir', tmp_path), '--translate', '2 comma-separated')
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs and inputs that are wrong.
+
+def test_existing_images_are_not_replaced_without_overwrite(nets, tmp_path):
+    (tmp_path / 'seed0001.png').write_bytes(b'mine')
+    assert_error(run('--network', nets['sg2'], '--seeds=0-1', '--outdir', tmp_path), 'seed0001.png', '--overwrite')
+    assert (tmp_path / 'seed0001.png').read_bytes() == b'mine'
+    assert sorted(os.listdir(tmp_path)) == ['seed0001.png'], 'nothing is written when one target exists'
+    ok('--network', nets['sg2'], '--seeds=0-1', '--outdir', tmp_path, '--overwrite')
+    assert read_png(tmp_path / 'seed0001.png').shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize('seeds', ['a-b', '3-1', '-1', ''])
+def test_bad_seeds(nets, tmp_path, seeds):
+    assert_error(run('--network', nets['sg2'], f'--seeds={seeds}', '--outdir', tmp_path), '--seeds')
+
+
+def test_unusable_network_files(tmp_path):
+    assert_error(run('--network', tmp_path / 'missing.pkl', '--seeds=0', '--outdir', tmp_path / 'o'), 'missing.pkl')
+    (tmp_path / 'text.pkl').write_text('not a pickle')
+    assert_error(run('--network', tmp_path / 'text.pkl', '--seeds=0', '--outdir', tmp_path / 'o'), 'text.pkl')
+    (tmp_path / 'dict.pkl').write_bytes(__import__('pickle').dumps({'a': 1}))
+    assert_error(run('--network', tmp_path / 'dict.pkl', '--seeds=0', '--outdir', tmp_path / 'o'), 'not a network snapshot')
+    assert not (tmp_path / 'o').exists()
+
+
+def test_outdir_that_is_a_file(nets, tmp_path):
+    (tmp_path / 'file').write_text('x')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--outdir', tmp_path / 'file'), 'is a file')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on machines without CUDA')
+def test_cuda_without_cuda(nets, tmp_path):
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--device=cuda', '--outdir', tmp_path), '--device=cpu')
+
+
+def test_unknown_class_needs_trust_code_in_a_fresh_process(tmp_path):
+    """A pickle whose class is not ours is refused without --trust-code; with it, its embedded code runs."""
+    snapshot = tmp_path / 'foreign.pkl'
+    script = ('import sys; sys.path[:0] = [{repo!r}, {tests!r}]; import tiny_networks; '
+              'tiny_networks.save_snapshot({path!r}, tiny_networks.camera_generator())').format(
+        repo=REPO, tests=os.path.join(REPO, 'tests'), path=str(snapshot))
+    subprocess.run([sys.executable, '-c', script], check=True, cwd=tmp_path)
+    command = [sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={snapshot}', '--seeds=0', f'--outdir={tmp_path / "out"}']
+    refused = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode == 1 and 'Traceback' not in refused.stderr
+    assert 'CameraGenerator' in refused.stderr and 'trust_code' in refused.stderr
+    assert not (tmp_path / 'out').exists()
+    trusted = subprocess.run(command + ['--trust-code'], cwd=tmp_path, capture_output=True, text=True)
+    assert trusted.returncode == 0, trusted.stderr
+    assert os.listdir(tmp_path / 'out') == ['seed0000.png']
+
+
+@pytest.mark.slow
+def test_snapshot_of_train_py_in_a_fresh_process(tmp_path):
+    """The issue's 'done when': train.py writes a snapshot, gen_images renders seeds 0-3 from it on the CPU."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    data = tmp_path / 'shapes.zip'
+    subprocess.run([sys.executable, 'dataset_tool.py', '--source=synthetic:shapes', f'--dest={data}', '--resolution=16x16',
+                    '--max-images=16'], cwd=REPO, check=True, capture_output=True, env=env)
+    subprocess.run([sys.executable, 'train.py', f'--outdir={tmp_path / "runs"}', '--cfg=stylegan2', f'--data={data}', '--gpus=1',
+                    '--batch=4', '--gamma=1', '--kimg=0.008', '--device=cpu', '--metrics=none', '--cbase=256', '--cmax=16',
+                    '--map-depth=2', '--workers=0', '--grid=2x2'], cwd=REPO, check=True, capture_output=True, env=env)
+    (run_dir,) = os.listdir(tmp_path / 'runs')
+    snapshot = sorted((tmp_path / 'runs' / run_dir).glob('network-snapshot-*.pkl'))[-1]
+    proc = subprocess.run([sys.executable, 'gen_images.py', f'--network={snapshot}', '--seeds=0-3', f'--outdir={tmp_path / "out"}',
+                           '--device=cpu'], cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(os.listdir(tmp_path / 'out'))
+    assert names == ['seed0000.png', 'seed0001.png', 'seed0002.png', 'seed0003.png']
+    images = [read_png(tmp_path / 'out' / name) for name in names]
+    assert all(image.shape == (16, 16, 3) for image in images)
+    assert not np.array_equal(images[0], images[1])

@@ -1,0 +1,159 @@
+"""gen_video.py: W-space keyframe interpolation, camera orbits, the mp4 file and errors."""
+
+import math
+import os
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import scipy.interpolate
+import torch
+from click.testing import CliRunner
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import gen_video  # noqa: E402
+import tiny_networks  # noqa: E402
+from training import cameras, generation  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def nets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('nets')
+    return dict(
+        sg2=tiny_networks.save_snapshot(folder / 'sg2.pkl', tiny_networks.stylegan2_generator()),
+        classes=tiny_networks.save_snapshot(folder / 'classes.pkl', tiny_networks.stylegan2_generator(c_dim=5)),
+        camera=tiny_networks.save_snapshot(folder / 'camera.pkl', tiny_networks.camera_generator()),
+    )
+
+
+def run(*args):
+    return CliRunner().invoke(gen_video.main, [str(a) for a in args])
+
+
+def ok(*args):
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_error(result, *words):
+    assert result.exit_code != 0 and 'Traceback' not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith('Error: '), result.output
+    for word in words:
+        assert word in message, (word, message)
+
+
+# ----------------------------------------------------------------------------------------------
+# The interpolation itself.
+
+@pytest.mark.parametrize('num_keyframes', [1, 2, 5])
+def test_keyframe_weights_reproduce_spline_interpolation_of_the_data(num_keyframes):
+    data = np.random.RandomState(0).randn(num_keyframes, 3)
+    wraps = 2
+    x = np.arange(-num_keyframes * wraps, num_keyframes * (wraps + 1))
+    spline = scipy.interpolate.interp1d(x, np.tile(data, [2 * wraps + 1, 1]), kind='cubic', axis=0)
+    for t in np.linspace(0, num_keyframes, 23, endpoint=False):
+        weights = generation.keyframe_weights(num_keyframes, t)
+        np.testing.assert_allclose(weights @ data, spline(t), atol=1e-12)
+        assert weights.sum() == pytest.approx(1, abs=1e-12)
+    for k in range(num_keyframes):
+        np.testing.assert_allclose(generation.keyframe_weights(num_keyframes, k), np.eye(num_keyframes)[k], atol=1e-12)
+
+
+def test_interpolation_frames_hit_the_keyframes_and_loop(nets):
+    from training import snapshots
+    G = snapshots.open_network_pkl(nets['sg2'])['G_ema']
+    seeds = np.array([[3, 5], [7, 9]])  # 2 cells, 2 keyframes each
+    z = torch.stack([generation.latents(row, G.z_dim) for row in seeds])
+    label = torch.zeros([1, 0])
+    frames = list(generation.interpolation_frames(G, z, 8, 4, lambda frame: label, grid=(2, 1)))
+    assert len(frames) == 8 and frames[0].shape == (16, 32, 3)
+
+    def still(seed_pair):
+        zz = generation.latents(seed_pair, G.z_dim)
+        return generation.tile(generation.to_uint8(generation.generate(G, zz, label.expand(2, -1))), 2, 1)
+    assert torch.equal(frames[0], still([3, 7]))      # keyframe 0 of each cell
+    assert torch.equal(frames[4], still([5, 9]))      # keyframe 1 at frame 1 * w_frames
+    assert not torch.equal(frames[2], frames[0]) and not torch.equal(frames[2], frames[4])
+
+
+# ----------------------------------------------------------------------------------------------
+# The command.
+
+def test_video_file_has_the_frames_and_size(nets, tmp_path):
+    output = tmp_path / 'videos' / 'lerp.mp4'
+    ok('--network', nets['sg2'], '--seeds=0-3', '--grid=2x1', '--w-frames=5', '--output', output, '--fps=30')
+    video = iio.imread(output)
+    assert video.shape == (2 * 5, 16, 32, 3)  # 2 keyframes per cell x 5 frames, 2 cells side by side
+    assert [name for name in os.listdir(output.parent)] == ['lerp.mp4'], 'no temporary file is left'
+    # Lossy, but the first frame must look like the first keyframes: cell 0 loops through seeds 0, 1 and cell 1 through 2, 3.
+    G = tiny_networks.stylegan2_generator()
+    expected = generation.tile(generation.to_uint8(generation.generate(G, generation.latents([0, 2], 8), torch.zeros([2, 0]))), 2, 1)
+    assert np.abs(video[0].astype(int) - expected.numpy().astype(int)).mean() < 12
+
+
+def test_num_keyframes_and_shuffle(nets, tmp_path):
+    ok('--network', nets['sg2'], '--seeds=0-2', '--num-keyframes=2', '--grid=2x1', '--w-frames=3', '--shuffle-seed=1',
+       '--output', tmp_path / 'a.mp4')
+    assert iio.imread(tmp_path / 'a.mp4').shape[0] == 6
+    seeds = gen_video.keyframe_seeds([0, 1, 2], 2, 2, shuffle_seed=None)
+    assert seeds.tolist() == [[0, 1], [2, 0]]
+    shuffled = gen_video.keyframe_seeds([0, 1, 2], 2, 2, shuffle_seed=1)
+    assert sorted(shuffled.ravel().tolist()) == [0, 0, 1, 2]
+
+
+def test_orbit_camera_follows_the_eg3d_path(nets, tmp_path, monkeypatch):
+    calls = []
+    original = generation.synthesize
+
+    def spy(G, ws, c=None, **kwargs):
+        calls.append(c.detach().clone())
+        return original(G, ws, c, **kwargs)
+    monkeypatch.setattr(generation, 'synthesize', spy)
+    ok('--network', nets['camera'], '--seeds=4', '--w-frames=8', '--output', tmp_path / 'orbit.mp4')
+    assert len(calls) == 8
+    for frame, label in enumerate(calls):
+        t = frame / 8
+        yaw, pitch = 0.35 * math.sin(2 * math.pi * t), -0.05 + 0.25 * math.cos(2 * math.pi * t)
+        theta, phi = math.pi / 2 + yaw, math.acos(1 - 2 * (math.pi / 2 + pitch) / math.pi)
+        origin = 2.7 * np.array([math.sin(phi) * math.cos(math.pi - theta), math.cos(phi), math.sin(phi) * math.sin(math.pi - theta)])
+        np.testing.assert_allclose(label[0, [3, 7, 11]].numpy(), origin, atol=1e-5)
+    video = iio.imread(tmp_path / 'orbit.mp4')
+    assert video.shape == (8, 8, 8, 3)
+    assert np.abs(video[0].astype(int) - video[2].astype(int)).mean() > 2, 'the orbit must change the picture'
+
+
+def test_fixed_camera(nets, tmp_path, monkeypatch):
+    calls = []
+    original = generation.synthesize
+    monkeypatch.setattr(generation, 'synthesize', lambda G, ws, c=None, **kw: calls.append(c.clone()) or original(G, ws, c, **kw))
+    ok('--network', nets['camera'], '--seeds=4', '--w-frames=3', '--camera=fixed', '--yaw=0.2', '--radius=2',
+       '--output', tmp_path / 'fixed.mp4')
+    expected = cameras.lookat_labels([0.2], [0.0], radius=2)
+    for label in calls:
+        torch.testing.assert_close(label, expected)
+
+
+def test_class_conditional_video(nets, tmp_path):
+    assert_error(run('--network', nets['classes'], '--seeds=0', '--output', tmp_path / 'a.mp4'), '--class')
+    ok('--network', nets['classes'], '--seeds=0-1', '--class=2', '--w-frames=2', '--output', tmp_path / 'a.mp4')
+    assert iio.imread(tmp_path / 'a.mp4').shape == (4, 16, 16, 3)
+
+
+def test_errors(nets, tmp_path):
+    assert_error(run('--network', nets['sg2'], '--seeds=0-2', '--grid=2x1', '--output', tmp_path / 'a.mp4'), '3 seeds', '--num-keyframes')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--output', tmp_path / 'a.gif'), '.mp4')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--yaw=0.1', '--output', tmp_path / 'a.mp4'), '--yaw', 'no camera input')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--grid=2', '--output', tmp_path / 'a.mp4'), 'COLSxROWS')
+    assert_error(run('--network', tmp_path / 'missing.pkl', '--seeds=0', '--output', tmp_path / 'a.mp4'), 'missing.pkl')
+    assert_error(run('--network', nets['camera'], '--seeds=0', '--pivot=1', '--output', tmp_path / 'a.mp4'), '--pivot')
+    assert not os.listdir(tmp_path)
+    (tmp_path / 'mine.mp4').write_bytes(b'mine')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--w-frames=2', '--output', tmp_path / 'mine.mp4'), 'mine.mp4', '--overwrite')
+    assert (tmp_path / 'mine.mp4').read_bytes() == b'mine'
+    ok('--network', nets['sg2'], '--seeds=0', '--w-frames=2', '--output', tmp_path / 'mine.mp4', '--overwrite')
+    assert iio.imread(tmp_path / 'mine.mp4').shape[0] == 2

@@ -1,0 +1,98 @@
+"""Tiny networks pickled by the tests of the sampling scripts and the pickle loader.
+
+`CameraGenerator` is a minimal camera-conditioned generator that follows the generator contract:
+its mapping ignores the camera, its synthesis takes the camera (`c=`) and an output `scale=`, like the
+ray-conditioned and any-scale generators. It is registered with the no-exec loader, so its pickles
+load in this process without executing their embedded source.
+"""
+
+import pickle
+
+import torch
+
+from torch_utils import persistence
+from training import networks_stylegan2, networks_stylegan3
+
+
+@persistence.persistent_class
+class CameraMapping(torch.nn.Module):
+    def __init__(self, z_dim, w_dim, num_ws):
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws = z_dim, w_dim, num_ws
+        # Plain parameters, not torch.nn.Linear: the no-exec loader rebuilds only registered classes.
+        self.weight = torch.nn.Parameter(torch.randn([z_dim, w_dim]))
+        self.register_buffer('w_avg', torch.zeros([w_dim]))
+
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False):
+        w = z @ self.weight
+        w = self.w_avg + (w - self.w_avg) * truncation_psi
+        return w.unsqueeze(1).repeat(1, self.num_ws, 1)
+
+
+@persistence.persistent_class
+class CameraSynthesis(torch.nn.Module):
+    """Image = tanh of a per-pixel mix of the style and the camera origin; the size follows `scale`."""
+
+    def __init__(self, w_dim, img_resolution, img_channels):
+        super().__init__()
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.num_ws = 2
+        self.from_w = torch.nn.Parameter(torch.randn([w_dim, img_channels]) * 0.3)
+        self.from_camera = torch.nn.Parameter(torch.randn([img_channels, 3, img_resolution, img_resolution]))
+
+    def forward(self, ws, c=None, noise_mode='const', scale=None):
+        size = self.img_resolution if scale is None else int(self.img_resolution * scale)
+        origin = c[:, [3, 7, 11]]
+        pattern = torch.nn.functional.interpolate(self.from_camera.reshape(1, -1, self.img_resolution, self.img_resolution),
+                                                  size=(size, size), mode='nearest').reshape(self.img_channels, 3, size, size)
+        x = torch.einsum('nk,ckhw->nchw', origin, pattern) + (ws[:, 0] @ self.from_w)[:, :, None, None]
+        return torch.tanh(x)
+
+
+@persistence.persistent_class
+class CameraGenerator(torch.nn.Module):
+    camera_conditioned = True
+
+    def __init__(self, z_dim=4, w_dim=4, img_resolution=8, img_channels=3):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, 25, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.synthesis = CameraSynthesis(w_dim, img_resolution, img_channels)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = CameraMapping(z_dim, w_dim, self.num_ws)
+
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
+        return self.synthesis(self.mapping(z, c, truncation_psi, truncation_cutoff), c, **synthesis_kwargs)
+
+
+persistence.register_no_exec_module('tests.tiny_networks', [CameraGenerator, CameraMapping, CameraSynthesis])
+
+
+def stylegan2_generator(c_dim=0, resolution=16, channels=3, seed=0):
+    torch.manual_seed(seed)
+    return networks_stylegan2.Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=resolution, img_channels=channels,
+                                        mapping_kwargs=dict(num_layers=2), channel_base=64, channel_max=8).eval()
+
+
+def stylegan3_generator(resolution=32, radial=True, seed=0):
+    """Config R (1x1 convolutions, radial filters): equivariant to translations and to quarter turns."""
+    torch.manual_seed(seed)
+    extra = dict(conv_kernel=1, use_radial_filters=True, channel_base=512, channel_max=32) if radial else \
+        dict(channel_base=256, channel_max=16)
+    return networks_stylegan3.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=resolution, img_channels=3,
+                                        **extra).eval()
+
+
+def camera_generator(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return CameraGenerator(**kwargs).eval()
+
+
+def save_snapshot(path, G, D=None):
+    """Pickle G as a snapshot (G, D, G_ema) in the official format."""
+    if D is None:
+        D = networks_stylegan2.Discriminator(c_dim=G.c_dim, img_resolution=8, img_channels=G.img_channels,
+                                             channel_base=32, channel_max=4)
+    with open(path, 'wb') as f:
+        pickle.dump(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=None), f)
+    return str(path)
