@@ -16,6 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import gen_images  # noqa: E402
 import tiny_networks  # noqa: E402
+from cli_checks import assert_cli_error as assert_error  # noqa: E402
 from training import cameras, generation  # noqa: E402
 
 
@@ -40,17 +41,6 @@ def ok(*args):
     result = run(*args)
     assert result.exit_code == 0, result.output
     return result
-
-
-def assert_error(result, *words):
-    assert result.exit_code != 0
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert 'Traceback' not in result.output
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith('Error: '), result.output
-    for word in words:
-        assert word in message, (word, message)
-    return message
 
 
 def read_png(path):

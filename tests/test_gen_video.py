@@ -15,6 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import gen_video  # noqa: E402
 import tiny_networks  # noqa: E402
+from cli_checks import assert_cli_error as assert_error  # noqa: E402
 from training import cameras, generation  # noqa: E402
 
 
@@ -36,15 +37,6 @@ def ok(*args):
     result = run(*args)
     assert result.exit_code == 0, result.output
     return result
-
-
-def assert_error(result, *words):
-    assert result.exit_code != 0 and 'Traceback' not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith('Error: '), result.output
-    for word in words:
-        assert word in message, (word, message)
 
 
 # ----------------------------------------------------------------------------------------------
