@@ -181,7 +181,7 @@ def open_network_pkl(source, force_fp16=False, trust_code=False):
     if not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
         raise NetworkPickleError(f'{source} does not exist or is not a file; pass the path or URL of a network pickle.')
     try:
-        with dnnlib.util.open_url(source, verbose=False) as f:
+        with dnnlib.util.open_url(source) as f:
             return load_network_pkl(f, force_fp16=force_fp16, trust_code=trust_code, name=source)
     except OSError as error:  # includes dnnlib.util.DownloadError
         raise NetworkPickleError(f'Cannot open {source} ({error}).') from None
