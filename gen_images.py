@@ -36,16 +36,6 @@ def parse_floats(text, what, count=None):
         raise CommandError(f'{what}: {error}') from None
 
 
-def parse_seeds(text):
-    try:
-        seeds = dnnlib.util.parse_range(text)
-    except ValueError as error:
-        raise CommandError(f'--seeds: {error}') from None
-    if not seeds or min(seeds) < 0 or max(seeds) >= 2 ** 32:
-        raise CommandError(f'--seeds={text}: seeds are integers from 0 to 2^32 - 1.')
-    return seeds
-
-
 def parse_grid(text, default_shape):
     """--grid alone -> the default layout; --grid=COLSxROWS -> that layout."""
     if text == 'auto':
@@ -140,9 +130,9 @@ def prepare_outdir(outdir, names, overwrite):
 
 
 def generate_images(opts):
-    seeds = parse_seeds(opts.seeds)
     translate = parse_floats(opts.translate, '--translate', count=2)
     try:
+        seeds = generation.parse_seeds(opts.seeds)
         device = generation.choose_device(opts.device)
         G = generation.load_generator(opts.network, device, trust_code=opts.trust_code)
     except generation.GenerationError as error:

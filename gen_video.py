@@ -153,11 +153,9 @@ def main(**kwargs):
     """
     opts = dnnlib.EasyDict(kwargs)
     try:
-        seeds = dnnlib.util.parse_range(opts.seeds)
-    except ValueError as error:
-        raise CommandError(f'--seeds: {error}') from None
-    if not seeds or min(seeds) < 0 or max(seeds) >= 2 ** 32:
-        raise CommandError(f'--seeds={opts.seeds}: seeds are integers from 0 to 2^32 - 1.')
+        seeds = generation.parse_seeds(opts.seeds)
+    except generation.GenerationError as error:
+        raise CommandError(str(error)) from None
     grid = parse_grid(opts.grid)
     seed_table = keyframe_seeds(seeds, opts.num_keyframes, grid[0] * grid[1], opts.shuffle_seed)
     claim_output(opts.output, opts.overwrite)

@@ -56,7 +56,7 @@ def test_keyframe_weights_reproduce_spline_interpolation_of_the_data(num_keyfram
         np.testing.assert_allclose(generation.keyframe_weights(num_keyframes, k), np.eye(num_keyframes)[k], atol=1e-12)
 
 
-def test_interpolation_frames_hit_the_keyframes_and_loop(nets):
+def test_interpolation_frames_hit_the_keyframes(nets):
     from training import snapshots
     G = snapshots.open_network_pkl(nets['sg2'])['G_ema']
     seeds = np.array([[3, 5], [7, 9]])  # 2 cells, 2 keyframes each
@@ -139,6 +139,7 @@ def test_class_conditional_video(nets, tmp_path):
 def test_errors(nets, tmp_path):
     assert_error(run('--network', nets['sg2'], '--seeds=0-2', '--grid=2x1', '--output', tmp_path / 'a.mp4'), '3 seeds', '--num-keyframes')
     assert_error(run('--network', nets['sg2'], '--seeds=0', '--output', tmp_path / 'a.gif'), '.mp4')
+    assert_error(run('--network', nets['sg2'], '--seeds=x', '--output', tmp_path / 'a.mp4'), '--seeds')
     assert_error(run('--network', nets['sg2'], '--seeds=0', '--yaw=0.1', '--output', tmp_path / 'a.mp4'), '--yaw', 'no camera input')
     assert_error(run('--network', nets['sg2'], '--seeds=0', '--grid=2', '--output', tmp_path / 'a.mp4'), 'COLSxROWS')
     assert_error(run('--network', tmp_path / 'missing.pkl', '--seeds=0', '--output', tmp_path / 'a.mp4'), 'missing.pkl')

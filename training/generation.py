@@ -12,6 +12,7 @@ import numpy as np
 import scipy.interpolate
 import torch
 
+import dnnlib
 from training import cameras, snapshots
 
 
@@ -72,6 +73,17 @@ def has_input_transform(G):
 
 # ----------------------------------------------------------------------------------------------
 # Inputs.
+
+def parse_seeds(text):
+    """'0-3,7' -> [0, 1, 2, 3, 7]; seeds are what np.random.RandomState accepts (0 to 2^32 - 1)."""
+    try:
+        seeds = dnnlib.util.parse_range(text)
+    except ValueError as error:
+        raise GenerationError(f'--seeds: {error}') from None
+    if not seeds or min(seeds) < 0 or max(seeds) >= 2 ** 32:
+        raise GenerationError(f'--seeds={text}: seeds are integers from 0 to 2^32 - 1.')
+    return seeds
+
 
 def latent_for_seed(seed, z_dim):
     """The official z of a seed: np.random.RandomState(seed).randn(z_dim), so seeds match NVIDIA's scripts."""
