@@ -40,10 +40,10 @@ def parse_grid(text, default_shape):
     """--grid alone -> the default layout; --grid=COLSxROWS -> that layout."""
     if text == 'auto':
         return default_shape
-    parts = str(text).lower().split('x')
-    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise CommandError(f'--grid={text} is not COLSxROWS (e.g. --grid=4x2), nor --grid alone for an automatic layout.')
-    return int(parts[0]), int(parts[1])
+    try:
+        return dnnlib.util.parse_grid_size(text)
+    except ValueError:
+        raise CommandError(f'--grid={text} is not COLSxROWS (e.g. --grid=4x2), nor --grid alone for an automatic layout.') from None
 
 
 # ----------------------------------------------------------------------------------------------

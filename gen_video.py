@@ -27,10 +27,10 @@ class CommandError(click.ClickException):
 
 
 def parse_grid(text):
-    parts = str(text).lower().split('x')
-    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise CommandError(f'--grid={text} is not COLSxROWS, e.g. --grid=2x2.')
-    return int(parts[0]), int(parts[1])
+    try:
+        return dnnlib.util.parse_grid_size(text)
+    except ValueError:
+        raise CommandError(f'--grid={text} is not COLSxROWS, e.g. --grid=2x2.') from None
 
 
 def keyframe_seeds(seeds, num_keyframes, cells, shuffle_seed):

@@ -69,10 +69,10 @@ def _parse_comma_separated_list(value):
 def _parse_grid(value):
     if value is None:
         return None
-    match = re.fullmatch(r'(\d+)x(\d+)', value)
-    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
-        raise OptionError(f'--grid={value} must look like COLUMNSxROWS, e.g. 8x4.')
-    return [int(match.group(1)), int(match.group(2))]
+    try:
+        return list(dnnlib.util.parse_grid_size(value))
+    except ValueError:
+        raise OptionError(f'--grid={value} must look like COLUMNSxROWS, e.g. 8x4.') from None
 
 #----------------------------------------------------------------------------
 # Turning options into training-loop arguments.

@@ -227,6 +227,14 @@ def parse_vec2(s) -> Tuple[float, float]:
     raise ValueError(f"Cannot parse '{s}' as a 2-vector: expected two numbers like '0.5,-1'.")
 
 
+def parse_grid_size(s) -> Tuple[int, int]:
+    """'8x4' -> (8, 4): columns x rows, both positive."""
+    match = re.fullmatch(r"(\d+)x(\d+)", str(s).strip().lower())
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise ValueError(f"'{s}' must look like COLUMNSxROWS, e.g. 8x4.")
+    return int(match.group(1)), int(match.group(2))
+
+
 def parse_float_list(s, count=None) -> List[float]:
     """'0.1,-0.2' -> [0.1, -0.2] (finite numbers only; exactly `count` of them when given)."""
     try:
