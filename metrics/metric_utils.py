@@ -5,13 +5,20 @@ N, samples from several processes interleaved), so that numbers match the offici
 Cached statistics are written as `.npz` files of plain arrays: loading them never executes code.
 """
 
+import contextlib
+import copy
 import hashlib
 import os
+import sys
 
 import numpy as np
 import torch
 
 import dnnlib
+
+class MetricError(ValueError):
+    """A metric cannot be computed for this network or dataset; the message is one sentence naming the fix."""
+
 
 _STATS_FIELDS = ('capture_all', 'capture_mean_cov', 'max_items', 'num_items', 'num_features')
 
@@ -135,3 +142,263 @@ def stats_cache_path(dataset_name, detector_name, **key_items):
     md5 = hashlib.md5(repr(sorted(key_items.items())).encode('utf-8')).hexdigest()
     safe = lambda text: ''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in str(text))
     return dnnlib.util.make_cache_dir_path('gan-metrics', f'{safe(dataset_name)}-{safe(detector_name)}-{md5}.npz')
+
+
+# ----------------------------------------------------------------------------------------------
+# What a metric is computed on.
+
+
+class MetricOptions:
+    """Everything a metric needs: the generator, the dataset, the process layout and the detectors.
+
+    - `G`, `G_kwargs`: the generator and extra synthesis keywords (`noise_mode`, `scale`).
+    - `dataset_kwargs`: how to construct the real dataset (`class_name` plus its arguments).
+    - `num_gpus`, `rank`: the process layout; with several processes torch.distributed must be set up.
+    - `device`: where networks run (default CPU).
+    - `seed`: fixes the latents and the labels drawn for the generator, so that a metric evaluated
+      twice on the same network, or split over another number of processes, sees the same samples.
+    - `detector_urls`: overrides of the default detector locations, e.g. {'inception': 'local.pth'}.
+    - `cache`: read and write the dataset statistics cache.
+    - `verbose`: progress lines on rank 0.
+    """
+
+    def __init__(self, G=None, G_kwargs={}, dataset_kwargs={}, num_gpus=1, rank=0, device=None, seed=0,
+                 detector_urls=None, cache=True, verbose=False, num_workers=None):
+        assert 0 <= rank < num_gpus
+        self.G = G
+        self.G_kwargs = dnnlib.EasyDict(G_kwargs)
+        self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs)
+        self.num_gpus = num_gpus
+        self.rank = rank
+        self.device = torch.device('cpu' if device is None else device)
+        self.seed = seed
+        self.detector_urls = dict(detector_urls or {})
+        self.cache = cache
+        self.verbose = verbose and rank == 0
+        self.num_workers = min(3, os.cpu_count() or 1) if num_workers is None else num_workers
+
+    def detector_url(self, kind):
+        """The location of detector `kind` ('inception' or 'vgg16'): the user's override, else the default."""
+        from metrics import detectors
+        defaults = dict(inception=detectors.FID_INCEPTION_URL, vgg16=detectors.NVIDIA_VGG16_URL)
+        return self.detector_urls.get(kind, defaults[kind])
+
+
+def get_feature_detector(opts, url):
+    """The detector at `url` on opts.device; with several processes rank 0 downloads it first."""
+    from metrics import detectors
+    if opts.num_gpus > 1 and opts.rank != 0:
+        torch.distributed.barrier()
+    try:
+        detector = detectors.load_detector(url, device=opts.device, verbose=opts.verbose)
+    finally:
+        if opts.num_gpus > 1 and opts.rank == 0:
+            torch.distributed.barrier()
+    return detector
+
+
+def _broadcast_flag(opts, flag):
+    if opts.num_gpus == 1:
+        return bool(flag)
+    value = torch.tensor([float(flag)], dtype=torch.float64, device=_collective_device(opts))
+    torch.distributed.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def _collective_device(opts):
+    # NCCL moves only CUDA tensors; gloo only CPU ones.
+    return opts.device if torch.distributed.get_backend() == 'nccl' else torch.device('cpu')
+
+
+class ProgressMonitor:
+    """Progress of one feature pass on rank 0: a tqdm bar on a terminal, else about ten log lines."""
+
+    def __init__(self, opts, tag, num_items):
+        self.tag, self.num_items = tag, num_items
+        self.enabled = opts.verbose
+        self.bar = None
+        self.next_report = 0
+        if self.enabled and sys.stderr.isatty():
+            import tqdm
+            self.bar = tqdm.tqdm(total=num_items, desc=tag, unit='img', leave=False)
+
+    def update(self, done):
+        done = min(done, self.num_items)
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            if done >= self.num_items:
+                self.bar.close()
+            return
+        if done >= self.next_report or done >= self.num_items:
+            print(f'{self.tag}: {done}/{self.num_items} images', flush=True)
+            self.next_report = done + max(self.num_items // 10, 1)
+
+
+def _dataset_fingerprint(dataset_kwargs):
+    """Size and modification time of the dataset file or folder, so that a re-packed dataset misses the cache."""
+    path = dataset_kwargs.get('path')
+    if not isinstance(path, str) or not os.path.exists(path):
+        return None
+    if os.path.isfile(path):
+        info = os.stat(path)
+        return (os.path.abspath(path), info.st_size, info.st_mtime_ns)
+    entries = []
+    for root, _dirs, files in os.walk(path):
+        for name in sorted(files):
+            info = os.stat(os.path.join(root, name))
+            entries.append((os.path.relpath(os.path.join(root, name), path), info.st_size, info.st_mtime_ns))
+    return (os.path.abspath(path), hashlib.md5(repr(sorted(entries)).encode('utf-8')).hexdigest())
+
+
+def to_detector_images(images):
+    """Generator output in [-1, 1] -> uint8 exactly as a saved PNG (x*127.5+128, clamped, truncated), 3 channels."""
+    images = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
+
+
+def compute_feature_stats_for_dataset(opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, batch_size=64,
+                                      data_loader_kwargs=None, max_items=None, **stats_kwargs):
+    """Features of the real images (items rank, rank + num_gpus, ...), cached on disk when opts.cache."""
+    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
+    data_loader_kwargs = dict(pin_memory=opts.device.type == 'cuda', num_workers=opts.num_workers,
+                              **(data_loader_kwargs or {}))
+    if data_loader_kwargs['num_workers'] > 0:
+        data_loader_kwargs.setdefault('prefetch_factor', 2)
+
+    cache_file = None
+    if opts.cache:
+        key_items = dict(dataset_kwargs=dict(opts.dataset_kwargs), dataset_fingerprint=_dataset_fingerprint(opts.dataset_kwargs),
+                         detector_url=detector_url, detector_kwargs=detector_kwargs, stats_kwargs=stats_kwargs,
+                         max_items=max_items)
+        detector_name = os.path.splitext(os.path.basename(str(detector_url).split('?')[0]))[0]
+        cache_file = stats_cache_path(dataset.name, detector_name, **key_items)
+        if _broadcast_flag(opts, opts.rank == 0 and os.path.isfile(cache_file)):
+            return FeatureStats.load(cache_file)
+
+    num_items = len(dataset) if max_items is None else min(len(dataset), max_items)
+    stats = FeatureStats(max_items=num_items, **stats_kwargs)
+    progress = ProgressMonitor(opts, 'dataset features', num_items)
+    detector = get_feature_detector(opts, detector_url)
+
+    # Every process reads the same number of items; the few repeated at the end fall beyond max_items.
+    per_rank = (num_items - 1) // opts.num_gpus + 1
+    item_subset = [(i * opts.num_gpus + opts.rank) % num_items for i in range(per_rank)]
+    loader = torch.utils.data.DataLoader(dataset=dataset, sampler=item_subset, batch_size=batch_size, **data_loader_kwargs)
+    for images, _labels in loader:
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        features = detector(images.to(opts.device), **detector_kwargs)
+        stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
+        progress.update(stats.num_items)
+    dataset.close()
+
+    if cache_file is not None and opts.rank == 0:
+        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        stats.save(cache_file)
+    return stats
+
+
+# Latents and labels come in fixed chunks seeded by (seed, chunk index): sample k is the same whatever
+# the batch size or the number of processes.
+_SAMPLE_CHUNK = 1024
+
+
+class GeneratorSamples:
+    """Deterministic latents z_k and dataset labels c_k for global sample indices k."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.z_dim, self.c_dim = opts.G.z_dim, opts.G.c_dim
+        self.dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs) if self.c_dim else None
+        self._chunks = {}
+
+    def _chunk(self, index):
+        if index not in self._chunks:
+            if len(self._chunks) > 4:
+                self._chunks.clear()
+            rng = np.random.default_rng([self.opts.seed, index])
+            z = rng.standard_normal([_SAMPLE_CHUNK, self.z_dim]).astype(np.float32)
+            label_idx = rng.integers(len(self.dataset), size=_SAMPLE_CHUNK) if self.dataset is not None else None
+            self._chunks[index] = (z, label_idx)
+        return self._chunks[index]
+
+    def get(self, indices):
+        """(z [N, z_dim], c [N, c_dim]) on opts.device for the global sample indices."""
+        z = np.zeros([len(indices), self.z_dim], dtype=np.float32)
+        c = np.zeros([len(indices), self.c_dim], dtype=np.float32)
+        for row, k in enumerate(indices):
+            chunk_z, chunk_labels = self._chunk(k // _SAMPLE_CHUNK)
+            z[row] = chunk_z[k % _SAMPLE_CHUNK]
+            if self.dataset is not None:
+                c[row] = self.dataset.get_label(int(chunk_labels[k % _SAMPLE_CHUNK]))
+        return torch.from_numpy(z).to(self.opts.device), torch.from_numpy(c).to(self.opts.device)
+
+    def rank_indices(self, batch_index, batch_size):
+        """Global indices of this process's batch `batch_index`: sample j of it is (batch_index*batch_size + j)*num_gpus + rank."""
+        opts = self.opts
+        return [(batch_index * batch_size + j) * opts.num_gpus + opts.rank for j in range(batch_size)]
+
+
+def run_generator(opts, z, c):
+    """Images in [-1, 1] from opts.G: mapping, then synthesis with the camera (for camera-conditioned
+    synthesis networks) and opts.G_kwargs (`noise_mode`, default 'random' as in the official metrics; `scale`)."""
+    from training import generation
+    G = opts.G
+    noise_mode = opts.G_kwargs.get('noise_mode', 'random')
+    if not hasattr(G, 'mapping'):
+        return G(z, c, noise_mode=noise_mode, **{k: v for k, v in opts.G_kwargs.items() if k != 'noise_mode'})
+    ws = G.mapping(z, c)
+    return generation.synthesize(G, ws, c=c, noise_mode=noise_mode, scale=opts.G_kwargs.get('scale'))
+
+
+@contextlib.contextmanager
+def seeded_torch_rng(opts, *stream):
+    """Seed torch's RNG (CPU and opts.device) from (opts.seed, rank, *stream) for the duration, then restore it,
+    so that the generator's random noise inputs are reproducible for a given process layout."""
+    devices = [opts.device] if opts.device.type == 'cuda' else []
+    with torch.random.fork_rng(devices=devices):
+        seed = int(np.random.SeedSequence([opts.seed, opts.rank, *stream]).generate_state(1)[0])
+        torch.manual_seed(seed)
+        yield
+
+
+def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, batch_size=64,
+                                        batch_gen=None, **stats_kwargs):
+    """Features of generated images, quantised like saved PNGs; labels (cameras included) drawn from the dataset.
+
+    Each process generates its interleaved share of the samples; every process ends up with all features.
+    """
+    if batch_gen is None:
+        batch_gen = min(batch_size, 4)
+    assert batch_size % batch_gen == 0
+    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
+    opts = _with_generator(opts, G)
+    samples = GeneratorSamples(opts)
+    stats = FeatureStats(**stats_kwargs)
+    assert stats.max_items is not None
+    progress = ProgressMonitor(opts, 'generator features', stats.max_items)
+    detector = get_feature_detector(opts, detector_url)
+
+    batch_index = 0
+    while not stats.is_full():
+        indices = samples.rank_indices(batch_index, batch_size)
+        images = []
+        with torch.no_grad(), seeded_torch_rng(opts, batch_index):
+            for start in range(0, batch_size, batch_gen):
+                z, c = samples.get(indices[start:start + batch_gen])
+                images.append(to_detector_images(run_generator(opts, z, c)))
+        features = detector(torch.cat(images), **detector_kwargs)
+        stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
+        progress.update(stats.num_items)
+        batch_index += 1
+    if samples.dataset is not None:
+        samples.dataset.close()
+    return stats
+
+
+def _with_generator(opts, G):
+    clone = copy.copy(opts)
+    clone.G = G
+    return clone
