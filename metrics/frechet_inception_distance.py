@@ -9,6 +9,8 @@ versions (huge imaginary parts in 1.11-1.12, `disp=` removed in 1.18).
 
 import numpy as np
 
+from metrics import metric_utils
+
 
 def _psd_sqrt(matrix):
     eigenvalues, eigenvectors = np.linalg.eigh(matrix)
@@ -31,3 +33,15 @@ def fid_from_stats(mu_gen, sigma_gen, mu_real, sigma_real):
     sigma_gen, sigma_real = np.asarray(sigma_gen, dtype=np.float64), np.asarray(sigma_real, dtype=np.float64)
     mean_term = float(np.square(mu_gen - mu_real).sum())
     return mean_term + float(np.trace(sigma_gen) + np.trace(sigma_real)) - 2 * trace_sqrt_product(sigma_gen, sigma_real)
+
+
+def compute_fid(opts, max_real, num_gen):
+    """FID between up to `max_real` dataset images and `num_gen` generated ones (NaN on ranks other than 0)."""
+    detector_url, detector_kwargs = opts.detector_url('inception'), dict(return_features=True)
+    mu_real, sigma_real = metric_utils.compute_feature_stats_for_dataset(
+        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=0, capture_mean_cov=True, max_items=max_real).get_mean_cov()
+    mu_gen, sigma_gen = metric_utils.compute_feature_stats_for_generator(
+        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, capture_mean_cov=True, max_items=num_gen).get_mean_cov()
+    if opts.rank != 0:
+        return float('nan')
+    return fid_from_stats(mu_gen, sigma_gen, mu_real, sigma_real)

@@ -5,6 +5,8 @@ The class probabilities are the detector's softmax without the output bias (`no_
 
 import numpy as np
 
+from metrics import metric_utils
+
 
 def inception_score_from_probs(probs, num_splits=10):
     """(mean, std) of the score over `num_splits` consecutive equal parts of probs [N, classes]."""
@@ -19,3 +21,13 @@ def inception_score_from_probs(probs, num_splits=10):
         kl = (part * (np.log(part) - np.log(marginal))).sum(axis=1).mean()
         scores.append(np.exp(kl))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def compute_is(opts, num_gen, num_splits):
+    """(mean, std) Inception Score of `num_gen` generated images (NaN on ranks other than 0)."""
+    detector_url, detector_kwargs = opts.detector_url('inception'), dict(no_output_bias=True)
+    probs = metric_utils.compute_feature_stats_for_generator(
+        opts, detector_url, detector_kwargs, capture_all=True, max_items=num_gen).get_all()
+    if opts.rank != 0:
+        return float('nan'), float('nan')
+    return inception_score_from_probs(probs, num_splits)

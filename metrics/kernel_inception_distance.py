@@ -8,6 +8,8 @@ is averaged, as NVIDIA's metric does (100 subsets of at most 1000).
 
 import numpy as np
 
+from metrics import metric_utils
+
 
 def polynomial_kernel(x, y):
     return (x @ y.T / x.shape[1] + 1) ** 3
@@ -35,3 +37,15 @@ def kid_from_features(gen_features, real_features, num_subsets=100, max_subset_s
         y = real_features[rng.choice(real_features.shape[0], m, replace=False)]
         total += mmd2_unbiased(x, y)
     return total / num_subsets
+
+
+def compute_kid(opts, max_real, num_gen, num_subsets, max_subset_size):
+    """KID between up to `max_real` dataset images and `num_gen` generated ones (NaN on ranks other than 0)."""
+    detector_url, detector_kwargs = opts.detector_url('inception'), dict(return_features=True)
+    real_features = metric_utils.compute_feature_stats_for_dataset(
+        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real).get_all()
+    gen_features = metric_utils.compute_feature_stats_for_generator(
+        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen).get_all()
+    if opts.rank != 0:
+        return float('nan')
+    return kid_from_features(gen_features, real_features, num_subsets, max_subset_size, seed=opts.seed)

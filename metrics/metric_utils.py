@@ -252,6 +252,20 @@ def _dataset_fingerprint(dataset_kwargs):
     return (os.path.abspath(path), hashlib.md5(repr(sorted(entries)).encode('utf-8')).hexdigest())
 
 
+def _effective_dataset_kwargs(dataset_kwargs):
+    """The dataset kwargs without those that change nothing, so that train.py and calc_metrics.py share a cache entry."""
+    kwargs = dict(dataset_kwargs)
+    kwargs.pop('use_labels', None)  # Labels do not change the images.
+    if kwargs.get('max_size') is None:
+        kwargs.pop('random_seed', None)  # Only picks the max_size subset.
+    if not kwargs.get('xflip'):
+        kwargs.pop('xflip_camera_labels', None)
+    for name in ('max_size', 'xflip', 'xflip_camera_labels'):
+        if name in kwargs and not kwargs[name]:
+            del kwargs[name]  # Same as the default.
+    return kwargs
+
+
 def to_detector_images(images):
     """Generator output in [-1, 1] -> uint8 exactly as a saved PNG (x*127.5+128, clamped, truncated), 3 channels."""
     images = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
@@ -269,7 +283,7 @@ def compute_feature_stats_for_dataset(opts, detector_url, detector_kwargs, rel_l
 
     cache_file = None
     if opts.cache:
-        key_items = dict(dataset_kwargs=dict(opts.dataset_kwargs), dataset_fingerprint=_dataset_fingerprint(opts.dataset_kwargs),
+        key_items = dict(dataset_kwargs=_effective_dataset_kwargs(opts.dataset_kwargs), dataset_fingerprint=_dataset_fingerprint(opts.dataset_kwargs),
                          detector_url=detector_url, detector_kwargs=detector_kwargs, stats_kwargs=stats_kwargs,
                          max_items=max_items)
         detector_name = os.path.splitext(os.path.basename(str(detector_url).split('?')[0]))[0]

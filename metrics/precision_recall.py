@@ -7,6 +7,8 @@ samples inside the generated manifold. Distances are computed in blocks so memor
 
 import torch
 
+from metrics import metric_utils
+
 
 def _kth_neighbour_radii(manifold, k, block):
     # kthvalue(k + 1): each point's distance to itself (0) comes first.
@@ -29,3 +31,18 @@ def manifold_coverage(probes, manifold, k=3, block=10000):
 def precision_recall_from_features(real_features, gen_features, k=3, block=10000):
     return dict(precision=manifold_coverage(gen_features, real_features, k, block),
                 recall=manifold_coverage(real_features, gen_features, k, block))
+
+
+def compute_pr(opts, max_real, num_gen, nhood_size, row_batch_size):
+    """(precision, recall) with VGG16 features (NaN on ranks other than 0). Distances are computed in
+    float32 on opts.device; the official code uses float16 on the GPU, which can flip borderline cases."""
+    detector_url, detector_kwargs = opts.detector_url('vgg16'), dict(return_features=True)
+    real_features = metric_utils.compute_feature_stats_for_dataset(
+        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real).get_all_torch()
+    gen_features = metric_utils.compute_feature_stats_for_generator(
+        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen).get_all_torch()
+    if opts.rank != 0:
+        return float('nan'), float('nan')
+    result = precision_recall_from_features(real_features.to(opts.device), gen_features.to(opts.device),
+                                            k=nhood_size, block=row_batch_size)
+    return result['precision'], result['recall']

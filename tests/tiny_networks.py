@@ -7,6 +7,7 @@ load in this process without executing their embedded source.
 """
 
 import pickle
+import warnings
 
 import torch
 
@@ -95,4 +96,32 @@ def save_snapshot(path, G, D=None):
                                              channel_base=32, channel_max=4)
     with open(path, 'wb') as f:
         pickle.dump(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=None), f)
+    return str(path)
+
+
+class PooledFeatureDetector(torch.nn.Module):
+    """A stand-in for the metric detectors: 2x2 average-pooled pixels (0..1) through a fixed linear map.
+
+    Keeps the official calling convention (uint8 NCHW in; `return_features`, `no_output_bias`). Its
+    features are simple enough that tests recompute them with numpy. Saved as TorchScript so that
+    any process loads it without importing the tests.
+    """
+
+    def __init__(self, num_features=8, seed=0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer('weight', torch.randn([12, num_features], generator=generator))
+
+    def forward(self, images, return_features: bool = False, no_output_bias: bool = False):
+        x = torch.nn.functional.adaptive_avg_pool2d(images.to(torch.float32) / 255, 2).flatten(1)
+        features = x @ self.weight
+        if return_features:
+            return features
+        return torch.softmax(features, dim=1)
+
+
+def save_pooled_feature_detector(path, num_features=8, seed=0):
+    with warnings.catch_warnings():  # TorchScript is deprecated, but NVIDIA's older detectors are TorchScript files.
+        warnings.simplefilter('ignore', DeprecationWarning)
+        torch.jit.save(torch.jit.script(PooledFeatureDetector(num_features, seed)), str(path))
     return str(path)
