@@ -45,7 +45,8 @@ class OptionError(ValueError):
     """Inconsistent or missing command-line options; the message is one sentence."""
 
 # Options that may change when resuming without changing what the next steps compute.
-_BOOKKEEPING_OPTIONS = {'outdir', 'resume', 'dry_run', 'device', 'trust_code', 'kimg', 'tick', 'snap', 'metrics',
+_BOOKKEEPING_OPTIONS = {'outdir', 'resume', 'dry_run', 'device', 'trust_code', 'kimg', 'tick', 'snap', 'metrics', 'detector',
+                        'metric_detectors',
                         'workers', 'nobench', 'desc', 'grid', 'data', 'gpus', 'batch_gpu'}
 _REQUIRED_OPTIONS = ['cfg', 'data', 'gpus', 'batch', 'gamma']
 
@@ -151,6 +152,11 @@ def _validate(opts):
             raise OptionError(f'--metrics={metric}: this version has no metrics yet; use --metrics=none.')
         if not metric_main.is_valid_metric(metric):
             raise OptionError(f'--metrics={metric} is not a known metric; choose from {", ".join(metric_main.list_valid_metrics())}.')
+    if metric_main is not None:
+        try:
+            opts.metric_detectors = metric_main.metric_utils.parse_detector_option(opts.get('detector') or ())
+        except ValueError as error:
+            raise OptionError(str(error)) from None
 
 def build_run(opts, given):
     """Validate the options and return (training_loop kwargs, run-dir description, options to save)."""
@@ -289,7 +295,8 @@ def _worker(c, outdir, desc, notes):
 @click.option('--mbstd-group', help='Minibatch std group size', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
 # Misc settings.
 @click.option('--desc', help='String to include in result dir name', metavar='STR')
-@click.option('--metrics', help='Quality metrics, comma-separated, or "none"  [default: fid50k_full once metrics exist, else none]', metavar='[NAME|A,B,C|none]')
+@click.option('--metrics', help='Quality metrics, comma-separated, or "none"  [default: fid50k_full]', metavar='[NAME|A,B,C|none]')
+@click.option('--detector', help='Local metric detector file: PATH (Inception) or KIND=PATH, KIND inception|vgg16; repeatable', metavar='[KIND=]PATH', multiple=True)
 @click.option('--kimg', help='Total training duration (thousands of images; fractions allowed)', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
 @click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
 @click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=50, show_default=True)
@@ -323,6 +330,14 @@ def main(**kwargs):
         for note in notes:
             print('Note:', note)
         return
+
+    if c.metrics:
+        from metrics.detectors import DetectorError
+        try:
+            _metric_registry().fetch_detectors(c.metrics, c.metric_detectors, verbose=distributed.get_rank() == 0)
+        except DetectorError as error:
+            print(f'Error: {error} (or train without metrics: --metrics=none)', file=sys.stderr)
+            sys.exit(1)
 
     try:
         os.makedirs(opts.outdir, exist_ok=True)

@@ -67,21 +67,22 @@ class FeatureStats:
             self.raw_mean += x64.sum(axis=0)
             self.raw_cov += x64.T @ x64
 
-    def append_torch(self, x, num_gpus=1, rank=0):
-        """Add a [N, F] tensor; with several processes every one receives all batches, interleaved by sample.
+    def append_torch(self, x, num_gpus=1, rank=0, group_size=1):
+        """Add a [N, F] tensor; with several processes every one receives all batches, interleaved.
 
-        Sample i of process r lands at position i * num_gpus + r, the order NVIDIA's code uses, so the
-        statistics do not depend on which process computed which sample.
+        The rows of each process come in groups of `group_size`; group t of process r lands at group
+        position t * num_gpus + r (with groups of 1, NVIDIA's order), so the statistics do not depend
+        on which process computed which sample.
         """
-        if x.ndim != 2 or not 0 <= rank < num_gpus:
-            raise ValueError('append_torch needs [N, F] features and 0 <= rank < num_gpus.')
+        if x.ndim != 2 or not 0 <= rank < num_gpus or x.shape[0] % group_size:
+            raise ValueError('append_torch needs [N, F] features, 0 <= rank < num_gpus and N a multiple of group_size.')
         if num_gpus > 1:
             gathered = []
             for src in range(num_gpus):
                 y = x.clone()
                 torch.distributed.broadcast(y, src=src)
-                gathered.append(y)
-            x = torch.stack(gathered, dim=1).flatten(0, 1)
+                gathered.append(y.reshape(-1, group_size, x.shape[1]))
+            x = torch.stack(gathered, dim=1).flatten(0, 2)
         self.append(x.detach().cpu().numpy())
 
     def get_all(self):
@@ -349,10 +350,20 @@ class GeneratorSamples:
                 c[row] = self.dataset.get_label(int(chunk_labels[k % _SAMPLE_CHUNK]))
         return torch.from_numpy(z).to(self.opts.device), torch.from_numpy(c).to(self.opts.device)
 
-    def rank_indices(self, batch_index, batch_size):
-        """Global indices of this process's batch `batch_index`: sample j of it is (batch_index*batch_size + j)*num_gpus + rank."""
+    def rank_indices(self, batch_index, batch_size, group_size=1):
+        """Global indices of this process's batch `batch_index`, in groups of `group_size` consecutive samples.
+
+        Batch b of every process together covers samples [b * batch_size * num_gpus, (b + 1) * batch_size * num_gpus);
+        group t of process r is group number (b * batch_size / group_size + t) * num_gpus + r of the whole set.
+        """
         opts = self.opts
-        return [(batch_index * batch_size + j) * opts.num_gpus + opts.rank for j in range(batch_size)]
+        assert batch_size % group_size == 0
+        groups_per_batch = batch_size // group_size
+        indices = []
+        for t in range(groups_per_batch):
+            group = (batch_index * groups_per_batch + t) * opts.num_gpus + opts.rank
+            indices += range(group * group_size, (group + 1) * group_size)
+        return indices
 
 
 def run_generator(opts, z, c):
@@ -368,13 +379,13 @@ def run_generator(opts, z, c):
 
 
 @contextlib.contextmanager
-def seeded_torch_rng(opts, *stream):
-    """Seed torch's RNG (CPU and opts.device) from (opts.seed, rank, *stream) for the duration, then restore it,
-    so that the generator's random noise inputs are reproducible for a given process layout."""
+def seeded_torch_rng(opts, *stream, per_rank=True):
+    """Seed torch's RNG (CPU and opts.device) from (opts.seed, [rank,] *stream) for the duration, then restore it,
+    so that the generator's random noise inputs are reproducible."""
     devices = [opts.device] if opts.device.type == 'cuda' else []
     with torch.random.fork_rng(devices=devices):
-        seed = int(np.random.SeedSequence([opts.seed, opts.rank, *stream]).generate_state(1)[0])
-        torch.manual_seed(seed)
+        entropy = [opts.seed, opts.rank, *stream] if per_rank else [opts.seed, *stream]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         yield
 
 
@@ -395,16 +406,19 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
     progress = ProgressMonitor(opts, 'generator features', stats.max_items)
     detector = get_feature_detector(opts, detector_url)
 
+    # Generated in groups of batch_gen consecutive samples, each with its own noise seed: the images (random
+    # noise inputs included) do not depend on the number of processes or the batch size.
     batch_index = 0
     while not stats.is_full():
-        indices = samples.rank_indices(batch_index, batch_size)
+        indices = samples.rank_indices(batch_index, batch_size, group_size=batch_gen)
         images = []
-        with torch.no_grad(), seeded_torch_rng(opts, batch_index):
+        with torch.no_grad():
             for start in range(0, batch_size, batch_gen):
-                z, c = samples.get(indices[start:start + batch_gen])
-                images.append(to_detector_images(run_generator(opts, z, c)))
+                with seeded_torch_rng(opts, indices[start] // batch_gen, per_rank=False):
+                    z, c = samples.get(indices[start:start + batch_gen])
+                    images.append(to_detector_images(run_generator(opts, z, c)))
         features = detector(torch.cat(images), **detector_kwargs)
-        stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
+        stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank, group_size=batch_gen)
         progress.update(stats.num_items)
         batch_index += 1
     if samples.dataset is not None:
@@ -416,3 +430,24 @@ def _with_generator(opts, G):
     clone = copy.copy(opts)
     clone.G = G
     return clone
+
+
+DETECTOR_KINDS = ('inception', 'vgg16')
+
+
+def parse_detector_option(values):
+    """--detector values -> {'inception': location, 'vgg16': location}; raises ValueError with one sentence.
+
+    Each value is a file path or URL of the Inception network, or KIND=PATH with KIND inception or vgg16.
+    """
+    locations = {}
+    for value in values:
+        kind, sep, location = value.partition('=')
+        if not sep or '://' in kind or os.sep in kind:  # A bare path or URL names the Inception network.
+            kind, location = 'inception', value
+        if kind not in DETECTOR_KINDS:
+            raise ValueError(f'--detector={value}: {kind} is not a detector kind; use inception=PATH or vgg16=PATH.')
+        if '://' not in location and not os.path.isfile(location):
+            raise ValueError(f'--detector={value}: file {location} does not exist.')
+        locations[kind] = location if '://' in location else os.path.abspath(location)
+    return locations

@@ -63,7 +63,7 @@ def build_training_options(opts):
 
     `opts` carries: cfg, data (path), cond, mirror, mirror_cameras, aug, p, target, batch, gpus,
     batch_gpu, gamma, cbase, cmax, glr, dlr, map_depth, mbstd_group, freezed, fp32, kimg, tick,
-    snap, seed, workers, nobench, metrics, device, and the dataset facts `resolution`,
+    snap, seed, workers, nobench, metrics, metric_detectors (optional), device, and the dataset facts `resolution`,
     `camera_labels` (whether the labels are 25-float cameras) and `dataset_size`.
     """
     if opts.cfg not in _registry:
@@ -90,6 +90,7 @@ def build_training_options(opts):
     c.D_kwargs.block_kwargs.freeze_layers = opts.freezed
     c.D_kwargs.epilogue_kwargs.mbstd_group_size = opts.mbstd_group
     c.metrics = list(opts.metrics)
+    c.metric_detectors = dict(opts.get('metric_detectors') or {})
     c.total_kimg = opts.kimg
     c.kimg_per_tick = opts.tick
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap

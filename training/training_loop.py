@@ -223,6 +223,7 @@ def training_loop(
     augment_kwargs          = None,     # Options for augmentation pipeline. None = disable.
     loss_kwargs             = {},       # Options for loss function.
     metrics                 = [],       # Metrics to evaluate after each network snapshot.
+    metric_detectors        = {},       # Detector locations overriding the defaults, e.g. {'inception': path}.
     random_seed             = 0,        # Global random seed.
     num_gpus                = 1,        # Number of processes (must equal the distributed world size).
     batch_size              = 4,        # Total batch size for one training iteration.
@@ -486,7 +487,7 @@ def training_loop(
             if network_snapshot_ticks is not None and (done or cur_tick % network_snapshot_ticks == 0):
                 snapshot_pkl = save_snapshot(cur_tick + 1, cur_nimg)
                 if metrics:
-                    _evaluate_metrics(metrics, G_ema, training_set_kwargs, run_dir, snapshot_pkl, device, stats_tfevents, cur_nimg)
+                    _evaluate_metrics(metrics, metric_detectors, G_ema, training_set_kwargs, run_dir, snapshot_pkl, device, stats_tfevents, cur_nimg)
 
             # Statistics of the tick.
             stats_collector.update()
@@ -527,13 +528,20 @@ def training_loop(
 
 #----------------------------------------------------------------------------
 
-def _evaluate_metrics(metrics, G_ema, training_set_kwargs, run_dir, snapshot_pkl, device, stats_tfevents, cur_nimg):
+def _evaluate_metrics(metrics, metric_detectors, G_ema, training_set_kwargs, run_dir, snapshot_pkl, device, stats_tfevents, cur_nimg):
     """Run each metric on G_ema (all processes); rank 0 appends metric-<name>.jsonl."""
     metric_main = dnnlib.util.get_obj_by_name('metrics.metric_main')
+    errors = (dnnlib.util.get_obj_by_name('metrics.metric_utils.MetricError'),
+              dnnlib.util.get_obj_by_name('metrics.detectors.DetectorError'))
     for metric in metrics:
-        result_dict = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
-                                              num_gpus=distributed.get_world_size(), rank=distributed.get_rank(),
-                                              device=device)
+        try:
+            result_dict = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs,
+                                                  num_gpus=distributed.get_world_size(), rank=distributed.get_rank(),
+                                                  device=device, detector_urls=metric_detectors)
+        except errors as error:  # A metric that cannot run must not end hours of training.
+            if distributed.is_main():
+                print(f'Warning: {metric} was not computed: {error}')
+            continue
         if distributed.is_main():
             metric_main.report_metric(result_dict, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
             if stats_tfevents is not None:

@@ -238,3 +238,18 @@ def test_without_cache_nothing_is_written(tmp_path, detector):
     data = fx.write_dataset(tmp_path / 'data.zip', 6)
     _real_stats(make_opts(tiny_networks.stylegan2_generator(), data, detector[0], cache=False))
     assert not os.path.exists(tmp_path / 'cache' / 'gan-metrics')
+
+
+def test_random_noise_is_seeded_per_group_of_samples(tmp_path, detector):
+    data = fx.write_dataset(tmp_path / 'data.zip', 8)
+    G = tiny_networks.stylegan2_generator()
+    for name, param in G.named_parameters():
+        if name.endswith('noise_strength'):
+            param.data.fill_(0.5)  # zero at initialisation
+    opts = make_opts(G, data, detector[0], G_kwargs=dict(noise_mode='random'))
+    url, kwargs = opts.detector_url('inception'), dict(return_features=True)
+    big = metric_utils.compute_feature_stats_for_generator(opts, url, kwargs, capture_all=True, max_items=16, batch_size=16, batch_gen=4)
+    small = metric_utils.compute_feature_stats_for_generator(opts, url, kwargs, capture_all=True, max_items=16, batch_size=4, batch_gen=4)
+    np.testing.assert_allclose(big.get_all(), small.get_all(), rtol=1e-5, atol=1e-6)
+    const = fx.pooled_features(generated_images(G, 16), detector[1])
+    assert np.abs(big.get_all() - const).max() > 1e-3  # the noise is really random, not constant
