@@ -381,8 +381,9 @@ class VGG16(torch.nn.Module):
 
     These features are not numerically those of NVIDIA's `vgg16.pkl` (different weights and
     preprocessing), so precision/recall values are comparable only among runs that use this module.
-    The LPIPS distance needs NVIDIA's pickle. `widths`, `fc_channels` and `num_classes` exist so
-    that small stand-ins can be built for tests; `from_state_dict` reads them from the tensors.
+    The LPIPS distance needs `metrics.lpips.LPIPSVGG16` or NVIDIA's pickle. `widths`, `fc_channels` and
+    `num_classes` exist so that small stand-ins can be built for tests; `from_state_dict` reads them
+    from the tensors.
     """
 
     INPUT_SIZE = 224
@@ -425,7 +426,8 @@ class VGG16(torch.nn.Module):
 
     def forward(self, images, return_features=False, resize_images=True, return_lpips=False):
         if return_lpips:
-            raise ValueError(f'Our VGG16 does not compute LPIPS; use NVIDIA\'s vgg16.pkl ({NVIDIA_VGG16_URL}).')
+            raise ValueError(f'This VGG16 has no LPIPS weights; use a file made by python -m metrics.lpips, or NVIDIA\'s '
+                             f'vgg16.pkl ({NVIDIA_VGG16_URL}).')
         x = _as_float_rgb(images).to(self.mean.device)
         with _full_fp32(x.device):
             if resize_images and x.shape[-2:] != (self.INPUT_SIZE, self.INPUT_SIZE):
@@ -551,9 +553,17 @@ def _module_from_state_dict(state_dict, source):
     names = list(state_dict)
     if any(name.startswith(('Mixed_', 'Conv2d_1a_3x3.')) for name in names):
         return FIDInceptionV3.from_state_dict(state_dict, f'Detector {source}')
+    from metrics import lpips  # Imported here: lpips builds on this module.
+    if lpips.is_lpips_state_dict(names):  # Before VGG16: an LPIPS file may keep torchvision's classifier tensors.
+        return lpips.LPIPSVGG16.from_state_dict(state_dict, f'Detector {source}')
     if any(name.startswith('features.') for name in names) and any(name.startswith('classifier.') for name in names):
         return VGG16.from_state_dict(state_dict, f'Detector {source}')
     if not names:
         raise DetectorError(f'Detector {source} is an empty state_dict.')
     raise DetectorError(f'Detector {source} holds tensors named like \'{names[0]}\', which is neither the FID '
-                        f'Inception-v3 (pytorch-fid names) nor a torchvision-format VGG16.')
+                        f'Inception-v3 (pytorch-fid names) nor a VGG16 (torchvision names, optionally with LPIPS weights).')
+
+
+def fetch_detector_file(url_or_path, verbose=False, cache_dir=None):
+    """Local file name of a detector, downloading it into the cache first when needed; raises DetectorError."""
+    return _fetch(str(url_or_path), '://' in str(url_or_path), verbose, cache_dir)
