@@ -1,0 +1,135 @@
+"""calc_metrics.py end to end on tiny pickles: the result, the run-directory log, 1 vs 2 processes, and errors."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, 'tests', 'metrics'))
+import calc_metrics  # noqa: E402
+import metric_fixtures as fx  # noqa: E402
+import tiny_networks  # noqa: E402
+from cli_checks import assert_cli_error as assert_error  # noqa: E402
+from metrics import detectors  # noqa: E402
+from training import generation, networks_stylegan2  # noqa: E402
+
+
+def save_snapshot(path, G, data_path):
+    kwargs = None if data_path is None else fx.dataset_kwargs(data_path, use_labels=False, max_size=None, xflip=False,
+                                                              resolution=G.img_resolution, random_seed=0)
+    D = networks_stylegan2.Discriminator(c_dim=G.c_dim, img_resolution=8, img_channels=G.img_channels,
+                                         channel_base=32, channel_max=4)
+    with open(path, 'wb') as f:
+        pickle.dump(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=kwargs), f)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp('calc')
+    data = fx.write_dataset(root / 'data.zip', 37)  # odd: two processes share the items unevenly
+    run_dir = root / 'run'
+    run_dir.mkdir()
+    (run_dir / 'training_options.json').write_text('{}')
+    G = tiny_networks.stylegan2_generator()  # noise strengths are 0 at initialisation
+    noisy = tiny_networks.stylegan2_generator()
+    for name, param in noisy.named_parameters():
+        if name.endswith('noise_strength'):
+            param.data.fill_(0.5)
+    return dict(
+        data=data, run_dir=str(run_dir), G=G,
+        snapshot=save_snapshot(run_dir / 'network-snapshot-000000.pkl', G, data),
+        noisy=save_snapshot(root / 'noisy.pkl', noisy, data),
+        bare=save_snapshot(root / 'bare.pkl', G, None),
+        conditional=save_snapshot(root / 'cond.pkl', tiny_networks.stylegan2_generator(c_dim=3), None),
+        detector=tiny_networks.save_pooled_feature_detector(root / 'pooled.pt'),
+        weight=tiny_networks.PooledFeatureDetector().weight.numpy())
+
+
+def run_cli(*args, env=None, cache=None):
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS='1')
+    if cache is not None:
+        env['DNNLIB_CACHE_DIR'] = str(cache)
+    proc = subprocess.run([sys.executable, 'calc_metrics.py', *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    return proc
+
+
+def json_results(stdout):
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith('{')]
+
+
+def test_fid2k_full_on_the_cpu_equals_a_recomputation_and_is_logged_in_the_run_dir(files, tmp_path):
+    proc = run_cli('--metrics=fid2k_full', f'--network={files["snapshot"]}', '--device=cpu',
+                   f'--detector={files["detector"]}', cache=tmp_path / 'cache')
+    assert proc.returncode == 0, proc.stderr
+    [result] = json_results(proc.stdout)
+    assert result['metric'] == 'fid2k_full' and result['num_gpus'] == 1
+    assert result['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    with open(os.path.join(files['run_dir'], 'metric-fid2k_full.jsonl')) as f:
+        assert [json.loads(line)['results'] for line in f] == [result['results']]
+
+    G = files['G']
+    z = torch.from_numpy(fx.official_latents(0, range(2000), G.z_dim))
+    with torch.no_grad():
+        images = torch.cat([generation.synthesize(G, G.mapping(part, None), noise_mode='const') for part in z.split(500)])
+    fake = fx.pooled_features(fx.quantize(images.numpy()), files['weight'])
+    real = fx.pooled_features(fx.read_dataset_images(files['data']), files['weight'])
+    assert result['results']['fid2k_full'] == pytest.approx(fx.fid_scipy(fake, real), rel=1e-5)
+
+
+def test_two_processes_give_the_result_of_one(files, tmp_path):
+    args = ['--metrics=fid2k_full', f'--network={files["noisy"]}', '--device=cpu', f'--detector={files["detector"]}',
+            f'--data={files["data"]}']
+    results = []
+    for gpus in (1, 2):
+        proc = run_cli(*args, f'--gpus={gpus}', cache=tmp_path / f'cache{gpus}')
+        assert proc.returncode == 0, proc.stderr
+        [result] = json_results(proc.stdout)
+        assert result['num_gpus'] == gpus and result['snapshot_pkl'] == files['noisy']
+        results.append(result['results']['fid2k_full'])
+    assert results[0] > 0
+    assert results[1] == pytest.approx(results[0], rel=1e-6)
+
+
+def test_missing_detector_offline_is_one_sentence_naming_the_url_and_the_cache(files, tmp_path):
+    env = fx.env_without_network(tmp_path)
+    proc = run_cli('--metrics=fid2k_full', f'--network={files["snapshot"]}', '--device=cpu', env=env)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith('Error: ') and detectors.FID_INCEPTION_URL in message
+    assert str(tmp_path / 'empty-cache' / 'downloads') in message
+    assert not json_results(proc.stdout)
+
+
+def invoke(*args):
+    return CliRunner().invoke(calc_metrics.main, list(args))
+
+
+@pytest.mark.parametrize('make_args, words', [
+    (lambda f: ['--metrics=fid1k', f'--network={f["snapshot"]}'], ['fid1k', 'fid50k_full']),
+    (lambda f: ['--metrics=', f'--network={f["snapshot"]}'], ['--metrics']),
+    (lambda f: [f'--network={f["snapshot"]}.missing'], ['.missing']),
+    (lambda f: [f'--network={f["bare"]}'], ['--data']),
+    (lambda f: [f'--network={f["conditional"]}', f'--data={f["data"]}'], ['3-dimensional labels', 'no labels', '--data']),
+    (lambda f: [f'--network={f["snapshot"]}', '--detector=missing.pth'], ['missing.pth']),
+    (lambda f: [f'--network={f["snapshot"]}', f'--detector=resnet={f["detector"]}'], ['resnet', 'inception=PATH']),
+    (lambda f: [f'--network={f["snapshot"]}', '--scale=2'], ['--scale']),
+    (lambda f: [f'--network={f["snapshot"]}', f'--data={f["run_dir"]}'], ['No image files']),
+])
+def test_bad_input_is_one_sentence(files, make_args, words):
+    assert_error(invoke(*make_args(files), '--device=cpu'), *words)
+
+
+def test_eq_metrics_need_an_input_transform(files, tmp_path, monkeypatch):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    result = invoke('--metrics=eqt50k_int', f'--network={files["bare"]}', f'--data={files["data"]}', '--device=cpu')
+    assert_error(result, 'eqt50k_int')
