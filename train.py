@@ -35,6 +35,8 @@ import click
 import torch
 
 import dnnlib
+from metrics import metric_main, metric_utils
+from metrics.detectors import DetectorError
 from torch_utils import distributed
 from training import configs, snapshots
 from training.dataset import DatasetError
@@ -49,13 +51,6 @@ _BOOKKEEPING_OPTIONS = {'outdir', 'resume', 'dry_run', 'device', 'trust_code', '
                         'metric_detectors',
                         'workers', 'nobench', 'desc', 'grid', 'data', 'gpus', 'batch_gpu'}
 _REQUIRED_OPTIONS = ['cfg', 'data', 'gpus', 'batch', 'gamma']
-
-def _metric_registry():
-    try:
-        from metrics import metric_main
-    except ImportError:
-        return None
-    return metric_main
 
 def _parse_comma_separated_list(value):
     if isinstance(value, list):
@@ -146,17 +141,13 @@ def _validate(opts):
         raise OptionError('--mirror-cameras only applies together with --mirror=1.')
     if opts.device == 'cuda' and not torch.cuda.is_available():
         raise OptionError('--device=cuda was requested but no CUDA device is available; use --device=cpu.')
-    metric_main = _metric_registry()
     for metric in opts.metrics:
-        if metric_main is None:
-            raise OptionError(f'--metrics={metric}: this version has no metrics yet; use --metrics=none.')
         if not metric_main.is_valid_metric(metric):
             raise OptionError(f'--metrics={metric} is not a known metric; choose from {", ".join(metric_main.list_valid_metrics())}.')
-    if metric_main is not None:
-        try:
-            opts.metric_detectors = metric_main.metric_utils.parse_detector_option(opts.get('detector') or ())
-        except ValueError as error:
-            raise OptionError(str(error)) from None
+    try:
+        opts.metric_detectors = metric_utils.parse_detector_option(opts.get('detector') or ())
+    except ValueError as error:
+        raise OptionError(str(error)) from None
 
 def build_run(opts, given):
     """Validate the options and return (training_loop kwargs, run-dir description, options to save)."""
@@ -316,7 +307,7 @@ def main(**kwargs):
     opts.device = opts.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         if opts.metrics is None:
-            opts.metrics = 'fid50k_full' if _metric_registry() is not None else 'none'
+            opts.metrics = 'fid50k_full'
         opts.metrics = _parse_comma_separated_list(opts.metrics)
         opts.grid = _parse_grid(opts.grid)
         c, desc, notes = build_run(opts, given)
@@ -332,9 +323,8 @@ def main(**kwargs):
         return
 
     if c.metrics:
-        from metrics.detectors import DetectorError
         try:
-            _metric_registry().fetch_detectors(c.metrics, c.metric_detectors, verbose=distributed.get_rank() == 0)
+            metric_main.fetch_detectors(c.metrics, c.metric_detectors, verbose=distributed.get_rank() == 0)
         except DetectorError as error:
             print(f'Error: {error} (or train without metrics: --metrics=none)', file=sys.stderr)
             sys.exit(1)

@@ -21,6 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import dataset_tool  # noqa: E402
 import train  # noqa: E402
+import dnnlib  # noqa: E402
 
 TORCHRUN_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -255,13 +256,24 @@ def test_mirror_cameras_needs_mirror(tmp_path, data):
 # Metrics, device, grid and other values.
 
 
-@pytest.mark.skipif(train._metric_registry() is not None, reason='a metrics registry exists now')
-def test_metrics_without_a_metrics_module(tmp_path, data):
+def test_metrics_default_to_fid50k_full_and_detectors_are_recorded(tmp_path, data):
     args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]
-    assert_error(invoke(tmp_path / 'out', *args, '--metrics=fid50k_full'), tmp_path / 'out',
-                 '--metrics=fid50k_full', '--metrics=none')
-    options, _ = dry_run(tmp_path / 'out', *args)  # the default falls back to none
-    assert options['metrics'] == []
+    options, _ = dry_run(tmp_path / 'out', *args)
+    assert options['metrics'] == ['fid50k_full'] and options['metric_detectors'] == {}
+    inception, vgg = tmp_path / 'inception.pth', tmp_path / 'vgg.pth'
+    inception.write_bytes(b'x')
+    vgg.write_bytes(b'x')
+    options, _ = dry_run(tmp_path / 'out', *args, f'--detector={inception}', f'--detector=vgg16={vgg}')
+    assert options['metric_detectors'] == dict(inception=str(inception), vgg16=str(vgg))
+    assert_error(invoke(tmp_path / 'out', *args, '--detector=missing.pth'), tmp_path / 'out', 'missing.pth')
+
+
+def test_an_unavailable_detector_is_reported_before_training(tmp_path, data, monkeypatch):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'empty-cache'))
+    monkeypatch.setattr(dnnlib.util, '_download', lambda url, num_attempts, verbose: (_ for _ in ()).throw(OSError('offline')))
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]
+    message = assert_error(invoke(tmp_path / 'out', *args, '--metrics=fid2k_full'), tmp_path / 'out', '--metrics=none')
+    assert 'pt_inception-2015-12-05' in message and str(tmp_path / 'empty-cache' / 'downloads') in message
 
 
 @pytest.mark.parametrize('value', ['nosuchmetric', 'fid50k_full,nosuchmetric'])

@@ -105,6 +105,19 @@ def test_short_run_writes_every_file_and_stays_finite(shapes_zip, tmp_path):
     for name, tensor in named_tensors(data['G']).items():
         assert torch.isfinite(tensor).all(), name
 
+def test_metrics_at_each_snapshot_are_logged_and_a_failing_one_only_warns(shapes_zip, tmp_path, monkeypatch, capsys):
+    import tiny_networks
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    detector = tiny_networks.save_pooled_feature_detector(tmp_path / 'pooled.pt')
+    c = tiny_options(shapes_zip, tmp_path / 'run', kimg=0.008, metrics=['eqt50k_int', 'fid2k_full'],
+                     metric_detectors=dict(inception=detector))
+    assert training_loop(**c).status == 'done'
+    assert 'Warning: eqt50k_int was not computed: Equivariance metrics need' in capsys.readouterr().out
+    [line] = [json.loads(text) for text in open(os.path.join(c.run_dir, 'metric-fid2k_full.jsonl'))]
+    assert line['metric'] == 'fid2k_full' and line['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    assert np.isfinite(line['results']['fid2k_full']) and line['results']['fid2k_full'] > 0
+    assert not os.path.exists(os.path.join(c.run_dir, 'metric-eqt50k_int.jsonl'))
+
 def test_stop_and_resume_is_bit_identical(shapes_zip, tmp_path):
     # Uninterrupted: 12 steps. Interrupted: 3 steps (not a multiple of the ADA or lazy-regularisation
     # intervals), then an exact resume for the other 9. ADA with a fast ada_kimg makes p move.
