@@ -38,10 +38,9 @@ def fid_from_stats(mu_gen, sigma_gen, mu_real, sigma_real):
 def compute_fid(opts, max_real, num_gen):
     """FID between up to `max_real` dataset images and `num_gen` generated ones (NaN on ranks other than 0)."""
     detector_url, detector_kwargs = opts.detector_url('inception'), dict(return_features=True)
-    mu_real, sigma_real = metric_utils.compute_feature_stats_for_dataset(
-        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=0, capture_mean_cov=True, max_items=max_real).get_mean_cov()
-    mu_gen, sigma_gen = metric_utils.compute_feature_stats_for_generator(
-        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, capture_mean_cov=True, max_items=num_gen).get_mean_cov()
+    real, generated = metric_utils.compute_real_and_generated_stats(opts, detector_url, detector_kwargs, max_real, num_gen,
+                                                                    capture_mean_cov=True)
+    (mu_real, sigma_real), (mu_gen, sigma_gen) = real.get_mean_cov(), generated.get_mean_cov()
     if opts.rank != 0:
         return float('nan')
     return fid_from_stats(mu_gen, sigma_gen, mu_real, sigma_real)

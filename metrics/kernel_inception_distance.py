@@ -42,10 +42,9 @@ def kid_from_features(gen_features, real_features, num_subsets=100, max_subset_s
 def compute_kid(opts, max_real, num_gen, num_subsets, max_subset_size):
     """KID between up to `max_real` dataset images and `num_gen` generated ones (NaN on ranks other than 0)."""
     detector_url, detector_kwargs = opts.detector_url('inception'), dict(return_features=True)
-    real_features = metric_utils.compute_feature_stats_for_dataset(
-        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real).get_all()
-    gen_features = metric_utils.compute_feature_stats_for_generator(
-        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen).get_all()
+    real, generated = metric_utils.compute_real_and_generated_stats(opts, detector_url, detector_kwargs, max_real, num_gen,
+                                                                    capture_all=True)
+    real_features, gen_features = real.get_all(), generated.get_all()
     if opts.rank != 0:
         return float('nan')
     return kid_from_features(gen_features, real_features, num_subsets, max_subset_size, seed=opts.seed)

@@ -275,7 +275,11 @@ def to_detector_images(images):
 
 def compute_feature_stats_for_dataset(opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, batch_size=64,
                                       data_loader_kwargs=None, max_items=None, **stats_kwargs):
-    """Features of the real images (items rank, rank + num_gpus, ...), cached on disk when opts.cache."""
+    """Features of the real images (items rank, rank + num_gpus, ...), cached on disk when opts.cache.
+
+    rel_lo / rel_hi (the official progress range) are accepted so that code written for the official
+    signature runs; progress here is reported per pass.
+    """
     dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
     data_loader_kwargs = dict(pin_memory=opts.device.type == 'cuda', num_workers=opts.num_workers,
                               **(data_loader_kwargs or {}))
@@ -394,6 +398,7 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
     """Features of generated images, quantised like saved PNGs; labels (cameras included) drawn from the dataset.
 
     Each process generates its interleaved share of the samples; every process ends up with all features.
+    rel_lo / rel_hi are accepted for the official signature, as in compute_feature_stats_for_dataset.
     """
     if batch_gen is None:
         batch_gen = min(batch_size, 4)
@@ -451,3 +456,10 @@ def parse_detector_option(values):
             raise ValueError(f'--detector={value}: file {location} does not exist.')
         locations[kind] = location if '://' in location else os.path.abspath(location)
     return locations
+
+
+def compute_real_and_generated_stats(opts, detector_url, detector_kwargs, max_real, num_gen, **stats_kwargs):
+    """(dataset stats of up to max_real images, generator stats of num_gen images) with the same detector."""
+    real = compute_feature_stats_for_dataset(opts, detector_url, detector_kwargs, max_items=max_real, **stats_kwargs)
+    generated = compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, max_items=num_gen, **stats_kwargs)
+    return real, generated

@@ -37,10 +37,9 @@ def compute_pr(opts, max_real, num_gen, nhood_size, row_batch_size):
     """(precision, recall) with VGG16 features (NaN on ranks other than 0). Distances are computed in
     float32 on opts.device; the official code uses float16 on the GPU, which can flip borderline cases."""
     detector_url, detector_kwargs = opts.detector_url('vgg16'), dict(return_features=True)
-    real_features = metric_utils.compute_feature_stats_for_dataset(
-        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=0, capture_all=True, max_items=max_real).get_all_torch()
-    gen_features = metric_utils.compute_feature_stats_for_generator(
-        opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, capture_all=True, max_items=num_gen).get_all_torch()
+    real, generated = metric_utils.compute_real_and_generated_stats(opts, detector_url, detector_kwargs, max_real, num_gen,
+                                                                    capture_all=True)
+    real_features, gen_features = real.get_all_torch(), generated.get_all_torch()
     if opts.rank != 0:
         return float('nan'), float('nan')
     result = precision_recall_from_features(real_features.to(opts.device), gen_features.to(opts.device),
