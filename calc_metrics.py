@@ -184,6 +184,10 @@ def prepare(opts):
             raise CommandError(f'--scale needs a generator whose synthesis takes scale=; this {type(G).__name__} has a fixed resolution.')
         G_kwargs.scale = opts.scale
     dataset_kwargs = dataset_kwargs_for(opts, G, data.get('training_set_kwargs'))
+    try:  # Before any work: a detector that cannot be found is reported now, not after the dataset pass.
+        metric_main.fetch_detectors(metrics, detector_urls, verbose=opts.verbose)
+    except DetectorError as error:
+        raise CommandError(str(error)) from None
     return dnnlib.EasyDict(G=G, G_kwargs=G_kwargs, metrics=metrics, dataset_kwargs=dataset_kwargs, device=device.type,
                            detector_urls=detector_urls, seed=opts.seed, verbose=opts.verbose, network=opts.network,
                            run_dir=run_dir_of(opts.network))
