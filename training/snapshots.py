@@ -196,13 +196,20 @@ def load_network_snapshot(source, trust_code=False):
 def _named_tensors(module):
     return list(module.named_parameters()) + list(module.named_buffers())
 
-def copy_weights_by_name(data, modules, source):
+def copy_weights_by_name(data, modules, source, ray_channels=0):
     """Copy every tensor whose name exists in both; raise one ResumeError listing every shape mismatch.
 
-    Nothing is copied unless all shared names agree in shape.
+    Nothing is copied unless all shared names agree in shape. Exception: resuming a ray-conditioned
+    generator (`ray_channels` > 0 extra input channels per layer) from a 2D pickle, whose generator is
+    not camera-conditioned, as Ray Conditioning starts from StyleGAN2/3 weights. Then a tensor widened
+    by `ray_channels` receives the 2D tensor in its leading part (affine outputs along dim 0, layer
+    inputs along dim 1; the ray part keeps its initialisation) and any other mismatch (the
+    discriminator's label conditioning) stays at its initialisation. Returns the names of both kinds,
+    dict(widened=[...], kept=[...]), for the log.
     """
-    pairs = []  # (destination tensor, source tensor)
-    mismatches = []
+    cross_model = ray_channels > 0 and not getattr(data.get('G'), 'camera_conditioned', False)
+    pairs = []  # (destination tensor, source tensor, destination slice)
+    mismatches, report = [], dict(widened=[], kept=[])
     for name, module in modules.items():
         src = data.get(name)
         if module is None or not isinstance(src, torch.nn.Module):
@@ -212,15 +219,36 @@ def copy_weights_by_name(data, modules, source):
             other = src_tensors.get(tensor_name)
             if other is None:
                 continue
-            if other.shape != tensor.shape:
-                mismatches.append(f'{name}.{tensor_name} {list(other.shape)} vs {list(tensor.shape)}')
-            pairs.append((tensor, other))
+            if other.shape == tensor.shape:
+                pairs.append((tensor, other, ...))
+                continue
+            full_name = f'{name}.{tensor_name}'
+            region = _widened_region(tensor_name, other.shape, tensor.shape, ray_channels) if cross_model else None
+            if region is not None:
+                pairs.append((tensor, other, region))
+                report['widened'].append(full_name)
+            elif cross_model:
+                report['kept'].append(full_name)
+            else:
+                mismatches.append(f'{full_name} {list(other.shape)} vs {list(tensor.shape)}')
     if mismatches:
         raise ResumeError(f'Cannot resume from {source}: {len(mismatches)} tensor(s) have other shapes in the '
                           f'snapshot than in this configuration ({"; ".join(mismatches)}); train with the '
                           f'options the snapshot was made with (cfg, resolution, --cbase, --cmax, --cond, --map-depth).')
     with torch.no_grad():
-        for tensor, other in pairs:
-            tensor.copy_(other)
+        for tensor, other, region in pairs:
+            tensor[region].copy_(other)
+    return report
+
+def _widened_region(tensor_name, src_shape, dst_shape, extra):
+    """Where a 2D tensor goes inside its ray-widened counterpart: affine outputs grow along dim 0, layer inputs along dim 1."""
+    dim = 0 if '.affine.' in tensor_name else 1
+    if len(src_shape) != len(dst_shape) or len(dst_shape) <= dim:
+        return None
+    expected = list(src_shape)
+    expected[dim] += extra
+    if expected != list(dst_shape):
+        return None
+    return (slice(None),) * dim + (slice(0, src_shape[dim]),)
 
 #----------------------------------------------------------------------------

@@ -302,7 +302,12 @@ def training_loop(
     if resume_pkl is not None:
         log(f'Resuming from "{resume_pkl}"' + (' (exact continuation)' if state else ' (weights only)'))
         resume_data = snapshots.load_network_snapshot(resume_pkl, trust_code=trust_code)
-        snapshots.copy_weights_by_name(resume_data, dict(G=G, D=D, G_ema=G_ema), resume_pkl)
+        report = snapshots.copy_weights_by_name(resume_data, dict(G=G, D=D, G_ema=G_ema), resume_pkl,
+                                                ray_channels=getattr(G, 'ray_channels', 0))
+        if report['widened'] or report['kept']:
+            log(f'2D weights into a ray-conditioned model: {len(report["widened"])} widened tensor(s) got the 2D '
+                f'weights in their first channels ({", ".join(report["widened"])}); {len(report["kept"])} stayed at '
+                f'their initialisation ({", ".join(report["kept"]) or "none"}).')
         del resume_data
     if world_size > 1:
         for module in (G, D, G_ema, augment_pipe):
