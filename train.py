@@ -166,7 +166,10 @@ def build_run(opts, given):
     if resume_pkl is not None and not re.match(r'^[a-z]+://', resume_pkl):
         snapshots.load_network_snapshot(resume_pkl, trust_code=opts.trust_code)  # fail now, before a run directory exists
 
-    c = configs.build_training_options(opts)
+    try:
+        c = configs.build_training_options(opts)
+    except ValueError as error:  # a config's own requirement, e.g. camera labels for raycond
+        raise OptionError(str(error)) from None
     c.grid_size = opts.grid
     c.trust_code = opts.trust_code
     if resume_pkl is not None:

@@ -276,6 +276,17 @@ def test_an_unavailable_detector_is_reported_before_training(tmp_path, data, mon
     assert 'pt_inception-2015-12-05' in message and str(tmp_path / 'empty-cache' / 'downloads') in message
 
 
+def test_raycond_configs_need_camera_labels(tmp_path, data):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--cfg=')]
+    assert_error(invoke(tmp_path / 'out', *args, '--cfg=raycond2'), tmp_path / 'out', '--cfg=raycond2', 'camera labels', '--cond=1')
+    assert_error(invoke(tmp_path / 'out', *[a for a in base_args(data['classes']) if not a.startswith('--cfg=')],
+                        '--cfg=raycond3-t', '--cond=1'), tmp_path / 'out', 'camera labels')
+    options, _ = dry_run(tmp_path / 'out', *args, '--cfg=raycond3-r', '--cond=1')
+    assert options['G_kwargs']['class_name'] == 'training.networks_raycond3.Generator'
+    assert options['G_kwargs']['legacy_rays'] is False and options['G_kwargs']['use_radial_filters'] is True
+    assert options['loss_kwargs']['class_name'] == 'training.loss.RayConditioningLoss'
+
+
 @pytest.mark.parametrize('value', ['nosuchmetric', 'fid50k_full,nosuchmetric'])
 def test_unknown_metric(tmp_path, data, value):
     args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]

@@ -57,6 +57,37 @@ def _stylegan3_common(c, opts):
     c.loss_kwargs.blur_fade_kimg = c.batch_size * 200 / 32
 
 #----------------------------------------------------------------------------
+# Ray Conditioning (Chen et al. 2023): the StyleGAN2/3 configs with camera rays in every synthesis
+# layer; the mapping ignores the camera, the discriminator is conditioned on it, and the loss passes
+# it to the synthesis network.
+
+@register('raycond2')
+def _raycond2(c, opts):
+    defaults = _stylegan2(c, opts)
+    _raycond_common(c, opts, 'training.networks_raycond2.Generator')
+    return defaults
+
+@register('raycond3-t')
+def _raycond3_t(c, opts):
+    defaults = _stylegan3_t(c, opts)
+    _raycond_common(c, opts, 'training.networks_raycond3.Generator')
+    return defaults
+
+@register('raycond3-r')
+def _raycond3_r(c, opts):
+    defaults = _stylegan3_r(c, opts)
+    _raycond_common(c, opts, 'training.networks_raycond3.Generator')
+    return defaults
+
+def _raycond_common(c, opts, class_name):
+    if not (opts.cond and opts.camera_labels):
+        raise ValueError(f'--cfg={opts.cfg} needs camera labels: pass --cond=1 with a dataset whose dataset.json holds '
+                         f'25-float cameras (e.g. dataset_tool.py --source=synthetic:shapes).')
+    c.G_kwargs.class_name = class_name
+    c.G_kwargs.legacy_rays = False  # physically correct rays; official checkpoints load with their own field
+    c.loss_kwargs.class_name = 'training.loss.RayConditioningLoss'
+
+#----------------------------------------------------------------------------
 
 def build_training_options(opts):
     """Return the EasyDict of `training_loop` keyword arguments for the validated train.py `opts`.

@@ -321,3 +321,10 @@ class StyleGAN2Loss(Loss):
         if isinstance(loss, torch.Tensor):  # only a subclass that enables Dreg with r1_gamma=0 and no terms has none
             with torch.autograd.profiler.record_function(name + '_backward'):
                 loss.mul(gain).backward()
+
+
+class RayConditioningLoss(StyleGAN2Loss):
+    """StyleGAN2Loss whose synthesis receives the camera label: ray-conditioned generators render its rays."""
+
+    def run_synthesis(self, ws, c, update_emas=False):
+        return self.G.synthesis(ws, c=c, update_emas=update_emas)

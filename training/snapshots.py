@@ -125,6 +125,7 @@ class NetworkPickleError(ValueError):
 
 def _register_no_exec_classes():
     import training.augment, training.networks_stylegan2, training.networks_stylegan3  # noqa: F401 (no-exec registry)
+    import training.networks_raycond2, training.networks_raycond3  # noqa: F401 (no-exec registry, official-source hooks)
 
 def load_network_pkl(f, force_fp16=False, trust_code=False, name=None):
     """Read a network pickle from the binary file `f`: a dict with G, D, G_ema, augment_pipe, training_set_kwargs.

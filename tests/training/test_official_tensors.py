@@ -1,7 +1,8 @@
 """Our networks hold exactly the tensors of the official releases (names, shapes, dtypes, order).
 
 The expected values come from ../shared/spec/stylegan_official_tensors.json, recorded from the
-official StyleGAN3 repository's classes; official weights transfer by name only if this holds.
+official StyleGAN3 repository's classes, and ../shared/spec/raycond_official_tensors.json, from the
+official Ray Conditioning release's; official weights transfer by name only if this holds.
 """
 
 import importlib
@@ -11,8 +12,9 @@ import pathlib
 import pytest
 import torch
 
-SPEC = pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'spec' / 'stylegan_official_tensors.json'
-ENTRIES = json.loads(SPEC.read_text()) if SPEC.is_file() else []
+SPEC_DIR = pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'spec'
+SPECS = [SPEC_DIR / 'stylegan_official_tensors.json', SPEC_DIR / 'raycond_official_tensors.json']
+ENTRIES = [entry for spec in SPECS if spec.is_file() for entry in json.loads(spec.read_text())]
 ATTRIBUTES = ('z_dim', 'c_dim', 'w_dim', 'img_resolution', 'img_channels', 'num_ws')
 
 
@@ -22,8 +24,9 @@ def _entry_id(entry):
     return f"{pathlib.Path(entry['module']).stem}.{entry['cls']}-{kw['img_resolution']}-c{kw['c_dim']}{extra}"
 
 
-def test_spec_file_is_present():
-    assert ENTRIES, f'missing or empty spec file {SPEC}'
+@pytest.mark.parametrize('spec', SPECS, ids=[spec.stem for spec in SPECS])
+def test_spec_file_is_present(spec):
+    assert spec.is_file() and json.loads(spec.read_text()), f'missing or empty spec file {spec}'
 
 
 @pytest.fixture(scope='module', params=ENTRIES, ids=[_entry_id(e) for e in ENTRIES])

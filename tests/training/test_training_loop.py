@@ -46,12 +46,12 @@ def shapes_zip(tmp_path_factory):
     assert result.exit_code == 0, result.output
     return path
 
-def tiny_options(data, run_dir, cfg='stylegan2', batch=8, batch_gpu=4, gpus=1, kimg=0.064, aug='noaug', **overrides):
-    """training_loop kwargs of a tiny run, built by the real config registry."""
-    opts = dnnlib.EasyDict(cfg=cfg, data=data, cond=False, mirror=False, mirror_cameras=False, aug=aug, p=0.5, target=0.6,
+def tiny_options(data, run_dir, cfg='stylegan2', batch=8, batch_gpu=4, gpus=1, kimg=0.064, aug='noaug', cond=False, **overrides):
+    """training_loop kwargs of a tiny run, built by the real config registry (cond: the dataset's cameras as labels)."""
+    opts = dnnlib.EasyDict(cfg=cfg, data=data, cond=cond, mirror=False, mirror_cameras=False, aug=aug, p=0.5, target=0.6,
                            batch=batch, gpus=gpus, batch_gpu=batch_gpu, gamma=1, cbase=256, cmax=32, glr=None, dlr=0.002,
                            map_depth=2, mbstd_group=4, freezed=0, fp32=False, kimg=kimg, tick=0.032, snap=1, seed=0,
-                           workers=0, nobench=False, metrics=[], device='cpu', resolution=16, camera_labels=False,
+                           workers=0, nobench=False, metrics=[], device='cpu', resolution=16, camera_labels=cond,
                            dataset_size=32)
     c = configs.build_training_options(opts)
     c.G_kwargs.z_dim = c.G_kwargs.w_dim = 32
@@ -117,6 +117,55 @@ def test_metrics_at_each_snapshot_are_logged_and_a_failing_one_only_warns(shapes
     assert line['metric'] == 'fid2k_full' and line['snapshot_pkl'] == 'network-snapshot-000000.pkl'
     assert np.isfinite(line['results']['fid2k_full']) and line['results']['fid2k_full'] > 0
     assert not os.path.exists(os.path.join(c.run_dir, 'metric-eqt50k_int.jsonl'))
+
+@pytest.mark.parametrize('cfg', ['raycond2', 'raycond3-t', 'raycond3-r'])
+def test_raycond_configs_train_a_few_steps_with_cameras(shapes_zip, tmp_path, cfg):
+    c = tiny_options(shapes_zip, tmp_path / 'run', cfg=cfg, kimg=0.016, cond=True, aug='ada',
+                     **({} if cfg == 'raycond2' else dict(G_kwargs=_tiny_sg3(cfg))))
+    assert c.loss_kwargs.class_name == 'training.loss.RayConditioningLoss' and c.G_kwargs.legacy_rays is False
+    assert training_loop(**c).status == 'done'
+    data, _ = final_snapshot(c.run_dir)
+    G = data['G_ema']
+    assert G.camera_conditioned and G.c_dim == 25 and not G.legacy_rays
+    for name, tensor in named_tensors(data['G']).items():
+        assert torch.isfinite(tensor).all(), name
+    assert set(c.augment_kwargs) == {'class_name', 'brightness', 'contrast', 'lumaflip', 'hue', 'saturation'}  # colour only
+
+def _tiny_sg3(cfg):
+    opts = dnnlib.EasyDict(cfg=cfg, data='x', cond=True, mirror=False, mirror_cameras=False, aug='noaug', p=0, target=0.6,
+                           batch=8, gpus=1, batch_gpu=4, gamma=1, cbase=256, cmax=16, glr=None, dlr=0.002, map_depth=2,
+                           mbstd_group=4, freezed=0, fp32=False, kimg=1, tick=1, snap=1, seed=0, workers=0, nobench=False,
+                           metrics=[], device='cpu', resolution=16, camera_labels=True, dataset_size=32)
+    G_kwargs = configs.build_training_options(opts).G_kwargs
+    G_kwargs.z_dim = G_kwargs.w_dim = 32
+    return G_kwargs
+
+def test_raycond_needs_camera_labels(shapes_zip, tmp_path):
+    with pytest.raises(ValueError, match='camera labels'):
+        tiny_options(shapes_zip, tmp_path / 'run', cfg='raycond2', cond=False)
+
+def test_raycond2_resumes_from_a_2d_stylegan2_snapshot(shapes_zip, tmp_path, capsys):
+    base = tiny_options(shapes_zip, tmp_path / 'base', kimg=0.008)
+    assert training_loop(**base).status == 'done'
+    base_pkl, _ = snapshots.resolve_resume(base.run_dir)
+    c = tiny_options(shapes_zip, tmp_path / 'ray', cfg='raycond2', cond=True, kimg=0.008, resume_pkl=base_pkl, ema_rampup=None)
+    assert training_loop(**c).status == 'done'
+    log = capsys.readouterr().out
+    assert '2D weights into a ray-conditioned model' in log and 'G.synthesis.b4.conv1.affine.weight' in log
+    assert 'D.b4.out.weight' in log  # the label projection starts fresh
+    data_2d = load_snapshot(base_pkl)
+
+    # The first step changes the weights, so compare the resumed networks before training: rebuild one.
+    G = dnnlib.util.construct_class_by_name(**c.G_kwargs, c_dim=25, img_resolution=16, img_channels=3)
+    report = snapshots.copy_weights_by_name(data_2d, dict(G=G), base_pkl, ray_channels=G.ray_channels)
+    src = dict(data_2d['G'].named_parameters())
+    dst = dict(G.named_parameters())
+    for name in report['widened']:
+        tensor_name = name[2:]
+        region = (slice(None),) * (0 if '.affine.' in tensor_name else 1) + (slice(0, src[tensor_name].shape[0 if '.affine.' in tensor_name else 1]),)
+        torch.testing.assert_close(dst[tensor_name][region], src[tensor_name], rtol=0, atol=0)
+    assert any('.conv0.weight' in name for name in report['widened'])
+    assert not any('torgb' in name for name in report['widened'])  # raycond2's ToRGB has no rays
 
 def test_stop_and_resume_is_bit_identical(shapes_zip, tmp_path):
     # Uninterrupted: 12 steps. Interrupted: 3 steps (not a multiple of the ADA or lazy-regularisation
