@@ -30,7 +30,15 @@ def nets(tmp_path_factory):
         sg2_camera=tiny_networks.save_snapshot(folder / 'sg2cam.pkl', tiny_networks.stylegan2_generator(c_dim=25)),
         camera=tiny_networks.save_snapshot(folder / 'camera.pkl', tiny_networks.camera_generator()),
         sg3r=tiny_networks.save_snapshot(folder / 'sg3r.pkl', tiny_networks.stylegan3_generator()),
+        raycond2=tiny_networks.save_snapshot(folder / 'raycond2.pkl', _tiny_raycond2()),
     )
+
+
+def _tiny_raycond2():
+    from training import networks_raycond2
+    torch.manual_seed(0)
+    return networks_raycond2.Generator(z_dim=8, c_dim=25, w_dim=8, img_resolution=16, img_channels=3,
+                                       mapping_kwargs=dict(num_layers=2), channel_base=64, channel_max=8).eval()
 
 
 def run(*args):
@@ -202,6 +210,19 @@ def test_stylegan2_conditioned_on_cameras_turns_with_yaw(nets, tmp_path):
     expected = expected_images(G, [0, 0], cameras.lookat_labels([-0.5, 0.5], [0, 0]))
     assert np.array_equal(left, expected[0]) and np.array_equal(right, expected[1])
     assert not np.array_equal(left, right)
+
+
+def test_raycond2_yaw_sweep_renders_the_requested_cameras(nets, tmp_path):
+    ok('--network', nets['raycond2'], '--seeds=0,1', '--yaw=-0.4,0,0.4', '--pitch=0.1', '--pivot=0,0,0', '--outdir', tmp_path)
+    G = load_G(nets['raycond2'])
+    assert G.camera_conditioned and not G.legacy_rays
+    labels = cameras.lookat_labels([-0.4, 0, 0.4], [0.1] * 3, pivot=(0, 0, 0))
+    for seed in (0, 1):
+        views = [read_png(tmp_path / f'seed{seed:04d}-view{v:02d}.png') for v in range(3)]
+        expected = expected_images(G, [seed] * 3, labels)
+        for view, image in zip(views, expected):
+            assert np.array_equal(view, image)
+        assert not np.array_equal(views[0], views[2])
 
 
 @pytest.mark.parametrize('option', ['--yaw=0.2', '--pitch=0.1', '--radius=3', '--fov=20', '--focal=4', '--pivot=0,0,0'])
