@@ -205,29 +205,35 @@ class Generator(torch.nn.Module):
         legacy_rays     = False,# The official release's non-physical ray field (for its weights)?
         **synthesis_kwargs,     # Arguments for SynthesisNetwork.
     ):
-        check_label_dim(c_dim)
         super().__init__()
         synthesis_kwargs = {**synthesis_kwargs.pop('synthesis_kwargs', {}), **synthesis_kwargs}
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          legacy_rays=legacy_rays, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        # The camera is rendered, not mapped: a mapping without a label embedding.
-        self.mapping = networks_stylegan2.MappingNetwork(z_dim=z_dim, c_dim=0, w_dim=w_dim, num_ws=self.num_ws,
-                                                         **mapping_kwargs)
+        build_generator(self, SynthesisNetwork, networks_stylegan2.MappingNetwork, z_dim, c_dim, w_dim, img_resolution,
+                        img_channels, mapping_kwargs, legacy_rays, synthesis_kwargs)
 
     @property
     def legacy_rays(self):
         return self.synthesis.legacy_rays
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
-        return self.synthesis(ws, c=c, update_emas=update_emas, **synthesis_kwargs)
+        return generator_forward(self, z, c, truncation_psi, truncation_cutoff, update_emas, synthesis_kwargs)
+
+
+def build_generator(G, synthesis_class, mapping_class, z_dim, c_dim, w_dim, img_resolution, img_channels,
+                    mapping_kwargs, legacy_rays, synthesis_kwargs):
+    """What every ray-conditioned Generator.__init__ does, on the backbone given by the two classes."""
+    check_label_dim(c_dim)
+    G.z_dim, G.c_dim, G.w_dim = z_dim, c_dim, w_dim
+    G.img_resolution, G.img_channels = img_resolution, img_channels
+    G.synthesis = synthesis_class(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                                  legacy_rays=legacy_rays, **synthesis_kwargs)
+    G.num_ws = G.synthesis.num_ws
+    # The camera is rendered, not mapped: a mapping without a label embedding.
+    G.mapping = mapping_class(z_dim=z_dim, c_dim=0, w_dim=w_dim, num_ws=G.num_ws, **mapping_kwargs)
+
+
+def generator_forward(G, z, c, truncation_psi, truncation_cutoff, update_emas, synthesis_kwargs):
+    ws = G.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+    return G.synthesis(ws, c=c, update_emas=update_emas, **synthesis_kwargs)
 
 # ----------------------------------------------------------------------------------------------
 

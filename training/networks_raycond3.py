@@ -20,7 +20,8 @@ import torch
 from torch_utils import persistence
 from training import cameras
 from training import networks_stylegan3
-from training.networks_raycond2 import RAY_CHANNELS, check_camera, check_label_dim, claim_official_sources, concat_rays
+from training.networks_raycond2 import (RAY_CHANNELS, build_generator, check_camera, claim_official_sources, concat_rays,
+                                        generator_forward)
 
 # ----------------------------------------------------------------------------------------------
 
@@ -108,28 +109,16 @@ class Generator(torch.nn.Module):
         legacy_rays     = False,# The official release's non-physical ray field (for its weights)?
         **synthesis_kwargs,     # Arguments for SynthesisNetwork.
     ):
-        check_label_dim(c_dim)
         super().__init__()
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          legacy_rays=legacy_rays, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        # The camera is rendered, not mapped: a mapping without a label embedding.
-        self.mapping = networks_stylegan3.MappingNetwork(z_dim=z_dim, c_dim=0, w_dim=w_dim, num_ws=self.num_ws,
-                                                         **mapping_kwargs)
+        build_generator(self, SynthesisNetwork, networks_stylegan3.MappingNetwork, z_dim, c_dim, w_dim, img_resolution,
+                        img_channels, mapping_kwargs, legacy_rays, synthesis_kwargs)
 
     @property
     def legacy_rays(self):
         return self.synthesis.legacy_rays
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
-        return self.synthesis(ws, c=c, update_emas=update_emas, **synthesis_kwargs)
+        return generator_forward(self, z, c, truncation_psi, truncation_cutoff, update_emas, synthesis_kwargs)
 
 # ----------------------------------------------------------------------------------------------
 
