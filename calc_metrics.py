@@ -52,7 +52,7 @@ def dataset_kwargs_for(opts, G, training_set_kwargs):
     resolution = G.img_resolution if opts.scale is None else round(G.img_resolution * opts.scale)
     kwargs.update(resolution=resolution, use_labels=G.c_dim != 0, max_size=None)
     if opts.mirror is not None:
-        kwargs.xflip = opts.mirror
+        kwargs.update(xflip=opts.mirror, xflip_camera_labels=opts.mirror)  # a mirrored image has a mirrored camera
     kwargs.setdefault('xflip', False)
     hint = '' if opts.data is not None else ' (the dataset recorded in the pickle; pass --data to use another)'
     try:
@@ -61,15 +61,19 @@ def dataset_kwargs_for(opts, G, training_set_kwargs):
         raise CommandError(f'{error}{hint}') from None
     if G.c_dim:
         try:
-            dataset = dnnlib.util.construct_class_by_name(**kwargs)
+            dataset = dnnlib.util.construct_class_by_name(**dict(kwargs, xflip=False))
             label_dim = dataset.label_dim if dataset.has_labels else 0
             dataset.close()
-        except DatasetError:
+        except DatasetError:  # no or unusable labels in dataset.json
             label_dim = 0
         if label_dim != G.c_dim:
             found = f'{label_dim}-dimensional labels' if label_dim else 'no labels'
             raise CommandError(f'The network takes {G.c_dim}-dimensional labels but dataset {kwargs.path} has {found}{hint}; '
                                f'pass the dataset the network was trained on with --data.')
+        try:
+            dnnlib.util.construct_class_by_name(**kwargs).close()
+        except DatasetError as error:
+            raise CommandError(f'{error}{hint}') from None
     return kwargs
 
 
@@ -113,7 +117,7 @@ def _worker(args):
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
 @click.option('--scale', help='Output scale for any-scale generators; the dataset must be at the scaled resolution', type=click.FloatRange(min=0, min_open=True), metavar='FLOAT')
 @click.option('--detector', 'detectors', help='Local detector file: PATH (Inception) or KIND=PATH with KIND inception|vgg16; repeatable', metavar='[KIND=]PATH', multiple=True)
-@click.option('--seed', help='Seed for the generated samples', type=int, default=0, show_default=True)
+@click.option('--seed', help='Seed for the generated samples', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--verbose', help='Print progress', type=bool, default=True, show_default=True, metavar='BOOL')
 @click.option('--trust-code', help='Execute code embedded in the pickle (only for files you trust)', is_flag=True)
 def main(**kwargs):

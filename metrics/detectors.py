@@ -31,6 +31,10 @@ FID_INCEPTION_URL = 'https://github.com/mseitzer/pytorch-fid/releases/download/f
 NVIDIA_INCEPTION_URL = 'https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/inception-2015-12-05.pkl'
 NVIDIA_VGG16_URL = 'https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/vgg16.pkl'
 
+# What the metrics use unless the user names another file (MetricOptions.detector_urls, --detector KIND=PATH):
+# FID/KID/IS the pytorch-fid Inception weights (a plain state_dict), PR/PPL NVIDIA's VGG16 pickle (LPIPS).
+DEFAULT_URLS = dict(inception=FID_INCEPTION_URL, vgg16=NVIDIA_VGG16_URL)
+
 
 class DetectorError(ValueError):
     """A detector could not be obtained or read; the message is one sentence naming the file and the fix."""

@@ -36,7 +36,6 @@ every sample has its own transforms and is generated alone.
 """
 
 import copy
-import inspect
 
 import numpy as np
 import torch
@@ -283,8 +282,7 @@ def draw_transforms(seed, index, translate_max, rotate_max):
 def _synthesize(G, ws, c):
     """Constant noise and fp32 layers (the protocol); the camera only for synthesis networks that take it."""
     kwargs = dict(noise_mode='const')
-    parameters = inspect.signature(G.synthesis.forward).parameters
-    if 'force_fp32' in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+    if generation.synthesis_accepts(G, 'force_fp32'):
         kwargs['force_fp32'] = True
     if generation.synthesis_takes_camera(G):
         kwargs['c'] = c

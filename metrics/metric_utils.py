@@ -181,8 +181,7 @@ class MetricOptions:
     def detector_url(self, kind):
         """The location of detector `kind` ('inception' or 'vgg16'): the user's override, else the default."""
         from metrics import detectors
-        defaults = dict(inception=detectors.FID_INCEPTION_URL, vgg16=detectors.NVIDIA_VGG16_URL)
-        return self.detector_urls.get(kind, defaults[kind])
+        return self.detector_urls.get(kind, detectors.DEFAULT_URLS[kind])
 
 
 def get_feature_detector(opts, url):
@@ -294,6 +293,7 @@ def compute_feature_stats_for_dataset(opts, detector_url, detector_kwargs, rel_l
         detector_name = os.path.splitext(os.path.basename(str(detector_url).split('?')[0]))[0]
         cache_file = stats_cache_path(dataset.name, detector_name, **key_items)
         if _broadcast_flag(opts, opts.rank == 0 and os.path.isfile(cache_file)):
+            dataset.close()
             return FeatureStats.load(cache_file)
 
     num_items = len(dataset) if max_items is None else min(len(dataset), max_items)
@@ -375,11 +375,9 @@ def run_generator(opts, z, c):
     synthesis networks) and opts.G_kwargs (`noise_mode`, default 'random' as in the official metrics; `scale`)."""
     from training import generation
     G = opts.G
-    noise_mode = opts.G_kwargs.get('noise_mode', 'random')
-    if not hasattr(G, 'mapping'):
-        return G(z, c, noise_mode=noise_mode, **{k: v for k, v in opts.G_kwargs.items() if k != 'noise_mode'})
     ws = G.mapping(z, c)
-    return generation.synthesize(G, ws, c=c, noise_mode=noise_mode, scale=opts.G_kwargs.get('scale'))
+    return generation.synthesize(G, ws, c=c, noise_mode=opts.G_kwargs.get('noise_mode', 'random'),
+                                 scale=opts.G_kwargs.get('scale'))
 
 
 @contextlib.contextmanager
@@ -437,20 +435,18 @@ def _with_generator(opts, G):
     return clone
 
 
-DETECTOR_KINDS = ('inception', 'vgg16')
-
-
 def parse_detector_option(values):
     """--detector values -> {'inception': location, 'vgg16': location}; raises ValueError with one sentence.
 
     Each value is a file path or URL of the Inception network, or KIND=PATH with KIND inception or vgg16.
     """
+    from metrics import detectors
     locations = {}
     for value in values:
         kind, sep, location = value.partition('=')
         if not sep or '://' in kind or os.sep in kind:  # A bare path or URL names the Inception network.
             kind, location = 'inception', value
-        if kind not in DETECTOR_KINDS:
+        if kind not in detectors.DEFAULT_URLS:
             raise ValueError(f'--detector={value}: {kind} is not a detector kind; use inception=PATH or vgg16=PATH.')
         if '://' not in location and not os.path.isfile(location):
             raise ValueError(f'--detector={value}: file {location} does not exist.')

@@ -10,7 +10,6 @@ distances between their 1st ('lower') and 99th ('higher') percentiles.
 
 import copy
 import functools
-import inspect
 
 import numpy as np
 import torch
@@ -110,10 +109,8 @@ def _lpips_vectors(detector, url, images):
 
 
 def _synthesis_kwargs(G, opts):
-    parameters = inspect.signature(getattr(G.synthesis, 'forward', G.synthesis)).parameters
     kwargs = dict(noise_mode='const')
-    # Our StyleGAN2/3 synthesis (and NVIDIA's) pass **kwargs on to the layers, which take force_fp32.
-    if 'force_fp32' in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+    if generation.synthesis_accepts(G, 'force_fp32'):
         kwargs['force_fp32'] = True
     if opts.G_kwargs.get('scale') is not None:
         kwargs['scale'] = opts.G_kwargs['scale']

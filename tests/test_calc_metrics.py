@@ -133,3 +133,16 @@ def test_eq_metrics_need_an_input_transform(files, tmp_path, monkeypatch):
     monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
     result = invoke('--metrics=eqt50k_int', f'--network={files["bare"]}', f'--data={files["data"]}', '--device=cpu')
     assert_error(result, 'eqt50k_int')
+
+
+def test_mirroring_a_camera_dataset_mirrors_its_poses(tmp_path):
+    data = fx.write_dataset(tmp_path / 'cams.zip', 6, labels=fx.camera_labels(6))
+    G = tiny_networks.camera_generator(img_resolution=16)
+    opts = dict(data=data, scale=None, mirror=True, network='net.pkl')
+    kwargs = calc_metrics.dataset_kwargs_for(type('Opts', (), opts), G, None)
+    assert kwargs.xflip and kwargs.xflip_camera_labels and kwargs.use_labels and kwargs.resolution == G.img_resolution
+
+
+def test_negative_seed_is_refused(files):
+    result = invoke(f'--network={files["snapshot"]}', '--seed=-1', '--device=cpu')
+    assert result.exit_code != 0 and 'Traceback' not in result.output and '--seed' in result.output

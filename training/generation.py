@@ -62,6 +62,13 @@ def synthesis_takes_camera(G):
     return 'c' in _synthesis_parameters(G)
 
 
+def synthesis_accepts(G, name):
+    """True when G.synthesis takes keyword `name`, by name or through **kwargs passed on to its layers
+    (as StyleGAN2/3 do with force_fp32)."""
+    parameters = _synthesis_parameters(G)
+    return name in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+
+
 def supports_scale(G):
     """True for generators that render any output size (`G.synthesis(ws, scale=s)`)."""
     return 'scale' in _synthesis_parameters(G)
