@@ -53,7 +53,7 @@ def is_camera_conditioned(G):
 
 def _synthesis_parameters(G):
     try:
-        return inspect.signature(G.synthesis.forward).parameters
+        return inspect.signature(getattr(G.synthesis, 'forward', G.synthesis)).parameters  # a module or a plain callable
     except (TypeError, ValueError, AttributeError):
         return {}
 
