@@ -18,14 +18,11 @@ label's camera centre in closed form (`pose_from_labels`), so they do not depend
 point. Each record also has the Pearson correlation between requested and regressed angles
 (`*_corr`): near 1 when the images follow the camera, near 0 when they ignore it.
 
-An angle is only measurable if single images reveal it. In synthetic shapes the background depends
-on the height of the view ray only and the scenes have no front, so yaw shows only through the
-lighting prior (light from the camera's side of the scene) and the regressor does not beat the
-mean pose on it; `regressor_heldout` says so (`yaw_informative` / `pitch_informative`: held-out
-error below 3/4 of the mean-pose error on the same images). Pitch is seen through the horizon.
-Measured at 32x32 from 4096 images (seed 0): pitch floor 2.2 deg against 6.9 for the mean pose,
-renderer 2.1; yaw 13.6 against 13.7. (A conditional discriminator sees the same images, so a GAN
-trained on this data has nothing that ties its yaw to the camera either.)
+An angle is only measurable if single images reveal it; `regressor_heldout` says whether it does
+(`yaw_informative` / `pitch_informative`: held-out error below 3/4 of the mean-pose error on the
+same images). In synthetic shapes pitch shows through the horizon and yaw through the sky's glow
+towards world -x (`synthetic_shapes.GLOW_COLOR`); before the glow existed the scenes, which have no
+front, did not reveal yaw (held-out 13.6 deg against 13.7 for the mean pose at 32x32).
 
 The untrained generator's images are far from the data and can push the regressor to extreme
 answers, so its error may exceed the mean pose's; the correlations tell "ignores the camera"
@@ -34,8 +31,8 @@ answers, so its error may exceed the mean pose's; the correlations tell "ignores
 Images are compared as saved PNGs would be (quantised to uint8), resized to the regressor's
 resolution when they differ. The regressor is trained on the CPU whatever `--device` is (about
 20 s for 4096 images at 32x32 on 2 cores); `--cache-regressor` keeps it for later runs. It learns
-from mirrored images too (yaw negated), which assumes a left-right symmetric world (`--no-mirror`
-otherwise). Everything is seeded and the regressor trains in a fixed order, so reruns on one
+from mirrored images too (yaw negated) with `--mirror`, only right for a left-right symmetric world
+(not synthetic shapes, whose glow is on one side). Everything is seeded and the regressor trains in a fixed order, so reruns on one
 machine and thread count give the same numbers.
 
     python bench/pose_error.py --network=run/network-snapshot-000200.pkl
@@ -65,7 +62,7 @@ from training import cameras, generation, synthetic_shapes  # noqa: E402
 from training import dataset as dataset_module  # noqa: E402
 
 SYNTHETIC = 'synthetic:shapes'
-REGRESSOR_VERSION = 1
+REGRESSOR_VERSION = 2  # 2: synthetic shapes gained the sky glow (a yaw cue); no mirroring by default
 INFORMATIVE_RATIO = 0.75  # an angle is measurable when the floor is below this fraction of the mean-pose error
 MIN_DATASET_IMAGES = 64
 
@@ -238,7 +235,7 @@ class PoseRegressor(torch.nn.Module):
 
 
 def train_pose_regressor(images, poses, epochs=12, batch=64, lr=3e-3, seed=0, channels=(32, 32, 64), convs_per_stage=1,
-                         mirror=True, log=None):
+                         mirror=False, log=None):
     """A PoseRegressor fitted to images [N, 3, H, W] in [-1, 1] and poses [N, 2] (yaw, pitch) in radians.
 
     Adam with a one-cycle learning rate, smooth L1 on poses standardised by the training mean and
@@ -361,7 +358,7 @@ def untrained_copy(G, seed=0):
     return rebuilt.to(device).eval().requires_grad_(False)
 
 
-def fit_regressor(source, num_images, seed=0, cache=None, mirror=True, log=None):
+def fit_regressor(source, num_images, seed=0, cache=None, mirror=False, log=None):
     """(regressor, held-out record, seconds spent, cached?) for a PoseSource, reusing `cache` when it matches.
 
     The held-out set has num_images / 8 images (at least 64); the record adds the mean-pose error on
@@ -418,8 +415,8 @@ def parse_args(argv=None):
     parser.add_argument('--regressor-images', type=int, default=4096, help='real images the regressor learns from')
     parser.add_argument('--cache-regressor', default=None, metavar='PATH', help='reuse / store the trained regressor')
     parser.add_argument('--trunc', type=float, default=1.0, help='truncation psi of the generated images')
-    parser.add_argument('--no-mirror', action='store_true',
-                        help='do not train on mirrored images (data whose poses or scenes are not mirror-symmetric)')
+    parser.add_argument('--mirror', action='store_true',
+                        help='also train on mirrored images, yaw negated (only for mirror-symmetric worlds)')
     parser.add_argument('--no-untrained', action='store_true', help='skip the untrained-generator baseline')
     parser.add_argument('--no-renderer', action='store_true', help='skip the synthetic renderer reference')
     parser.add_argument('--trust-code', action='store_true', help='allow the pickle to run its embedded source code')
@@ -450,7 +447,7 @@ def run(args):
     source = PoseSource(args.data, resolution=args.resolution or G.img_resolution)
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if args.verbose else None
     regressor, heldout, seconds, cached = fit_regressor(source, args.regressor_images, args.seed,
-                                                        args.cache_regressor, not args.no_mirror, log)
+                                                        args.cache_regressor, args.mirror, log)
     common = dict(measurement='pose_error', source=source.name, resolution=regressor.resolution)
     yield dict(common, subject='regressor_heldout', **heldout, regressor_images=args.regressor_images,
                cached=cached, time_s=round(seconds, 2))

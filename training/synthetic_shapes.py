@@ -3,7 +3,11 @@
 A scene is 1 to 3 primitives (sphere, box, capped cylinder, ellipsoid) near the world origin, each
 with a random pose, size, colour and object-space pattern (plain, stripes or checker), lit by one
 directional light plus ambient and a Blinn-Phong highlight, over a sky/ground gradient that depends
-only on the world ray direction (so the background is consistent across views too). Scenes are plain
+only on the world ray direction (so the background is consistent across views too). The sky glows
+towards world -x ("a sunset in the west"): its colour blends from the scene's blue-ish sky colour to
+a fixed orange with the ray's azimuth, so a single image shows its camera's yaw, not only its pitch.
+Without such a world-fixed cue the scenes (which have no front) would not reveal yaw, and neither a
+conditional discriminator nor a pose regressor could tell it (`bench/pose_error.py`). Scenes are plain
 tensors (`Scene`), so `render` can draw any scene from any camera, which is what multi-view
 consistency and pose-accuracy checks need. Rays come from `cameras.get_rays` (physical pixel-centre
 rays, OpenCV cam2world, normalised intrinsics), and every intersection is closed-form.
@@ -42,6 +46,17 @@ SPHERE, BOX, CYLINDER, ELLIPSOID = 0, 1, 2, 3
 KIND_NAMES = ('sphere', 'box', 'cylinder', 'ellipsoid')
 MAX_PRIMITIVES = 3
 SCENE_RADIUS = 0.3
+
+# The sky's glow: weight GLOW_STRENGTH * clamp(0.5 - azimuth / (2 * GLOW_HALF_RANGE), 0, 1), where
+# azimuth = atan2(side * d_x, -d_z) of the ray direction d (0 towards the frontal view, -z; side = +1,
+# -1 once mirrored). Linear over +-GLOW_HALF_RANGE, about 2 sigma of the camera yaw spread.
+GLOW_COLOR = (1.0, 0.5, 0.15)
+GLOW_STRENGTH = 0.85
+GLOW_HALF_RANGE = 0.6
+# Random sky colours are blue-ish (SKY_LOW + SKY_SPAN * uniform), so that the orange glow, not the
+# scene's own sky colour, tells the azimuth.
+SKY_LOW = (0.35, 0.5, 0.7)
+SKY_SPAN = (0.3, 0.3, 0.3)
 
 YAW_STDDEV = 0.3
 PITCH_STDDEV = 0.15
@@ -84,6 +99,7 @@ class Scene:
     shininess: torch.Tensor       # [N]
     sky_color: torch.Tensor       # [N, 3]
     ground_color: torch.Tensor    # [N, 3]
+    glow_side: torch.Tensor       # [N], +1, or -1 for a mirrored world (the glow in the east)
 
     def __len__(self):
         return self.kind.shape[0]
@@ -136,7 +152,8 @@ def make_scene(primitives, light_dir=(0.4, 0.7, 0.6), ambient=0.3, specular=0.2,
                  pattern_weights=stack('pattern_weights'), pattern_period=stack('pattern_period'),
                  pattern_offset=stack('pattern_offset'), pattern_sign=stack('pattern_sign'),
                  light_dir=one(light / light.norm()), ambient=one(ambient), specular=one(specular),
-                 shininess=one(shininess), sky_color=one(sky_color), ground_color=one(ground_color))
+                 shininess=one(shininess), sky_color=one(sky_color), ground_color=one(ground_color),
+                 glow_side=one(1.0))
 
 
 def mirror_x(scene):
@@ -144,13 +161,14 @@ def mirror_x(scene):
 
     Each primitive gets centre M c and rotation M R M (M = diag(-1, 1, 1)), which maps the mirror of
     its object-space shape onto the mirrored world shape (every kind is symmetric in object x); the
-    pattern's x sign flips so its colours follow; the light mirrors. Rendered with
+    pattern's x sign flips so its colours follow; the light and the sky's glow mirror. Rendered with
     `cameras.flip_yaw(cam2world)`, it gives the horizontally flipped image.
     """
     m = torch.tensor([-1.0, 1.0, 1.0], device=scene.center.device)
     return dataclasses.replace(scene, center=scene.center * m,
                                rotation=scene.rotation * m.reshape(3, 1) * m.reshape(1, 3),
-                               pattern_sign=scene.pattern_sign * m, light_dir=scene.light_dir * m)
+                               pattern_sign=scene.pattern_sign * m, light_dir=scene.light_dir * m,
+                               glow_side=-scene.glow_side)
 
 
 def random_scenes(batch_size, generator=None, device='cpu'):
@@ -190,8 +208,8 @@ def _scenes_from_uniforms(u):
     return Scene(kind=kind, active=active, center=center, rotation=rotation, size=size, color=color, color2=color2,
                  pattern_weights=pattern_weights, pattern_period=pattern_period, pattern_offset=pattern_offset,
                  pattern_sign=torch.ones_like(center), light_dir=light_dir, ambient=0.2 + 0.25 * g[:, 3],
-                 specular=0.4 * g[:, 4], shininess=8 + 56 * g[:, 5], sky_color=0.3 + 0.65 * g[:, 6:9],
-                 ground_color=0.05 + 0.45 * g[:, 9:12])
+                 specular=0.4 * g[:, 4], shininess=8 + 56 * g[:, 5], sky_color=g.new_tensor(SKY_LOW) + g.new_tensor(SKY_SPAN) * g[:, 6:9],
+                 ground_color=0.05 + 0.45 * g[:, 9:12], glow_side=torch.ones_like(g[:, 0]))
 
 
 def _random_rotation(u):
@@ -391,9 +409,14 @@ def _shade(scene, dirs, normal, albedo):
 
 
 def _background(scene, dirs):
-    """Ground-to-sky gradient over the world up component of the ray direction, [N, 3, R]."""
+    """Ground-to-sky gradient over the world up component of the ray direction, the sky glowing
+    towards world -x (see GLOW_COLOR), [N, 3, R]."""
     w = (0.5 + 3 * dirs[:, 1:2]).clamp(0, 1)
-    return scene.ground_color.unsqueeze(-1) * (1 - w) + scene.sky_color.unsqueeze(-1) * w
+    azimuth = torch.atan2(scene.glow_side.reshape(-1, 1, 1) * dirs[:, 0:1], -dirs[:, 2:3])
+    glow = GLOW_STRENGTH * (0.5 - azimuth / (2 * GLOW_HALF_RANGE)).clamp(0, 1)
+    glow_color = torch.tensor(GLOW_COLOR, device=dirs.device).reshape(1, 3, 1)
+    sky = scene.sky_color.unsqueeze(-1) * (1 - glow) + glow_color * glow
+    return scene.ground_color.unsqueeze(-1) * (1 - w) + sky * w
 
 # ----------------------------------------------------------------------------------------------
 # Datasets.

@@ -94,14 +94,14 @@ def fitted():
     return source, regressor, heldout
 
 
-def test_regressor_beats_the_mean_pose_on_held_out_pitch(fitted):
+@pytest.mark.parametrize("angle", ["yaw", "pitch"])
+def test_regressor_beats_the_mean_pose_on_held_out_images(fitted, angle):
     _, regressor, heldout = fitted
-    # Measured: held-out pitch 3.5 deg vs 6.5 deg for the mean pose (yaw 13.6 vs 12.6: single images
-    # of synthetic shapes do not show yaw, see the module docstring). At 32x32 from 4096 images the
-    # floor is 2.2 deg against 6.9.
-    assert heldout["num"] == 128 and heldout["pitch_informative"]
-    assert heldout["pitch_deg"] < 0.7 * heldout["pitch_mean_pose_deg"]
-    assert heldout["pitch_corr"] > 0.7
+    # Measured at 16x16: held-out yaw 5.2 deg vs 12.6 for the mean pose (the sky's glow shows it),
+    # pitch 2.2 vs 6.5 (the horizon). Without the glow, yaw was not recoverable (13.6 vs 12.6).
+    assert heldout["num"] == 128 and heldout[f"{angle}_informative"]
+    assert heldout[f"{angle}_deg"] < 0.6 * heldout[f"{angle}_mean_pose_deg"]
+    assert heldout[f"{angle}_corr"] > 0.7
     assert regressor.resolution == RESOLUTION
 
 
@@ -112,12 +112,13 @@ def test_renderer_scores_near_the_floor_and_a_camera_blind_generator_near_the_me
     renderer = pose_error.measure_renderer(regressor, labels, RESOLUTION, seed=1)
     following = pose_error.measure(RenderingGenerator(), regressor, labels, seed=1)
     blind = pose_error.measure(RenderingGenerator(ignore_camera=True), regressor, labels, seed=1)
-    floor = heldout["pitch_deg"]
-    for record in (renderer, following):
-        assert record["pitch_deg"] < 1.5 * floor and record["pitch_deg"] < 0.7 * mean_pose["pitch_deg"], record
-        assert record["pitch_corr"] > 0.7, record
-    assert 0.7 * mean_pose["pitch_deg"] < blind["pitch_deg"] < 1.5 * mean_pose["pitch_deg"], (blind, mean_pose)
-    assert abs(blind["pitch_corr"]) < 0.3, blind
+    for angle in ("yaw", "pitch"):
+        floor = heldout[f"{angle}_deg"]
+        for record in (renderer, following):
+            assert record[f"{angle}_deg"] < 1.5 * floor and record[f"{angle}_deg"] < 0.7 * mean_pose[f"{angle}_deg"], record
+            assert record[f"{angle}_corr"] > 0.7, record
+        assert 0.7 * mean_pose[f"{angle}_deg"] < blind[f"{angle}_deg"] < 1.5 * mean_pose[f"{angle}_deg"], (blind, mean_pose)
+        assert abs(blind[f"{angle}_corr"]) < 0.3, blind
 
 
 def test_training_is_deterministic():

@@ -133,6 +133,42 @@ def test_depth_through_an_off_centre_primitive_matches_the_closed_form(kind, siz
     x, y = _project(cam2world, center.tolist())
     assert abs(float(x) - 0.5) < 1e-5 and abs(float(y) - 0.5) < 1e-5
 
+@pytest.mark.parametrize('glow_side', [1.0, -1.0])
+def test_background_is_the_closed_form_sky_with_its_glow_towards_world_minus_x(glow_side):
+    # An empty view (the only primitive is far above the frame) from a camera yawed 0.4 towards +x
+    # and pitched: every pixel is background, recomputed here in float64 from the pixel-centre rays.
+    res = 16
+    labels = cameras.lookat_labels(torch.tensor([0.4]), torch.tensor([-0.1]), radius=2.7, pivot=(0, 0, 0), focal=FOCAL)
+    cam2world, intrinsics = cameras.unpack(labels)
+    scene = shapes.make_scene([dict(kind='sphere', center=(0, 5, 0), size=0.1)], sky_color=(0.4, 0.6, 0.9),
+                              ground_color=(0.3, 0.2, 0.1))
+    if glow_side < 0:
+        scene = shapes.mirror_x(scene)
+    image = shapes.render(scene, cam2world, intrinsics, res, res)[0].double()
+
+    u, v = _pixel_centres(res)
+    rot = cam2world[0, :3, :3].double()
+    d = torch.stack([(u - 0.5) / FOCAL, (v - 0.5) / FOCAL, torch.ones_like(u)], dim=-1) @ rot.T
+    d = d / d.norm(dim=-1, keepdim=True)
+    up = (0.5 + 3 * d[..., 1]).clamp(0, 1)
+    azimuth = torch.atan2(glow_side * d[..., 0], -d[..., 2])
+    glow = shapes.GLOW_STRENGTH * (0.5 - azimuth / (2 * shapes.GLOW_HALF_RANGE)).clamp(0, 1)
+    sky = torch.tensor([0.4, 0.6, 0.9]).double() * (1 - glow[..., None]) + torch.tensor(shapes.GLOW_COLOR).double() * glow[..., None]
+    expected = torch.tensor([0.3, 0.2, 0.1]).double() * (1 - up[..., None]) + sky * up[..., None]
+    torch.testing.assert_close(image, expected.permute(2, 0, 1), atol=2e-5, rtol=0)
+    # The camera sits at world +x looking towards -x: its sky glows when the world is unmirrored.
+    assert float(glow.mean()) > 0.6 if glow_side > 0 else float(glow.mean()) < 0.25
+
+
+def test_background_alone_tells_the_camera_yaw():
+    # The same empty scene from yaws -0.5 ... 0.5: the mean red-minus-blue of the sky rises strictly.
+    yaws = torch.linspace(-0.5, 0.5, 6)
+    labels = cameras.lookat_labels(yaws, torch.zeros(6), radius=2.7, pivot=(0, 0, 0), focal=FOCAL)
+    scene = shapes.make_scene([dict(kind='sphere', center=(0, 5, 0), size=0.1)])
+    images = shapes.render(scene, *cameras.unpack(labels), 12, 12)
+    warmth = (images[:, 0] - images[:, 2]).mean(dim=(1, 2))
+    assert bool((warmth[1:] > warmth[:-1] + 0.02).all()), warmth
+
 # ----------------------------------------------------------------------------------------------
 # Multi-view consistency.
 
@@ -216,7 +252,7 @@ def test_render_dataset_images_and_labels_follow_the_contract():
 def test_mirror_x_is_an_involution_and_keeps_rotations_proper():
     scenes = shapes.random_scenes(4, torch.Generator().manual_seed(7))
     twice = shapes.mirror_x(shapes.mirror_x(scenes))
-    for name in ('center', 'rotation', 'pattern_sign', 'light_dir'):
+    for name in ('center', 'rotation', 'pattern_sign', 'light_dir', 'glow_side'):
         assert torch.equal(getattr(twice, name), getattr(scenes, name))
     det = torch.linalg.det(shapes.mirror_x(scenes).rotation)
     assert torch.allclose(det, torch.ones_like(det), atol=1e-5)
