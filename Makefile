@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test bench clean
+.PHONY: install test bench demo clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(BIN)/.installed
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The main job on an embedded default: synthetic multi-view data -> raycond2 trained on the CPU ->
+# yaw-sweep grid, orbit video and pose error (scripts/demo.sh; about 12 minutes on two cores).
+demo: install
+	PYTHON=$(BIN)/python scripts/demo.sh
 
 bench: install
 	$(BIN)/python bench/ops_cpu.py
