@@ -6,14 +6,14 @@
 # 4. measures how well the generated images follow the requested camera (bench/pose_error.py),
 #    for the trained generator and for an untrained one as the baseline.
 # Each run gets a new run directory (nothing earlier is overwritten); the dataset is made once.
-# Settings (environment): DEMO_DIR (default: demo), DEMO_KIMG (training length, default 20),
+# Settings (environment): DEMO_DIR (default: demo), DEMO_KIMG (training length, default 28),
 # DEMO_DEVICE (default: cpu), PYTHON (default: .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
 DEMO_DIR=${DEMO_DIR:-demo}
-DEMO_KIMG=${DEMO_KIMG:-20}
+DEMO_KIMG=${DEMO_KIMG:-28}
 DEMO_DEVICE=${DEMO_DEVICE:-cpu}
 DATA="$DEMO_DIR/shapes-32.zip"
 YAWS=-0.5,-0.33,-0.17,0,0.17,0.33,0.5
@@ -33,7 +33,7 @@ step "training raycond2 for $DEMO_KIMG kimg on $DEMO_DEVICE (one progress line p
 # Small networks (64 channels, 2 mapping layers), a small R1 weight for 32x32 images and doubled
 # learning rates, so that a run this short gets somewhere (measured over 20 kimg: pose error 6.9 deg
 # yaw / 3.3 deg pitch, against 8.7 / 4.4 with the default rates and gamma 0.05 at 24 kimg); no
-# augmentation: 4000 images are plenty for 20 kimg.
+# augmentation: 4000 images are plenty for a run this short.
 "$PYTHON" train.py --outdir="$DEMO_DIR/runs" --desc=demo --cfg=raycond2 --data="$DATA" --cond=1 --gpus=1 \
     --batch=32 --gamma=0.1 --glr=0.005 --dlr=0.005 --cbase=2048 --cmax=64 --map-depth=2 --aug=noaug --metrics=none \
     --kimg="$DEMO_KIMG" --tick=2 --snap=1000 --workers=1 --device="$DEMO_DEVICE"
