@@ -45,6 +45,14 @@ class StaleBuildLockError(PluginBuildError):
 class PluginFallbackWarning(UserWarning):
     """An op plugin is unavailable, so the op runs its reference implementation."""
 
+# The ops' CUDA kernels are opt-in until they have been verified on a GPU (parity tests and the
+# benchmark of bench/ops_cuda.py): RAYCOND_CUDA_KERNELS=1 enables them.
+CUDA_KERNELS_ENV = 'RAYCOND_CUDA_KERNELS'
+
+def cuda_kernels_enabled():
+    """Whether ops may build and use their CUDA kernels (environment variable RAYCOND_CUDA_KERNELS=1)."""
+    return os.environ.get(CUDA_KERNELS_ENV, '0').strip() == '1'
+
 _cached_plugins = dict()  # module_name => module
 _failed_plugins = dict()  # module_name => reason (try_get_plugin only)
 
