@@ -1,9 +1,10 @@
 """CUDA benchmark of the ops' fused kernels against their reference paths, in the same run.
 
-Implemented so far: bias_act (forward + backward, lrelu with clamp, as every StyleGAN2 layer uses
-it) at the StyleGAN2 layer shapes of 256x256 and 1024x1024 generators (batch 4; channels
-min(32768 / res, 512)), in float32 and float16. upfirdn2d and filtered_lrelu follow with their
-kernels. Needs a CUDA GPU; builds the kernels (RAYCOND_CUDA_KERNELS=1 is set for this process).
+Implemented so far, at the StyleGAN2 layer shapes of 256x256 and 1024x1024 generators (batch 4;
+channels min(32768 / res, 512)), in float32 and float16:
+- bias_act: forward + backward, lrelu with clamp, as every StyleGAN2 layer uses it;
+- upfirdn2d: upsample2d and downsample2d by 2 with the [1, 3, 3, 1] filter, forward + backward.
+filtered_lrelu and the generator throughput follow with its kernel. Needs a CUDA GPU; builds the kernels (RAYCOND_CUDA_KERNELS=1 is set for this process).
 Prints one JSON object per measurement.
 
     python bench/ops_cuda.py            # about a minute on a GPU
@@ -16,12 +17,12 @@ import os
 import sys
 import time
 
-os.environ['RAYCOND_CUDA_KERNELS'] = '1'
-
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from torch_utils import custom_ops  # noqa: E402
 from torch_utils.ops import bias_act as bias_act_module  # noqa: E402
+from torch_utils.ops import upfirdn2d as upfirdn2d_module  # noqa: E402
 
 
 def stylegan2_layer_shapes(resolution, batch=4):
@@ -33,16 +34,17 @@ def stylegan2_layer_shapes(resolution, batch=4):
     return shapes
 
 
-def time_call(fn, repeats):
+def time_call(fn, repeats, device):
     """Median seconds of fn() over `repeats` runs after two warm-up runs, synchronised."""
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     for _ in range(2):
         fn()
-    torch.cuda.synchronize()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
@@ -56,30 +58,55 @@ def bias_act_forward_backward(x, b, impl):
     return step
 
 
-def bench_bias_act(resolution, dtype, repeats):
+def resample_forward_backward(x, f, op, impl):
+    def step():
+        xr = x.detach().requires_grad_(True)
+        y = op(xr, f, impl=impl)
+        y.backward(torch.ones_like(y))
+    return step
+
+
+def bench_op(name, make_step, resolution, dtype, repeats, device='cuda'):
+    """Sum over the layer shapes of the median forward+backward time, kernel against reference.
+    (On a CPU device both run the reference path: that only checks the script.)"""
     total = {'cuda': 0.0, 'ref': 0.0}
     for shape in stylegan2_layer_shapes(resolution):
-        x = torch.randn(shape, device='cuda', dtype=dtype)
-        b = torch.randn(shape[1], device='cuda', dtype=dtype)
+        x = torch.randn(shape, device=device, dtype=dtype)
         for impl in total:
-            total[impl] += time_call(bias_act_forward_backward(x, b, impl), repeats)
-    return dict(op='bias_act', passes='forward+backward', resolution=resolution, dtype=str(dtype).replace('torch.', ''),
+            total[impl] += time_call(make_step(x, impl), repeats, device)
+    return dict(op=name, passes='forward+backward', resolution=resolution, dtype=str(dtype).replace('torch.', ''),
                 cuda_ms=round(total['cuda'] * 1e3, 3), ref_ms=round(total['ref'] * 1e3, 3),
-                speedup=round(total['ref'] / total['cuda'], 2), gpu=torch.cuda.get_device_name())
+                speedup=round(total['ref'] / total['cuda'], 2),
+                gpu=torch.cuda.get_device_name() if device == 'cuda' else None)
+
+
+def measurements(device='cuda'):
+    """(name, make_step(x, impl)) for every op measured."""
+    f = upfirdn2d_module.setup_filter([1, 3, 3, 1], device=device)
+    return [
+        ('bias_act', lambda x, impl: bias_act_forward_backward(x, torch.randn(x.shape[1], device=device, dtype=x.dtype),
+                                                               impl)),
+        ('upsample2d', lambda x, impl: resample_forward_backward(x, f, upfirdn2d_module.upsample2d, impl)),
+        ('downsample2d', lambda x, impl: resample_forward_backward(x, f, upfirdn2d_module.downsample2d, impl)),
+    ]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='small shapes and few repeats')
     args = parser.parse_args(argv)
+    os.environ[custom_ops.CUDA_KERNELS_ENV] = '1'  # this process only
     if not torch.cuda.is_available():
         sys.exit('Error: bench/ops_cuda.py needs a CUDA GPU, and PyTorch sees none on this machine.')
-    if bias_act_module.selected_impl(torch.zeros([1], device='cuda')) != 'cuda':
-        sys.exit('Error: the bias_act CUDA kernel did not build (see the warning above); nothing to compare.')
+    probe = torch.zeros([1, 1, 1, 1], device='cuda')
+    for name, module in (('bias_act', bias_act_module), ('upfirdn2d', upfirdn2d_module)):
+        if module.selected_impl(probe) != 'cuda':
+            sys.exit(f'Error: the {name} CUDA kernel did not build (see the warning above); nothing to compare.')
     resolutions, repeats = ([32], 3) if args.quick else ([256, 1024], 20)
     for resolution in resolutions:
         for dtype in (torch.float32, torch.float16):
-            print(json.dumps(bench_bias_act(resolution, dtype, repeats)), flush=True)
+            for name, make_step in measurements():
+                print(json.dumps(bench_op(name, make_step, resolution, dtype, repeats)), flush=True)
 
 
 if __name__ == '__main__':

@@ -25,7 +25,20 @@ def test_quick_run_on_cuda_prints_matching_records():
     result = subprocess.run([sys.executable, SCRIPT, "--quick"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    assert {(r["op"], r["dtype"]) for r in records} == {("bias_act", "float32"), ("bias_act", "float16")}
+    assert {(r["op"], r["dtype"]) for r in records} == {(op, dtype) for op in ("bias_act", "upsample2d", "downsample2d")
+                                                        for dtype in ("float32", "float16")}
     for record in records:
         assert record["cuda_ms"] > 0 and record["ref_ms"] > 0
         assert record["speedup"] == pytest.approx(record["ref_ms"] / record["cuda_ms"], rel=0.02)
+
+
+def test_measurements_run_and_report_like_with_like_on_the_cpu():
+    # On the CPU both sides take the reference path: this checks the script, not the kernels.
+    sys.path.insert(0, os.path.join(REPO_ROOT, "bench"))
+    import ops_cuda
+    for name, make_step in ops_cuda.measurements(device="cpu"):
+        record = ops_cuda.bench_op(name, make_step, resolution=8, dtype=torch.float32, repeats=1, device="cpu")
+        assert record["op"] == name and record["resolution"] == 8 and record["dtype"] == "float32"
+        assert record["cuda_ms"] > 0 and record["ref_ms"] > 0 and record["gpu"] is None
+    assert [shape[1:] for shape in ops_cuda.stylegan2_layer_shapes(16)] == [[512, 4, 4]] * 2 + [[512, 8, 8]] * 2 + [[512, 16, 16]] * 2
+    assert ops_cuda.stylegan2_layer_shapes(1024)[-1] == [4, 32, 1024, 1024]

@@ -13,11 +13,21 @@ decimation throws away:
 On CPU the batch is processed in small chunks, in the layout oneDNN is fastest at (see "Execution
 strategy" below; measured with bench/ops_cpu.py). Gradients of any order w.r.t. `x` come from
 `_Upfirdn2dFunction`, whose backward is again this op (up/down swapped, filter flip toggled).
+
+The CUDA path is a general kernel (upfirdn2d_kernel.cu, arithmetic in upfirdn2d_math.h): one thread
+per output sample visiting only the filter taps that meet input samples, any memory layout, float32
+/ float16 / bfloat16. Its gradients come from the same Function, so they run the kernel too. It is
+built on first use through `torch_utils.custom_ops` and is opt-in (`custom_ops.cuda_kernels_enabled()`)
+until verified on a GPU; `selected_impl()` says which path a call takes.
 """
+
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from torch_utils import custom_ops
 
 # ----------------------------------------------------------------------------------------------
 # Argument parsing helpers. Other modules (conv2d_resample, filtered_lrelu) import these by name.
@@ -96,10 +106,42 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cuda'):
     """Upsample by `up`, pad, FIR-filter with `f`, downsample by `down`; see the module docstring."""
     assert isinstance(x, torch.Tensor) and x.ndim == 4
+    use_kernel = selected_impl(x, impl) == 'cuda'
+    return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain,
+                          use_kernel=use_kernel)
+
+
+def selected_impl(x, impl='cuda'):
+    """'cuda' when upfirdn2d on `x` runs the CUDA kernel, else 'ref': impl='cuda', a non-empty
+    float32/float16/bfloat16 CUDA tensor, CUDA kernels enabled and the plugin built (a failed build
+    warns once)."""
     assert impl in ('ref', 'cuda')
-    # A compiled CUDA kernel (a later issue) plugs in here for impl='cuda' on CUDA tensors; until
-    # then every device takes the reference path.
-    return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    if (impl != 'cuda' or x.device.type != 'cuda' or x.numel() == 0
+            or x.dtype not in (torch.float32, torch.float16, torch.bfloat16)):
+        return 'ref'
+    return 'cuda' if _plugin() is not None else 'ref'
+
+
+_PLUGIN_SOURCES = dict(sources=['upfirdn2d.cpp', 'upfirdn2d_kernel.cu'], headers=['upfirdn2d.h', 'upfirdn2d_math.h'],
+                       source_dir=os.path.dirname(os.path.abspath(__file__)))
+
+
+def _plugin():
+    """The built kernel module, or None (kernels disabled, or the build failed: one warning)."""
+    if not custom_ops.cuda_kernels_enabled():
+        return None
+    return custom_ops.try_get_plugin('upfirdn2d_plugin', **_PLUGIN_SOURCES)
+
+
+def _resample_kernel(x, f, up, down, padding, flip_filter, gain):
+    """The CUDA kernel on parsed arguments: a 1-D filter runs as its 2-D outer product, no filter as
+    one unit tap."""
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    f = f.to(device=x.device, dtype=torch.float32)
+    if f.ndim == 1:
+        f = f[:, None] * f[None, :]
+    return _plugin().upfirdn2d(x, f, up[0], up[1], down[0], down[1], *padding, flip_filter, gain)
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
@@ -143,15 +185,16 @@ def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl='cuda'
 # Dispatch.
 
 
-def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
-    """Reference path: exact on every device, fast on CPU, differentiable to any order w.r.t. x."""
+def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, use_kernel=False):
+    """Reference path: exact on every device, fast on CPU, differentiable to any order w.r.t. x
+    (`use_kernel`: the same with the CUDA kernel doing the arithmetic, gradients included)."""
     if f is not None:
         assert isinstance(f, torch.Tensor) and f.ndim in (1, 2) and f.is_floating_point()
     up = _parse_scaling(up)
     down = _parse_scaling(down)
     padding = _parse_padding(padding)
     _output_size(x.shape, f, up, down, padding)  # fail early on impossible sizes
-    return _upfirdn2d_autograd(x, f, up, down, padding, bool(flip_filter), float(gain))
+    return _upfirdn2d_autograd(x, f, up, down, padding, bool(flip_filter), float(gain), use_kernel)
 
 
 def _output_size(shape, f, up, down, padding):
@@ -266,14 +309,16 @@ def _resample_chunked(x, f, up, down, padding, flip_filter, gain):
 
 class _Upfirdn2dFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, f, up, down, padding, flip_filter, gain):
-        y = _resample_chunked(x, f, up, down, padding, flip_filter, gain)
+    def forward(ctx, x, f, up, down, padding, flip_filter, gain, use_kernel):
+        resample = _resample_kernel if use_kernel else _resample_chunked
+        y = resample(x, f, up, down, padding, flip_filter, gain)
         if y._base is not None:
             # Callers (the official networks among them) add into the result in place, which
             # autograd forbids on a view returned by a custom Function.
             y = y.clone(memory_format=_memory_format(y))
         ctx.f = f  # an input, never modified; no gradient is produced for it
         ctx.args = (up, down, padding, flip_filter, gain)
+        ctx.use_kernel = use_kernel
         ctx.in_hw = tuple(x.shape[2:])
         ctx.out_hw = tuple(y.shape[2:])
         return y
@@ -283,13 +328,13 @@ class _Upfirdn2dFunction(torch.autograd.Function):
         dx = None
         if ctx.needs_input_grad[0]:
             t_up, t_down, t_pad, t_flip, gain = _transposed_args(ctx.f, ctx.in_hw, ctx.out_hw, *ctx.args)
-            dx = _upfirdn2d_autograd(dy, ctx.f, t_up, t_down, t_pad, t_flip, gain)
-        return dx, None, None, None, None, None, None
+            dx = _upfirdn2d_autograd(dy, ctx.f, t_up, t_down, t_pad, t_flip, gain, ctx.use_kernel)
+        return dx, None, None, None, None, None, None, None
 
 
-def _upfirdn2d_autograd(x, f, up, down, padding, flip_filter, gain):
+def _upfirdn2d_autograd(x, f, up, down, padding, flip_filter, gain, use_kernel=False):
     """Differentiable upfirdn2d on already-parsed arguments; output in x's layout and dtype."""
-    return _Upfirdn2dFunction.apply(x, f, up, down, padding, flip_filter, gain)
+    return _Upfirdn2dFunction.apply(x, f, up, down, padding, flip_filter, gain, use_kernel)
 
 
 def _transposed_args(f, in_hw, out_hw, up, down, padding, flip_filter, gain):
@@ -346,11 +391,12 @@ def _pad_crop_decimate(x, down, padding, gain):
 
 
 def _pad_or_crop(x, pads):
-    """F.pad semantics ([x0, x1, y0, y1], negative = crop), but a free view when only cropping."""
-    if all(p <= 0 for p in pads):
-        x0, x1, y0, y1 = (-p for p in pads)
-        return x[:, :, y0:x.shape[2] - y1, x0:x.shape[3] - x1]
-    return F.pad(x, list(pads))
+    """Pad, then crop ([x0, x1, y0, y1], negative = crop), as the official op does; the crop is a free
+    view. (F.pad with mixed signs crops first, which fails when a crop exceeds the unpadded size.)"""
+    if any(p > 0 for p in pads):
+        x = F.pad(x, [max(p, 0) for p in pads])
+    x0, x1, y0, y1 = (max(-p, 0) for p in pads)
+    return x[:, :, y0:x.shape[2] - y1, x0:x.shape[3] - x1] if x0 or x1 or y0 or y1 else x
 
 
 def _depthwise_conv(conv, x, k, **kwargs):

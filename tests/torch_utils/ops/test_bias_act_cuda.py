@@ -5,20 +5,16 @@ same arithmetic, matches the reference path to second order. On a CUDA machine t
 the end compare the real kernel with the reference path."""
 
 import ctypes
-import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import torch
-import torch.utils.cpp_extension
 
+import cuda_sources
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act as bias_act_module
 from torch_utils.ops.bias_act import activation_funcs, bias_act
 
-OPS_DIR = os.path.dirname(os.path.abspath(bias_act_module.__file__))
 ACTS = sorted(activation_funcs)
 
 
@@ -26,21 +22,15 @@ def test_kernel_file_includes_nothing_from_pytorch_but_half_and_bfloat16():
     allowed = {'<c10/util/BFloat16.h>', '<c10/util/Half.h>', '"bias_act.h"', '"bias_act_math.h"', '<cstdint>',
                '<cuda_runtime.h>', '<math.h>'}
     for name in ('bias_act_kernel.cu', 'bias_act.h', 'bias_act_math.h'):
-        with open(os.path.join(OPS_DIR, name)) as f:
-            includes = {line.split(None, 1)[1].strip() for line in f if line.startswith('#include')}
-        assert includes <= allowed, (name, includes - allowed)
+        assert cuda_sources.includes_of(name) <= allowed, (name, cuda_sources.includes_of(name) - allowed)
 
 
-@pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc (the CUDA toolkit compiler) is not installed')
+@cuda_sources.needs_nvcc
 def test_kernel_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
     # Syntax and template errors must fail here, not on a user's first GPU run.
-    command = ['nvcc', '-c', os.path.join(OPS_DIR, 'bias_act_kernel.cu'), '-std=c++17',
-               *[f'-I{path}' for path in torch.utils.cpp_extension.include_paths()],
-               '-gencode', 'arch=compute_80,code=sm_80', '-gencode', 'arch=compute_90,code=sm_90',
-               '-o', str(tmp_path / 'bias_act_kernel.o')]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = cuda_sources.nvcc_compile('bias_act_kernel.cu', str(tmp_path))
     assert result.returncode == 0, result.stderr[-4000:]
-    assert (tmp_path / 'bias_act_kernel.o').stat().st_size > 0
+    assert (tmp_path / 'bias_act_kernel.cu.o').stat().st_size > 0
 
 # ----------------------------------------------------------------------------------------------
 # The per-element arithmetic, compiled for the host.
@@ -58,14 +48,7 @@ extern "C" void eval_elements(int mode, int act, const float* s, const float* y,
 @pytest.fixture(scope='module')
 def host_math(tmp_path_factory):
     """`eval(mode, act, s, y, dy, alpha, gain, clamp)` over float32 numpy arrays, from bias_act_math.h."""
-    if shutil.which('g++') is None:
-        pytest.skip('g++ is not installed')
-    folder = tmp_path_factory.mktemp('bias_act_math')
-    (folder / 'shim.cpp').write_text(_SHIM)
-    library = folder / 'libbias_act_math.so'
-    subprocess.run(['g++', '-O1', '-shared', '-fPIC', '-std=c++17', f'-I{OPS_DIR}', str(folder / 'shim.cpp'),
-                    '-o', str(library)], check=True, capture_output=True)
-    lib = ctypes.CDLL(str(library))
+    lib = cuda_sources.host_library(_SHIM, str(tmp_path_factory.mktemp('bias_act_math')))
     pointer = ctypes.POINTER(ctypes.c_float)
     lib.eval_elements.argtypes = [ctypes.c_int, ctypes.c_int, pointer, pointer, pointer, pointer, ctypes.c_long,
                                   ctypes.c_float, ctypes.c_float, ctypes.c_float]

@@ -125,6 +125,17 @@ def test_matches_naive(up, down, padding, fshape, flip_filter):
     assert_close(y, expected)
 
 
+@pytest.mark.parametrize('up,padding', [(1, [-3, 7, 0, 0]), (4, [-10, 6, -3, -1]), (2, [5, -6, 4, -8])])
+def test_a_crop_beyond_the_input_cuts_into_the_padding(up, padding):
+    # The official op pads, then crops: a crop wider than the (upsampled) input eats into the
+    # padding on the other side. Found by the CUDA kernel's random host tests.
+    x = RNG.standard_normal((1, 2, 3, 2))
+    f = RNG.standard_normal((2, 3))
+    y = run(x, f, up=up, padding=padding, gain=1.5)
+    expected = naive_upfirdn2d(x, f, (up, up), (1, 1), tuple(padding), False, 1.5)
+    assert_close(y, expected)
+
+
 @pytest.mark.parametrize('up,down', [(2, 1), (1, 2), (3, 3)])
 def test_output_size_formula(up, down):
     for size in (5, 6, 7):
