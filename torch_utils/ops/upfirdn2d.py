@@ -14,9 +14,10 @@ On CPU the batch is processed in small chunks, in the layout oneDNN is fastest a
 strategy" below; measured with bench/ops_cpu.py). Gradients of any order w.r.t. `x` come from
 `_Upfirdn2dFunction`, whose backward is again this op (up/down swapped, filter flip toggled).
 
-The CUDA path is a general kernel (upfirdn2d_kernel.cu, arithmetic in upfirdn2d_math.h): one thread
-per output sample visiting only the filter taps that meet input samples, any memory layout, float32
-/ float16 / bfloat16. Its gradients come from the same Function, so they run the kernel too. It is
+The CUDA path (upfirdn2d_kernel.cu, arithmetic and tiling in upfirdn2d_math.h) visits only the
+filter taps that meet input samples, in any memory layout, for float32 / float16 / bfloat16: filters
+of up to 24 taps per axis run tiled (a block stages the filter and an output tile's input region in
+shared memory), larger ones one thread per output sample. Its gradients come from the same Function, so they run the kernel too. It is
 built on first use through `torch_utils.custom_ops` and is opt-in (`custom_ops.cuda_kernels_enabled()`)
 until verified on a GPU; `selected_impl()` says which path a call takes.
 """

@@ -56,4 +56,64 @@ UPFIRDN2D_HD float output_sample(const Geometry& g, const float* filter, int ox,
     return sum * g.gain;
 }
 
+// Tiling (the shared-memory kernel): a block computes the output samples [x0, x0 + w) x [y0, y0 + h)
+// of one channel from the input region [in_x0, in_x0 + in_w) x [in_y0, in_y0 + in_h) staged in shared
+// memory; input samples outside the image are staged as zeros.
+struct Tile {
+    int x0, y0, w, h;        // output samples (clipped to the output)
+    int in_x0, in_y0;        // first input sample of the staged region (may lie outside the image)
+    int in_w, in_h;          // size of the staged region
+};
+
+// Input index range [first, last] that output samples [o0, o0 + count) read along one axis.
+UPFIRDN2D_HD void input_range(int o0, int count, int down, int up, int pad0, int taps, int* first, int* last) {
+    const int u_first = o0 * down - pad0;                          // upsampled-grid coordinate of the first tap
+    const int u_last = (o0 + count - 1) * down - pad0 + taps - 1;  // ... of the last tap
+    // floor / ceil division by up for possibly negative numerators
+    *first = u_first >= 0 ? (u_first + up - 1) / up : -((-u_first) / up);
+    *last = u_last >= 0 ? u_last / up : -((-u_last + up - 1) / up);
+}
+
+UPFIRDN2D_HD Tile make_tile(const Geometry& g, int out_w, int out_h, int tile_w, int tile_h, int tile_x, int tile_y) {
+    Tile t;
+    t.x0 = tile_x * tile_w;
+    t.y0 = tile_y * tile_h;
+    t.w = out_w - t.x0 < tile_w ? out_w - t.x0 : tile_w;
+    t.h = out_h - t.y0 < tile_h ? out_h - t.y0 : tile_h;
+    int last;
+    input_range(t.x0, t.w, g.down_x, g.up_x, g.pad_x0, g.filter_w, &t.in_x0, &last);
+    t.in_w = last - t.in_x0 + 1;
+    input_range(t.y0, t.h, g.down_y, g.up_y, g.pad_y0, g.filter_h, &t.in_y0, &last);
+    t.in_h = last - t.in_y0 + 1;
+    return t;
+}
+
+// Largest staged region of any tile of this size (the shared memory a block needs, in samples).
+UPFIRDN2D_HD int max_region(const Geometry& g, int tile_w, int tile_h) {
+    const int w = (tile_w - 1) * g.down_x / g.up_x + (g.filter_w + g.up_x - 1) / g.up_x + 2;
+    const int h = (tile_h - 1) * g.down_y / g.up_y + (g.filter_h + g.up_y - 1) / g.up_y + 2;
+    return w * h;
+}
+
+// Phase 1 of a tile, for thread `thread` of `threads`: stage the input region (zeros outside the image).
+template <typename Load>
+UPFIRDN2D_HD void stage_input(const Geometry& g, const Tile& t, float* region, int thread, int threads, const Load& load) {
+    for (int i = thread; i < t.in_w * t.in_h; i += threads) {
+        const int ix = t.in_x0 + i % t.in_w, iy = t.in_y0 + i / t.in_w;
+        region[i] = (ix >= 0 && ix < g.in_w && iy >= 0 && iy < g.in_h) ? load(ix, iy) : 0.0f;
+    }
+}
+
+// Phase 2: the tile's output samples from the staged region; `store(ox, oy, value)` writes one.
+template <typename Store>
+UPFIRDN2D_HD void tile_output(const Geometry& g, const Tile& t, const float* filter, const float* region, int thread,
+                              int threads, const Store& store) {
+    for (int i = thread; i < t.w * t.h; i += threads) {
+        const int ox = t.x0 + i % t.w, oy = t.y0 + i / t.w;
+        store(ox, oy, output_sample(g, filter, ox, oy, [&](int ix, int iy) {
+            return region[(iy - t.in_y0) * t.in_w + (ix - t.in_x0)];
+        }));
+    }
+}
+
 }  // namespace upfirdn2d

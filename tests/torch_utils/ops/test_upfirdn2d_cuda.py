@@ -41,6 +41,28 @@ extern "C" void plane(const float* x, int in_w, int in_h, const float* f, int fw
         for (int ox = 0; ox < out_w; ++ox)
             out[oy * out_w + ox] = upfirdn2d::output_sample(g, f, ox, oy, [&](int ix, int iy) { return x[iy * in_w + ix]; });
 }
+
+// The tiled kernel's algorithm on one plane, one tile at a time (3 threads run in turn, so that the
+// strided thread loops are exercised); returns -1 if a staged region exceeded max_region.
+extern "C" int tiled_plane(const float* x, int in_w, int in_h, const float* f, int fw, int fh, int up_x, int up_y,
+                           int down_x, int down_y, int pad_x0, int pad_y0, int flip, float gain, float* out, int out_w,
+                           int out_h, int tile_w, int tile_h) {
+    const upfirdn2d::Geometry g{in_w, in_h, up_x, up_y, down_x, down_y, pad_x0, pad_y0, fw, fh, flip != 0, gain};
+    const int capacity = upfirdn2d::max_region(g, tile_w, tile_h);
+    float* region = new float[capacity];
+    int status = 0;
+    for (int ty = 0; ty * tile_h < out_h; ++ty)
+        for (int tx = 0; tx * tile_w < out_w; ++tx) {
+            const upfirdn2d::Tile t = upfirdn2d::make_tile(g, out_w, out_h, tile_w, tile_h, tx, ty);
+            if (t.in_w * t.in_h > capacity) { status = -1; continue; }
+            for (int thread = 0; thread < 3; ++thread)
+                upfirdn2d::stage_input(g, t, region, thread, 3, [&](int ix, int iy) { return x[iy * in_w + ix]; });
+            for (int thread = 0; thread < 3; ++thread)
+                upfirdn2d::tile_output(g, t, f, region, thread, 3, [&](int ox, int oy, float v) { out[oy * out_w + ox] = v; });
+        }
+    delete[] region;
+    return status;
+}
 '''
 
 
@@ -51,8 +73,10 @@ def host_upfirdn2d(tmp_path_factory):
     ptr = ctypes.POINTER(ctypes.c_float)
     lib.plane.argtypes = [ptr, ctypes.c_int, ctypes.c_int, ptr] + [ctypes.c_int] * 9 + [ctypes.c_float, ptr,
                                                                                         ctypes.c_int, ctypes.c_int]
+    lib.tiled_plane.argtypes = lib.plane.argtypes + [ctypes.c_int, ctypes.c_int]
 
-    def run(x, f2d, up, down, padding, flip, gain):
+    def run(x, f2d, up, down, padding, flip, gain, tile=None):
+        """`tile` = (w, h): the tiled kernel's algorithm with that tile size; None: the general kernel's."""
         n, c, h, w = x.shape
         out_w = (w * up[0] + padding[0] + padding[1] - f2d.shape[1] + down[0]) // down[0]
         out_h = (h * up[1] + padding[2] + padding[3] - f2d.shape[0] + down[1]) // down[1]
@@ -62,9 +86,12 @@ def host_upfirdn2d(tmp_path_factory):
             for j in range(c):
                 xp = np.ascontiguousarray(x[i, j], dtype=np.float32)
                 result = np.empty([out_h, out_w], np.float32)
-                lib.plane(xp.ctypes.data_as(ptr), w, h, f.ctypes.data_as(ptr), f.shape[1], f.shape[0], up[0], up[1],
-                          down[0], down[1], padding[0], padding[2], int(flip), gain, result.ctypes.data_as(ptr),
-                          out_w, out_h)
+                args = (xp.ctypes.data_as(ptr), w, h, f.ctypes.data_as(ptr), f.shape[1], f.shape[0], up[0], up[1],
+                        down[0], down[1], padding[0], padding[2], int(flip), gain, result.ctypes.data_as(ptr), out_w, out_h)
+                if tile is None:
+                    lib.plane(*args)
+                else:
+                    assert lib.tiled_plane(*args, *tile) == 0, "a staged region exceeded max_region()"
                 out[i, j] = result
         return out
     return run
@@ -81,7 +108,11 @@ def _random_case(rng):
                 gain=float(rng.uniform(0.5, 3)))
 
 
-def test_host_arithmetic_matches_the_reference_over_random_settings(host_upfirdn2d):
+TILES = [None, (32, 32), (5, 3), (1, 1), (2, 7)]
+
+
+@pytest.mark.parametrize('tile', TILES, ids=['general'] + [f'tile{w}x{h}' for w, h in TILES[1:]])
+def test_host_arithmetic_matches_the_reference_over_random_settings(host_upfirdn2d, tile):
     rng = np.random.default_rng(0)
     checked = 0
     while checked < 150:
@@ -94,7 +125,7 @@ def test_host_arithmetic_matches_the_reference_over_random_settings(host_upfirdn
         f = case['f']
         f2d = (f[:, None] * f[None, :]) if f.ndim == 1 else f
         got = host_upfirdn2d(x.float().numpy(), f2d.float().numpy(), case['up'], case['down'], case['padding'],
-                             case['flip_filter'], case['gain'])
+                             case['flip_filter'], case['gain'], tile)
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5 * max(1.0, float(want.detach().abs().max())),
                                    err_msg=str(case))
         checked += 1
@@ -165,7 +196,7 @@ _TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-4), torch.float16: dict(rto
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 @pytest.mark.parametrize('up,down', [(1, 1), (2, 1), (1, 2), (4, 1), (1, 4), (2, 2)])
-@pytest.mark.parametrize('taps,separable', [(4, False), (12, True), (24, True)])
+@pytest.mark.parametrize('taps,separable', [(4, False), (12, True), (24, True), (26, True)])  # 26: the general kernel
 def test_cuda_kernel_matches_reference(monkeypatch, dtype, layout, up, down, taps, separable):
     monkeypatch.setenv(custom_ops.CUDA_KERNELS_ENV, '1')
     gen = torch.Generator(device='cuda').manual_seed(0)
