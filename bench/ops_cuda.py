@@ -3,8 +3,12 @@
 Implemented so far, at the StyleGAN2 layer shapes of 256x256 and 1024x1024 generators (batch 4;
 channels min(32768 / res, 512)), in float32 and float16:
 - bias_act: forward + backward, lrelu with clamp, as every StyleGAN2 layer uses it;
-- upfirdn2d: upsample2d and downsample2d by 2 with the [1, 3, 3, 1] filter, forward + backward.
-filtered_lrelu and the generator throughput follow with its kernel. Needs a CUDA GPU; builds the kernels (RAYCOND_CUDA_KERNELS=1 is set for this process).
+- upfirdn2d: upsample2d and downsample2d by 2 with the [1, 3, 3, 1] filter, forward + backward;
+and at the StyleGAN3-T layer shapes of 256x256 and 1024x1024 (batch 4; the exact arguments each
+layer passes, recorded from one forward pass of the official-default synthesis network):
+- filtered_lrelu: forward + backward.
+The generator throughput (images/s of G forward + backward with and without the kernels) is not
+measured yet. Needs a CUDA GPU; builds the kernels (RAYCOND_CUDA_KERNELS=1 is set for this process).
 Prints one JSON object per measurement.
 
     python bench/ops_cuda.py            # about a minute on a GPU
@@ -21,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from torch_utils import custom_ops  # noqa: E402
+from torch_utils.ops import filtered_lrelu as fl_module  # noqa: E402
 from torch_utils.ops import bias_act as bias_act_module  # noqa: E402
 from torch_utils.ops import upfirdn2d as upfirdn2d_module  # noqa: E402
 
@@ -66,6 +71,42 @@ def resample_forward_backward(x, f, op, impl):
     return step
 
 
+def stylegan3_filtered_lrelu_calls(resolution, batch=4, device='cuda'):
+    """(x shape, keyword arguments) of every filtered_lrelu call in one forward pass of a StyleGAN3-T
+    synthesis network with the official defaults at this resolution."""
+    from training import networks_stylegan3
+    synthesis = networks_stylegan3.SynthesisNetwork(w_dim=512, img_resolution=resolution, img_channels=3).to(device)
+    calls, original = [], fl_module.filtered_lrelu
+
+    def record(x, **kwargs):
+        calls.append(([batch, *x.shape[1:]], {k: v.detach() if torch.is_tensor(v) else v for k, v in kwargs.items()}))
+        return original(x, **kwargs)
+    fl_module.filtered_lrelu = record
+    try:
+        with torch.no_grad():
+            synthesis(torch.randn([1, synthesis.num_ws, 512], device=device), force_fp32=True)
+    finally:
+        fl_module.filtered_lrelu = original
+    return calls
+
+
+def bench_filtered_lrelu(resolution, dtype, repeats, device='cuda'):
+    total = {'cuda': 0.0, 'ref': 0.0}
+    for shape, kwargs in stylegan3_filtered_lrelu_calls(resolution, device=device):
+        x = torch.randn(shape, device=device, dtype=dtype)
+        kwargs = dict(kwargs, b=kwargs['b'].to(dtype))
+        for impl in total:
+            def step(impl=impl):
+                xr = x.detach().requires_grad_(True)
+                y = fl_module.filtered_lrelu(xr, **dict(kwargs, impl=impl))
+                y.backward(torch.ones_like(y))
+            total[impl] += time_call(step, repeats, device)
+    return dict(op='filtered_lrelu', passes='forward+backward', resolution=resolution, shapes='stylegan3-t',
+                dtype=str(dtype).replace('torch.', ''), cuda_ms=round(total['cuda'] * 1e3, 3),
+                ref_ms=round(total['ref'] * 1e3, 3), speedup=round(total['ref'] / total['cuda'], 2),
+                gpu=torch.cuda.get_device_name() if device == 'cuda' else None)
+
+
 def bench_op(name, make_step, resolution, dtype, repeats, device='cuda'):
     """Sum over the layer shapes of the median forward+backward time, kernel against reference.
     (On a CPU device both run the reference path: that only checks the script.)"""
@@ -99,7 +140,8 @@ def main(argv=None):
     if not torch.cuda.is_available():
         sys.exit('Error: bench/ops_cuda.py needs a CUDA GPU, and PyTorch sees none on this machine.')
     probe = torch.zeros([1, 1, 1, 1], device='cuda')
-    for name, module in (('bias_act', bias_act_module), ('upfirdn2d', upfirdn2d_module)):
+    for name, module in (('bias_act', bias_act_module), ('upfirdn2d', upfirdn2d_module),
+                         ('filtered_lrelu', fl_module)):
         if module.selected_impl(probe) != 'cuda':
             sys.exit(f'Error: the {name} CUDA kernel did not build (see the warning above); nothing to compare.')
     resolutions, repeats = ([32], 3) if args.quick else ([256, 1024], 20)
@@ -107,6 +149,7 @@ def main(argv=None):
         for dtype in (torch.float32, torch.float16):
             for name, make_step in measurements():
                 print(json.dumps(bench_op(name, make_step, resolution, dtype, repeats)), flush=True)
+            print(json.dumps(bench_filtered_lrelu(resolution, dtype, repeats)), flush=True)
 
 
 if __name__ == '__main__':

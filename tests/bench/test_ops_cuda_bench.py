@@ -42,3 +42,21 @@ def test_measurements_run_and_report_like_with_like_on_the_cpu():
         assert record["cuda_ms"] > 0 and record["ref_ms"] > 0 and record["gpu"] is None
     assert [shape[1:] for shape in ops_cuda.stylegan2_layer_shapes(16)] == [[512, 4, 4]] * 2 + [[512, 8, 8]] * 2 + [[512, 16, 16]] * 2
     assert ops_cuda.stylegan2_layer_shapes(1024)[-1] == [4, 32, 1024, 1024]
+
+
+def test_filtered_lrelu_calls_are_those_of_a_stylegan3_forward_pass(monkeypatch):
+    sys.path.insert(0, os.path.join(REPO_ROOT, "bench"))
+    import ops_cuda
+    from training import networks_stylegan3
+    calls = ops_cuda.stylegan3_filtered_lrelu_calls(16, batch=2, device="cpu")
+    synthesis = networks_stylegan3.SynthesisNetwork(w_dim=512, img_resolution=16, img_channels=3)
+    layers = [getattr(synthesis, name) for name in synthesis.layer_names]
+    assert len(calls) == len(layers) == 15
+    for (shape, kwargs), layer in zip(calls, layers):
+        assert shape[:2] == [2, layer.out_channels] and kwargs["up"] == layer.up_factor
+        assert kwargs["down"] == layer.down_factor and list(kwargs["padding"]) == list(layer.padding)
+    # The timing loop over recorded calls, on one small call (on the CPU both sides are the reference).
+    tiny = [([1, 2, 8, 8], dict(calls[3][1], b=torch.zeros(2)))]
+    monkeypatch.setattr(ops_cuda, "stylegan3_filtered_lrelu_calls", lambda *a, **k: tiny)
+    record = ops_cuda.bench_filtered_lrelu(16, torch.float32, repeats=1, device="cpu")
+    assert record["op"] == "filtered_lrelu" and record["cuda_ms"] > 0 and record["ref_ms"] > 0

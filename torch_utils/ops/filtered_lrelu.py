@@ -9,10 +9,22 @@ inserted zeros nor computes discarded samples, and wraps everything in one autog
 keeps only a boolean sign mask of the upsampled signal (plus a clamp mask when clamping actually
 happened) instead of the chain of full-size intermediates plain autograd would store. Its backward
 is built from differentiable ops, so second-order gradients w.r.t. x and b (R1) work.
+
+The CUDA path is one fused kernel (filtered_lrelu_kernel.cu, arithmetic in filtered_lrelu_math.h):
+each block computes an output tile of one channel through shared memory and writes only the output
+and 2 sign bits per upsampled sample (positive, clamped), 16 samples per 32-bit word — all the
+backward keeps. The backward is the transposed down pass, the sign masks and the transposed up pass
+on the upfirdn2d CUDA kernel, built from differentiable ops as above. The path is opt-in
+(`custom_ops.cuda_kernels_enabled()`) until verified on a GPU; `selected_impl()` says which path a
+call takes.
 """
+
+import os
 
 import numpy as np
 import torch
+
+from torch_utils import custom_ops
 
 from . import upfirdn2d as _u
 
@@ -21,16 +33,43 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
                    flip_filter=False, impl='cuda'):
     """Bias, upsample, leaky ReLU, clamp, downsample; see the module docstring."""
     assert isinstance(x, torch.Tensor) and x.ndim == 4
-    assert impl in ('ref', 'cuda')
-    # A fused CUDA kernel (a later issue) plugs in here for impl='cuda' on CUDA tensors; until then
-    # every device takes the reference path.
+    if selected_impl(x, impl) == 'cuda':
+        cfg = _config(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+        return _FilteredLReLUCuda.apply(x, b, cfg, _records_graph(x, b))
     return _filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope,
                                clamp=clamp, flip_filter=flip_filter)
 
 
-def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None,
-                        flip_filter=False):
-    """Reference path: exact on every device, differentiable twice w.r.t. x and b."""
+def selected_impl(x, impl='cuda'):
+    """'cuda' when filtered_lrelu on `x` runs the fused kernel, else 'ref': impl='cuda', a non-empty
+    float32/float16/bfloat16 CUDA tensor, CUDA kernels enabled, and both this plugin and upfirdn2d's
+    (the backward's) built (a failed build warns once)."""
+    assert impl in ('ref', 'cuda')
+    if _u.selected_impl(x, impl) != 'cuda':
+        return 'ref'
+    return 'cuda' if _plugin() is not None else 'ref'
+
+
+_PLUGIN_SOURCES = dict(sources=['filtered_lrelu.cpp', 'filtered_lrelu_kernel.cu'],
+                       headers=['filtered_lrelu.h', 'filtered_lrelu_math.h', 'upfirdn2d_math.h'],
+                       source_dir=os.path.dirname(os.path.abspath(__file__)))
+
+
+def _plugin():
+    """The built kernel module, or None (kernels disabled, or the build failed: one warning)."""
+    if not custom_ops.cuda_kernels_enabled():
+        return None
+    return custom_ops.try_get_plugin('filtered_lrelu_plugin', **_PLUGIN_SOURCES)
+
+
+def _records_graph(x, b):
+    # Inside Function.forward, needs_input_grad is set even under no_grad; decide here instead so
+    # that inference never builds the masks.
+    return torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+
+
+def _config(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+    """Validated arguments as a _Config."""
     assert isinstance(x, torch.Tensor) and x.ndim == 4
     for f in (fu, fd):
         assert f is None or (isinstance(f, torch.Tensor) and f.ndim in (1, 2) and f.is_floating_point())
@@ -43,10 +82,14 @@ def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, ga
     cfg = _Config(fu, fd, int(up), int(down), _u._parse_padding(padding), float(gain), float(slope),
                   None if clamp is None else float(clamp), bool(flip_filter))
     _check_output_size(x, cfg)
-    # Inside Function.forward, needs_input_grad is set even under no_grad; decide here instead so
-    # that inference never builds the masks.
-    records_graph = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
-    return _FilteredLReLUFunction.apply(x, b, cfg, records_graph)
+    return cfg
+
+
+def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2, clamp=None,
+                        flip_filter=False):
+    """Reference path: exact on every device, differentiable twice w.r.t. x and b."""
+    cfg = _config(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+    return _FilteredLReLUFunction.apply(x, b, cfg, _records_graph(x, b))
 
 
 class _Config:
@@ -232,9 +275,10 @@ def _transposed_pass(p, in_hw, out_hw):
     return dict(f=p['f'], up=t_up, down=t_down, padding=t_pad, flip_filter=t_flip, gain=gain)
 
 
-def _transposed_autograd(dy, p, in_hw):
+def _transposed_autograd(dy, p, in_hw, use_kernel=False):
     t = _transposed_pass(p, in_hw, dy.shape[2:])
-    return _u._upfirdn2d_autograd(dy, t['f'], t['up'], t['down'], t['padding'], t['flip_filter'], t['gain'])
+    return _u._upfirdn2d_autograd(dy, t['f'], t['up'], t['down'], t['padding'], t['flip_filter'], t['gain'],
+                                  use_kernel)
 
 
 def _apply_masks_(g, pos, keep, slope):
@@ -249,3 +293,52 @@ def _apply_masks_(g, pos, keep, slope):
     if keep is not None:
         g.mul_(keep)
     return g
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA path.
+
+_SAMPLES_PER_WORD = 16
+
+
+class _FilteredLReLUCuda(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, cfg, want_bits):
+        hi_h, hi_w = _hi_res_size(x.shape[2:], cfg)
+        px0, _, py0, _ = cfg.padding
+        empty = torch.empty([0], dtype=x.dtype, device=x.device)
+        out, bits = _plugin().filtered_lrelu(
+            x, empty if b is None else b.contiguous(), _u._filter_2d(cfg.fu, x.device), _u._filter_2d(cfg.fd, x.device),
+            cfg.up, cfg.down, px0, py0, hi_w, hi_h, cfg.up_pass()['gain'], cfg.slope,
+            -1.0 if cfg.clamp is None else cfg.clamp, cfg.flip_filter, bool(want_bits))
+        ctx.cfg = cfg
+        ctx.x_shape, ctx.x_dtype, ctx.x_format = tuple(x.shape), x.dtype, _u._memory_format(x)
+        ctx.b_dtype = None if b is None else b.dtype
+        ctx.save_for_backward(bits)
+        return out
+
+    @staticmethod
+    def backward(ctx, dy):
+        bits, = ctx.saved_tensors
+        cfg = ctx.cfg
+        hi_hw = _hi_res_size(ctx.x_shape[2:], cfg)
+        positive, clamped = _unpack_sign_bits(bits, hi_hw[1])
+        # Differentiable ops on dy, so a double backward (R1) flows through; the masks are constants.
+        g = _transposed_autograd(dy, cfg.down_pass(), hi_hw, use_kernel=True)
+        if cfg.slope != 1:
+            g = torch.where(positive, g, g * cfg.slope)
+        if cfg.clamp is not None:
+            g = torch.where(clamped, torch.zeros_like(g), g)
+        dx = _transposed_autograd(g, cfg.up_pass(), ctx.x_shape[2:], use_kernel=True)
+        dx = dx.to(ctx.x_dtype).contiguous(memory_format=ctx.x_format)
+        grad_x = dx if ctx.needs_input_grad[0] else None
+        grad_b = dx.sum(dim=[0, 2, 3]).to(ctx.b_dtype) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_b, None, None
+
+
+def _unpack_sign_bits(bits, hi_w):
+    """(positive, clamped) bool masks [N, C, hi_h, hi_w] from the kernel's packed int32 words."""
+    shifts = torch.arange(_SAMPLES_PER_WORD, device=bits.device, dtype=torch.int32) * 2
+    pairs = (bits.unsqueeze(-1) >> shifts) & 3
+    pairs = pairs.reshape(*bits.shape[:3], -1)[..., :hi_w]
+    return (pairs & 1).bool(), (pairs & 2).bool()

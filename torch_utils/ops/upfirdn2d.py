@@ -134,15 +134,17 @@ def _plugin():
     return custom_ops.try_get_plugin('upfirdn2d_plugin', **_PLUGIN_SOURCES)
 
 
-def _resample_kernel(x, f, up, down, padding, flip_filter, gain):
-    """The CUDA kernel on parsed arguments: a 1-D filter runs as its 2-D outer product, no filter as
-    one unit tap."""
+def _filter_2d(f, device):
+    """The float32 2-D filter the CUDA kernels take: a 1-D filter as its outer product, None as one unit tap."""
     if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    f = f.to(device=x.device, dtype=torch.float32)
-    if f.ndim == 1:
-        f = f[:, None] * f[None, :]
-    return _plugin().upfirdn2d(x, f, up[0], up[1], down[0], down[1], *padding, flip_filter, gain)
+        return torch.ones([1, 1], dtype=torch.float32, device=device)
+    f = f.to(device=device, dtype=torch.float32)
+    return (f[:, None] * f[None, :]) if f.ndim == 1 else f.contiguous()
+
+
+def _resample_kernel(x, f, up, down, padding, flip_filter, gain):
+    """The CUDA kernel on parsed arguments."""
+    return _plugin().upfirdn2d(x, _filter_2d(f, x.device), up[0], up[1], down[0], down[1], *padding, flip_filter, gain)
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):

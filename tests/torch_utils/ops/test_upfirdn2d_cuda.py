@@ -4,13 +4,13 @@ random up/down/padding/filter/flip settings, and the CUDA path's autograd, run o
 arithmetic, matches the reference to second order. On a CUDA machine the parity tests at the end
 compare the real kernel with the reference path."""
 
-import ctypes
 
 import numpy as np
 import pytest
 import torch
 
 import cuda_sources
+import host_kernels
 from torch_utils import custom_ops
 from torch_utils.ops import upfirdn2d as upfirdn2d_module
 
@@ -31,70 +31,9 @@ def test_kernel_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # The per-sample arithmetic, compiled for the host: one channel plane at a time.
 
-_SHIM = r'''
-#include "upfirdn2d_math.h"
-extern "C" void plane(const float* x, int in_w, int in_h, const float* f, int fw, int fh, int up_x, int up_y,
-                      int down_x, int down_y, int pad_x0, int pad_y0, int flip, float gain, float* out, int out_w,
-                      int out_h) {
-    const upfirdn2d::Geometry g{in_w, in_h, up_x, up_y, down_x, down_y, pad_x0, pad_y0, fw, fh, flip != 0, gain};
-    for (int oy = 0; oy < out_h; ++oy)
-        for (int ox = 0; ox < out_w; ++ox)
-            out[oy * out_w + ox] = upfirdn2d::output_sample(g, f, ox, oy, [&](int ix, int iy) { return x[iy * in_w + ix]; });
-}
-
-// The tiled kernel's algorithm on one plane, one tile at a time (3 threads run in turn, so that the
-// strided thread loops are exercised); returns -1 if a staged region exceeded max_region.
-extern "C" int tiled_plane(const float* x, int in_w, int in_h, const float* f, int fw, int fh, int up_x, int up_y,
-                           int down_x, int down_y, int pad_x0, int pad_y0, int flip, float gain, float* out, int out_w,
-                           int out_h, int tile_w, int tile_h) {
-    const upfirdn2d::Geometry g{in_w, in_h, up_x, up_y, down_x, down_y, pad_x0, pad_y0, fw, fh, flip != 0, gain};
-    const int capacity = upfirdn2d::max_region(g, tile_w, tile_h);
-    float* region = new float[capacity];
-    int status = 0;
-    for (int ty = 0; ty * tile_h < out_h; ++ty)
-        for (int tx = 0; tx * tile_w < out_w; ++tx) {
-            const upfirdn2d::Tile t = upfirdn2d::make_tile(g, out_w, out_h, tile_w, tile_h, tx, ty);
-            if (t.in_w * t.in_h > capacity) { status = -1; continue; }
-            for (int thread = 0; thread < 3; ++thread)
-                upfirdn2d::stage_input(g, t, region, thread, 3, [&](int ix, int iy) { return x[iy * in_w + ix]; });
-            for (int thread = 0; thread < 3; ++thread)
-                upfirdn2d::tile_output(g, t, f, region, thread, 3, [&](int ox, int oy, float v) { out[oy * out_w + ox] = v; });
-        }
-    delete[] region;
-    return status;
-}
-'''
-
-
 @pytest.fixture(scope='module')
 def host_upfirdn2d(tmp_path_factory):
-    """(x [N, C, H, W], f2d, up, down, padding, flip, gain) -> float32 output, plane by plane."""
-    lib = cuda_sources.host_library(_SHIM, str(tmp_path_factory.mktemp('upfirdn2d_math')))
-    ptr = ctypes.POINTER(ctypes.c_float)
-    lib.plane.argtypes = [ptr, ctypes.c_int, ctypes.c_int, ptr] + [ctypes.c_int] * 9 + [ctypes.c_float, ptr,
-                                                                                        ctypes.c_int, ctypes.c_int]
-    lib.tiled_plane.argtypes = lib.plane.argtypes + [ctypes.c_int, ctypes.c_int]
-
-    def run(x, f2d, up, down, padding, flip, gain, tile=None):
-        """`tile` = (w, h): the tiled kernel's algorithm with that tile size; None: the general kernel's."""
-        n, c, h, w = x.shape
-        out_w = (w * up[0] + padding[0] + padding[1] - f2d.shape[1] + down[0]) // down[0]
-        out_h = (h * up[1] + padding[2] + padding[3] - f2d.shape[0] + down[1]) // down[1]
-        f = np.ascontiguousarray(f2d, dtype=np.float32)
-        out = np.empty([n, c, out_h, out_w], np.float32)
-        for i in range(n):
-            for j in range(c):
-                xp = np.ascontiguousarray(x[i, j], dtype=np.float32)
-                result = np.empty([out_h, out_w], np.float32)
-                args = (xp.ctypes.data_as(ptr), w, h, f.ctypes.data_as(ptr), f.shape[1], f.shape[0], up[0], up[1],
-                        down[0], down[1], padding[0], padding[2], int(flip), gain, result.ctypes.data_as(ptr), out_w, out_h)
-                if tile is None:
-                    lib.plane(*args)
-                else:
-                    assert lib.tiled_plane(*args, *tile) == 0, "a staged region exceeded max_region()"
-                out[i, j] = result
-        return out
-    return run
+    return host_kernels.load_upfirdn2d(tmp_path_factory.mktemp('upfirdn2d_math'))
 
 
 def _random_case(rng):
@@ -134,24 +73,9 @@ def test_host_arithmetic_matches_the_reference_over_random_settings(host_upfirdn
 # The CUDA path's autograd, on the CPU over the host arithmetic.
 
 
-class HostPlugin:
-    """Stands in for the built module: the binding's output size and layout over the host arithmetic."""
-
-    def __init__(self, run):
-        self.run = run
-        self.calls = 0
-
-    def upfirdn2d(self, x, f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1, flip_filter, gain):
-        assert f.dtype == torch.float32 and f.ndim == 2  # 1-D filters arrive as their outer product
-        self.calls += 1
-        out = self.run(x.detach().float().numpy(), f.numpy(), (up_x, up_y), (down_x, down_y),
-                       (pad_x0, pad_x1, pad_y0, pad_y1), flip_filter, gain)
-        return torch.from_numpy(out).to(x.dtype).contiguous(memory_format=upfirdn2d_module._memory_format(x))
-
-
 @pytest.mark.parametrize('seed', range(6))
 def test_cuda_path_autograd_matches_the_reference_to_second_order(host_upfirdn2d, monkeypatch, seed):
-    plugin = HostPlugin(host_upfirdn2d)
+    plugin = host_kernels.UpfirdnHostPlugin(host_upfirdn2d)
     monkeypatch.setattr(upfirdn2d_module, '_plugin', lambda: plugin)
     rng = np.random.default_rng(100 + seed)
     while True:
