@@ -7,8 +7,8 @@ channels min(32768 / res, 512)), in float32 and float16:
 and at the StyleGAN3-T layer shapes of 256x256 and 1024x1024 (batch 4; the exact arguments each
 layer passes, recorded from one forward pass of the official-default synthesis network):
 - filtered_lrelu: forward + backward.
-The generator throughput (images/s of G forward + backward with and without the kernels) is not
-measured yet. Needs a CUDA GPU; builds the kernels (RAYCOND_CUDA_KERNELS=1 is set for this process).
+And whole generators: images/s of G forward + backward (StyleGAN2 and StyleGAN3-T at 256x256, batch 8,
+the official fp16 setting and conv clamp 256 of training) with the kernels and without them. Needs a CUDA GPU; builds the kernels (RAYCOND_CUDA_KERNELS=1 is set for this process).
 Prints one JSON object per measurement.
 
     python bench/ops_cuda.py            # about a minute on a GPU
@@ -107,6 +107,43 @@ def bench_filtered_lrelu(resolution, dtype, repeats, device='cuda'):
                 gpu=torch.cuda.get_device_name() if device == 'cuda' else None)
 
 
+def build_generator(cfg, resolution, device='cuda', channel_base=32768, channel_max=512):
+    """The generator `cfg` ('stylegan2' or 'stylegan3-t') as train.py builds it (fp16 on the 4 highest
+    resolutions, conv_clamp 256), without a class label."""
+    from training import networks_stylegan2, networks_stylegan3
+    module = networks_stylegan2 if cfg == 'stylegan2' else networks_stylegan3
+    mapping = dict(num_layers=8 if cfg == 'stylegan2' else 2)
+    return module.Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
+                            mapping_kwargs=mapping, channel_base=channel_base, channel_max=channel_max,
+                            num_fp16_res=4, conv_clamp=256).to(device)
+
+
+def bench_generator(cfg, resolution, batch, repeats, device='cuda', **size):
+    """G forward + backward images/s with the kernels (RAYCOND_CUDA_KERNELS=1) and without."""
+    G = build_generator(cfg, resolution, device, **size)
+    z = torch.randn([batch, G.z_dim], device=device)
+    c = torch.zeros([batch, 0], device=device)
+
+    def step():
+        G.zero_grad(set_to_none=True)
+        G(z, c).float().square().mean().backward()
+    seconds = {}
+    saved = os.environ.get(custom_ops.CUDA_KERNELS_ENV)
+    try:
+        for kernels in ('1', '0'):
+            os.environ[custom_ops.CUDA_KERNELS_ENV] = kernels
+            seconds[kernels] = time_call(step, repeats, device)
+    finally:
+        if saved is None:
+            os.environ.pop(custom_ops.CUDA_KERNELS_ENV, None)
+        else:
+            os.environ[custom_ops.CUDA_KERNELS_ENV] = saved
+    return dict(op=f'G_{cfg}', passes='forward+backward', resolution=resolution, batch=batch,
+                cuda_images_per_s=round(batch / seconds['1'], 2), ref_images_per_s=round(batch / seconds['0'], 2),
+                speedup=round(seconds['0'] / seconds['1'], 2),
+                gpu=torch.cuda.get_device_name() if device == 'cuda' else None)
+
+
 def bench_op(name, make_step, resolution, dtype, repeats, device='cuda'):
     """Sum over the layer shapes of the median forward+backward time, kernel against reference.
     (On a CPU device both run the reference path: that only checks the script.)"""
@@ -150,6 +187,9 @@ def main(argv=None):
             for name, make_step in measurements():
                 print(json.dumps(bench_op(name, make_step, resolution, dtype, repeats)), flush=True)
             print(json.dumps(bench_filtered_lrelu(resolution, dtype, repeats)), flush=True)
+    for cfg in ('stylegan2', 'stylegan3-t'):
+        resolution, batch = (32, 2) if args.quick else (256, 8)
+        print(json.dumps(bench_generator(cfg, resolution, batch, max(3, repeats // 2))), flush=True)
 
 
 if __name__ == '__main__':

@@ -25,11 +25,15 @@ def test_quick_run_on_cuda_prints_matching_records():
     result = subprocess.run([sys.executable, SCRIPT, "--quick"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-    assert {(r["op"], r["dtype"]) for r in records} == {(op, dtype) for op in ("bias_act", "upsample2d", "downsample2d")
-                                                        for dtype in ("float32", "float16")}
+    ops = {(r["op"], r.get("dtype")) for r in records}
+    assert ops == {(op, dtype) for op in ("bias_act", "upsample2d", "downsample2d", "filtered_lrelu")
+                   for dtype in ("float32", "float16")} | {("G_stylegan2", None), ("G_stylegan3-t", None)}
     for record in records:
-        assert record["cuda_ms"] > 0 and record["ref_ms"] > 0
-        assert record["speedup"] == pytest.approx(record["ref_ms"] / record["cuda_ms"], rel=0.02)
+        if record["op"].startswith("G_"):
+            assert record["speedup"] == pytest.approx(record["cuda_images_per_s"] / record["ref_images_per_s"], rel=0.05)
+        else:
+            assert record["cuda_ms"] > 0 and record["ref_ms"] > 0
+            assert record["speedup"] == pytest.approx(record["ref_ms"] / record["cuda_ms"], rel=0.02)
 
 
 def test_measurements_run_and_report_like_with_like_on_the_cpu():
@@ -60,3 +64,15 @@ def test_filtered_lrelu_calls_are_those_of_a_stylegan3_forward_pass(monkeypatch)
     monkeypatch.setattr(ops_cuda, "stylegan3_filtered_lrelu_calls", lambda *a, **k: tiny)
     record = ops_cuda.bench_filtered_lrelu(16, torch.float32, repeats=1, device="cpu")
     assert record["op"] == "filtered_lrelu" and record["cuda_ms"] > 0 and record["ref_ms"] > 0
+
+
+@pytest.mark.parametrize("cfg", ["stylegan2", "stylegan3-t"])
+def test_generator_throughput_runs_with_and_without_kernels_on_the_cpu(cfg):
+    sys.path.insert(0, os.path.join(REPO_ROOT, "bench"))
+    import ops_cuda
+    from torch_utils import custom_ops
+    before = os.environ.get(custom_ops.CUDA_KERNELS_ENV)
+    record = ops_cuda.bench_generator(cfg, 16, batch=1, repeats=1, device="cpu", channel_base=256, channel_max=8)
+    assert os.environ.get(custom_ops.CUDA_KERNELS_ENV) == before  # restored
+    assert record["op"] == f"G_{cfg}" and record["cuda_images_per_s"] > 0 and record["ref_images_per_s"] > 0
+    assert record["speedup"] == pytest.approx(record["cuda_images_per_s"] / record["ref_images_per_s"], rel=0.05)
