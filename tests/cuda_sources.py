@@ -13,8 +13,24 @@ OPS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def includes_of(name):
+    """The #include targets of torch_utils/ops/<name>, as written ("local.h" or <system.h>)."""
     with open(os.path.join(OPS_DIR, name)) as f:
-        return {line.split(None, 1)[1].strip() for line in f if line.startswith('#include')}
+        return {line.split(None, 1)[1].strip() for line in f if line.strip().startswith('#include')}
+
+
+def transitive_includes(name):
+    """(local files, other includes) reached from torch_utils/ops/<name> through its local includes."""
+    local, other, todo = set(), set(), [name]
+    while todo:
+        for target in includes_of(todo.pop()):
+            if target.startswith('"'):
+                header = target.strip('"')
+                if header not in local:
+                    local.add(header)
+                    todo.append(header)
+            else:
+                other.add(target)
+    return local, other
 
 
 def nvcc_compile(name, out_dir, archs=(80, 90)):

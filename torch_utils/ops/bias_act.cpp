@@ -5,18 +5,11 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "bias_act.h"
+#include "kernel_binding.h"
 #include "bias_act_math.h"
 
 namespace {
 
-bias_act::DType dtype_of(const torch::Tensor& t) {
-    switch (t.scalar_type()) {
-        case torch::kFloat32: return bias_act::FLOAT32;
-        case torch::kFloat16: return bias_act::FLOAT16;
-        case torch::kBFloat16: return bias_act::BFLOAT16;
-        default: TORCH_CHECK(false, "bias_act: the CUDA kernel takes float32, float16 or bfloat16, got ", t.scalar_type());
-    }
-}
 
 // Inputs a mode does not use are passed as empty tensors (the Python front never calls the kernel on
 // an empty x).
@@ -74,7 +67,7 @@ torch::Tensor bias_act_cuda(torch::Tensor like, torch::Tensor x, torch::Tensor b
     p.alpha = static_cast<float>(alpha);
     p.gain = static_cast<float>(gain);
     p.clamp = static_cast<float>(clamp);
-    const cudaError_t status = bias_act::launch(p, dtype_of(like), c10::cuda::getCurrentCUDAStream());
+    const cudaError_t status = bias_act::launch(p, kernel_binding::dtype_of(like, "bias_act"), c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(status == cudaSuccess, "bias_act: kernel launch failed: ", cudaGetErrorString(status));
     return out;
 }

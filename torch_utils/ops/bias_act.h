@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "kernel_dtype.h"
+
 namespace bias_act {
 
-enum DType { FLOAT32 = 0, FLOAT16 = 1, BFLOAT16 = 2 };
+using kernel_dtype::DType;
 
 // Pointers to dense tensors of `n` elements sharing one memory layout (any dense permutation, e.g.
 // contiguous or channels-last); element i of the layout sits on index (i / bias_stride) % bias_size

@@ -80,7 +80,8 @@ def selected_impl(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=N
     return 'cuda' if gain > 0 and _plugin() is not None else 'ref'
 
 
-_PLUGIN_SOURCES = dict(sources=['bias_act.cpp', 'bias_act_kernel.cu'], headers=['bias_act.h', 'bias_act_math.h'],
+_PLUGIN_SOURCES = dict(sources=['bias_act.cpp', 'bias_act_kernel.cu'],
+                       headers=['bias_act.h', 'bias_act_math.h', 'kernel_dtype.h', 'kernel_binding.h'],
                        source_dir=os.path.dirname(os.path.abspath(__file__)))
 
 

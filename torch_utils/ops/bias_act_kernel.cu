@@ -2,11 +2,8 @@
 // float16 and bfloat16 tensors (arithmetic in float32). One thread per element in a grid-stride
 // loop; the activation is a template parameter so each kernel compiles to straight-line code.
 //
-// Includes nothing from PyTorch but c10's Half and BFloat16, so that `nvcc -c` compiles this file on
-// machines without a GPU (tests/torch_utils/test_bias_act_cuda_sources.py).
-
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+// Reaches nothing from PyTorch but c10's Half and BFloat16 (kernel_dtype.h), so that `nvcc -c` compiles it on
+// machines without a GPU (tests/torch_utils/ops/test_cuda_sources.py).
 
 #include "bias_act.h"
 #include "bias_act_math.h"
@@ -64,12 +61,7 @@ cudaError_t launch_typed(const Params& p, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch(const Params& p, DType dtype, cudaStream_t stream) {
-    switch (dtype) {
-        case FLOAT32: return launch_typed<float>(p, stream);
-        case FLOAT16: return launch_typed<c10::Half>(p, stream);
-        case BFLOAT16: return launch_typed<c10::BFloat16>(p, stream);
-        default: return cudaErrorInvalidValue;
-    }
+    return kernel_dtype::dispatch(dtype, [&](auto tag) { return launch_typed<decltype(tag)>(p, stream); });
 }
 
 }  // namespace bias_act

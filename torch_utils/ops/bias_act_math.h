@@ -1,7 +1,7 @@
 // Per-element arithmetic of the fused bias_act kernels: forward, first and second derivative.
 //
 // Plain C++ with no dependency at all, compiled for the GPU by bias_act_kernel.cu and for the host by
-// the CPU tests (tests/torch_utils/test_bias_act_cuda_sources.py), which check every formula against
+// the CPU tests (tests/torch_utils/ops/test_bias_act_cuda.py), which check every formula against
 // PyTorch's autograd without a GPU.
 //
 // Notation: s = x + b is the pre-activation, f the activation, g the gain, c the clamp (c < 0: off),

@@ -6,17 +6,10 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "filtered_lrelu.h"
+#include "kernel_binding.h"
 
 namespace {
 
-filtered_lrelu::DType dtype_of(const torch::Tensor& t) {
-    switch (t.scalar_type()) {
-        case torch::kFloat32: return filtered_lrelu::FLOAT32;
-        case torch::kFloat16: return filtered_lrelu::FLOAT16;
-        case torch::kBFloat16: return filtered_lrelu::BFLOAT16;
-        default: TORCH_CHECK(false, "filtered_lrelu: the CUDA kernel takes float32, float16 or bfloat16, got ", t.scalar_type());
-    }
-}
 
 void check_filter(const torch::Tensor& f, const torch::Tensor& x, const char* name) {
     TORCH_CHECK(f.is_cuda() && f.device() == x.device() && f.scalar_type() == torch::kFloat32 && f.dim() == 2 &&
@@ -74,7 +67,7 @@ std::vector<torch::Tensor> filtered_lrelu_cuda(torch::Tensor x, torch::Tensor b,
         p.x_stride[d] = x.stride(d);
         p.out_stride[d] = out.stride(d);
     }
-    const cudaError_t status = filtered_lrelu::launch(p, dtype_of(x), c10::cuda::getCurrentCUDAStream());
+    const cudaError_t status = filtered_lrelu::launch(p, kernel_binding::dtype_of(x, "filtered_lrelu"), c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(status == cudaSuccess, "filtered_lrelu: kernel launch failed: ", cudaGetErrorString(status));
     return {out, bits};
 }

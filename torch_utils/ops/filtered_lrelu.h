@@ -6,11 +6,13 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "kernel_dtype.h"
+
 #include "filtered_lrelu_math.h"
 
 namespace filtered_lrelu {
 
-enum DType { FLOAT32 = 0, FLOAT16 = 1, BFLOAT16 = 2 };
+using kernel_dtype::DType;
 
 // x [N, C, in_h, in_w], out [N, C, out_h, out_w]: any strides (elements, NCHW order). bias: [C] of x's
 // dtype or null. fu, fd: float32 2-D filters, contiguous, on the device. bits: int32

@@ -6,17 +6,10 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "upfirdn2d.h"
+#include "kernel_binding.h"
 
 namespace {
 
-upfirdn2d::DType dtype_of(const torch::Tensor& t) {
-    switch (t.scalar_type()) {
-        case torch::kFloat32: return upfirdn2d::FLOAT32;
-        case torch::kFloat16: return upfirdn2d::FLOAT16;
-        case torch::kBFloat16: return upfirdn2d::BFLOAT16;
-        default: TORCH_CHECK(false, "upfirdn2d: the CUDA kernel takes float32, float16 or bfloat16, got ", t.scalar_type());
-    }
-}
 
 // x [N, C, H, W]; f float32 [fh, fw] (a 1-D filter arrives as its outer product).
 torch::Tensor upfirdn2d_cuda(torch::Tensor x, torch::Tensor f, int64_t up_x, int64_t up_y, int64_t down_x,
@@ -53,7 +46,7 @@ torch::Tensor upfirdn2d_cuda(torch::Tensor x, torch::Tensor f, int64_t up_x, int
         p.x_stride[d] = x.stride(d);
         p.out_stride[d] = out.stride(d);
     }
-    const cudaError_t status = upfirdn2d::launch(p, dtype_of(x), c10::cuda::getCurrentCUDAStream());
+    const cudaError_t status = upfirdn2d::launch(p, kernel_binding::dtype_of(x, "upfirdn2d"), c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(status == cudaSuccess, "upfirdn2d: kernel launch failed: ", cudaGetErrorString(status));
     return out;
 }

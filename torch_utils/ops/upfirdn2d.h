@@ -6,11 +6,12 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "kernel_dtype.h"
 #include "upfirdn2d_math.h"
 
 namespace upfirdn2d {
 
-enum DType { FLOAT32 = 0, FLOAT16 = 1, BFLOAT16 = 2 };
+using kernel_dtype::DType;
 
 // x [N, C, in_h, in_w] and out [N, C, out_h, out_w] with arbitrary element strides (any layout);
 // filter: float32 [filter_h, filter_w], contiguous, on the device.

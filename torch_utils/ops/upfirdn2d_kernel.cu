@@ -5,11 +5,8 @@
 // - General (any filter): one thread per output sample reading global memory.
 // Both visit only the filter taps that meet input samples (never the inserted zeros).
 //
-// Includes nothing from PyTorch but c10's Half and BFloat16, so that `nvcc -c` compiles this file on
-// machines without a GPU (tests/torch_utils/ops/test_upfirdn2d_cuda.py).
-
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+// Reaches nothing from PyTorch but c10's Half and BFloat16 (kernel_dtype.h), so that `nvcc -c` compiles it on
+// machines without a GPU (tests/torch_utils/ops/test_cuda_sources.py).
 
 #include "upfirdn2d.h"
 
@@ -98,12 +95,7 @@ cudaError_t launch_typed(const Params& p, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch(const Params& p, DType dtype, cudaStream_t stream) {
-    switch (dtype) {
-        case FLOAT32: return launch_typed<float>(p, stream);
-        case FLOAT16: return launch_typed<c10::Half>(p, stream);
-        case BFLOAT16: return launch_typed<c10::BFloat16>(p, stream);
-        default: return cudaErrorInvalidValue;
-    }
+    return kernel_dtype::dispatch(dtype, [&](auto tag) { return launch_typed<decltype(tag)>(p, stream); });
 }
 
 }  // namespace upfirdn2d

@@ -1,5 +1,5 @@
-"""bias_act's CUDA path without a GPU: the kernel sources compile with nvcc for sm_80 and sm_90, their
-per-element arithmetic (bias_act_math.h, compiled for the host) matches float64 autograd for every
+"""bias_act's CUDA path without a GPU (compilation: test_cuda_sources.py): the kernel's per-element
+arithmetic (bias_act_math.h, compiled for the host) matches float64 autograd for every
 activation and derivative order, and the autograd wiring of the CUDA path, run on the CPU over that
 same arithmetic, matches the reference path to second order. On a CUDA machine the parity tests at
 the end compare the real kernel with the reference path."""
@@ -17,20 +17,6 @@ from torch_utils.ops.bias_act import activation_funcs, bias_act
 
 ACTS = sorted(activation_funcs)
 
-
-def test_kernel_file_includes_nothing_from_pytorch_but_half_and_bfloat16():
-    allowed = {'<c10/util/BFloat16.h>', '<c10/util/Half.h>', '"bias_act.h"', '"bias_act_math.h"', '<cstdint>',
-               '<cuda_runtime.h>', '<math.h>'}
-    for name in ('bias_act_kernel.cu', 'bias_act.h', 'bias_act_math.h'):
-        assert cuda_sources.includes_of(name) <= allowed, (name, cuda_sources.includes_of(name) - allowed)
-
-
-@cuda_sources.needs_nvcc
-def test_kernel_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
-    # Syntax and template errors must fail here, not on a user's first GPU run.
-    result = cuda_sources.nvcc_compile('bias_act_kernel.cu', str(tmp_path))
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert (tmp_path / 'bias_act_kernel.cu.o').stat().st_size > 0
 
 # ----------------------------------------------------------------------------------------------
 # The per-element arithmetic, compiled for the host.

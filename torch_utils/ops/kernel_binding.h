@@ -1,0 +1,21 @@
+// What the PyTorch bindings of the CUDA kernels share.
+
+#pragma once
+
+#include <torch/extension.h>
+
+#include "kernel_dtype.h"
+
+namespace kernel_binding {
+
+// The kernels' dtype code of `t`; a clear error for dtypes the kernels do not take.
+inline kernel_dtype::DType dtype_of(const torch::Tensor& t, const char* op) {
+    switch (t.scalar_type()) {
+        case torch::kFloat32: return kernel_dtype::FLOAT32;
+        case torch::kFloat16: return kernel_dtype::FLOAT16;
+        case torch::kBFloat16: return kernel_dtype::BFLOAT16;
+        default: TORCH_CHECK(false, op, ": the CUDA kernel takes float32, float16 or bfloat16, got ", t.scalar_type());
+    }
+}
+
+}  // namespace kernel_binding
