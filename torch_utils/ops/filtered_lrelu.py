@@ -51,7 +51,8 @@ def selected_impl(x, impl='cuda'):
 
 
 _PLUGIN_SOURCES = dict(sources=['filtered_lrelu.cpp', 'filtered_lrelu_kernel.cu'],
-                       headers=['filtered_lrelu.h', 'filtered_lrelu_math.h', 'upfirdn2d_math.h', 'kernel_dtype.h', 'kernel_binding.h'],
+                       headers=['filtered_lrelu.h', 'filtered_lrelu_math.h', 'upfirdn2d_math.h', 'kernel_dtype.h',
+                                'kernel_binding.h'],
                        source_dir=os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -123,7 +123,8 @@ def selected_impl(x, impl='cuda'):
     return 'cuda' if _plugin() is not None else 'ref'
 
 
-_PLUGIN_SOURCES = dict(sources=['upfirdn2d.cpp', 'upfirdn2d_kernel.cu'], headers=['upfirdn2d.h', 'upfirdn2d_math.h', 'kernel_dtype.h', 'kernel_binding.h'],
+_PLUGIN_SOURCES = dict(sources=['upfirdn2d.cpp', 'upfirdn2d_kernel.cu'],
+                       headers=['upfirdn2d.h', 'upfirdn2d_math.h', 'kernel_dtype.h', 'kernel_binding.h'],
                        source_dir=os.path.dirname(os.path.abspath(__file__)))
 
 
