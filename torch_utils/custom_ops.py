@@ -333,6 +333,12 @@ def try_get_plugin(module_name, sources, headers=None, source_dir=None, **build_
                       PluginFallbackWarning, stacklevel=2)
         return None
 
+def try_get_kernel_plugin(module_name, sources, headers=None, source_dir=None, **build_kwargs):
+    """The ops' CUDA kernels: None while they are disabled (`cuda_kernels_enabled()`), else `try_get_plugin`."""
+    if not cuda_kernels_enabled():
+        return None
+    return try_get_plugin(module_name, sources, headers=headers, source_dir=source_dir, **build_kwargs)
+
 def _one_line(error, limit=300):
     """Short reason for a failure; a build error becomes its headline plus the first compiler error."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -18,4 +18,10 @@ inline kernel_dtype::DType dtype_of(const torch::Tensor& t, const char* op) {
     }
 }
 
+// The strides of a 4-D tensor, in elements, NCHW order.
+inline void strides_of(const torch::Tensor& t, int64_t* strides) {
+    for (int d = 0; d < 4; ++d)
+        strides[d] = t.stride(d);
+}
+
 }  // namespace kernel_binding

@@ -42,10 +42,8 @@ torch::Tensor upfirdn2d_cuda(torch::Tensor x, torch::Tensor f, int64_t up_x, int
     p.channels = x.size(1);
     p.out_w = static_cast<int>(out_w);
     p.out_h = static_cast<int>(out_h);
-    for (int d = 0; d < 4; ++d) {
-        p.x_stride[d] = x.stride(d);
-        p.out_stride[d] = out.stride(d);
-    }
+    kernel_binding::strides_of(x, p.x_stride);
+    kernel_binding::strides_of(out, p.out_stride);
     const cudaError_t status = upfirdn2d::launch(p, kernel_binding::dtype_of(x, "upfirdn2d"), c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(status == cudaSuccess, "upfirdn2d: kernel launch failed: ", cudaGetErrorString(status));
     return out;

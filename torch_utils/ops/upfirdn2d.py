@@ -130,9 +130,7 @@ _PLUGIN_SOURCES = dict(sources=['upfirdn2d.cpp', 'upfirdn2d_kernel.cu'],
 
 def _plugin():
     """The built kernel module, or None (kernels disabled, or the build failed: one warning)."""
-    if not custom_ops.cuda_kernels_enabled():
-        return None
-    return custom_ops.try_get_plugin('upfirdn2d_plugin', **_PLUGIN_SOURCES)
+    return custom_ops.try_get_kernel_plugin('upfirdn2d_plugin', **_PLUGIN_SOURCES)
 
 
 def _filter_2d(f, device):
