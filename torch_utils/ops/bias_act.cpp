@@ -67,8 +67,8 @@ torch::Tensor bias_act_cuda(torch::Tensor like, torch::Tensor x, torch::Tensor b
     p.alpha = static_cast<float>(alpha);
     p.gain = static_cast<float>(gain);
     p.clamp = static_cast<float>(clamp);
-    const cudaError_t status = bias_act::launch(p, kernel_binding::dtype_of(like, "bias_act"), c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(status == cudaSuccess, "bias_act: kernel launch failed: ", cudaGetErrorString(status));
+    kernel_binding::check_launch(bias_act::launch(p, kernel_binding::dtype_of(like, "bias_act"),
+                                                 c10::cuda::getCurrentCUDAStream()), "bias_act");
     return out;
 }
 

@@ -65,8 +65,8 @@ std::vector<torch::Tensor> filtered_lrelu_cuda(torch::Tensor x, torch::Tensor b,
     p.out_h = static_cast<int>(out_h);
     kernel_binding::strides_of(x, p.x_stride);
     kernel_binding::strides_of(out, p.out_stride);
-    const cudaError_t status = filtered_lrelu::launch(p, kernel_binding::dtype_of(x, "filtered_lrelu"), c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(status == cudaSuccess, "filtered_lrelu: kernel launch failed: ", cudaGetErrorString(status));
+    kernel_binding::check_launch(filtered_lrelu::launch(p, kernel_binding::dtype_of(x, "filtered_lrelu"),
+                                                 c10::cuda::getCurrentCUDAStream()), "filtered_lrelu");
     return {out, bits};
 }
 

@@ -2,6 +2,7 @@
 
 #pragma once
 
+#include <cuda_runtime.h>
 #include <torch/extension.h>
 
 #include "kernel_dtype.h"
@@ -22,6 +23,11 @@ inline kernel_dtype::DType dtype_of(const torch::Tensor& t, const char* op) {
 inline void strides_of(const torch::Tensor& t, int64_t* strides) {
     for (int d = 0; d < 4; ++d)
         strides[d] = t.stride(d);
+}
+
+// A clear error when a kernel launch failed.
+inline void check_launch(cudaError_t status, const char* op) {
+    TORCH_CHECK(status == cudaSuccess, op, ": kernel launch failed: ", cudaGetErrorString(status));
 }
 
 }  // namespace kernel_binding

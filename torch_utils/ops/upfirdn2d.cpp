@@ -44,8 +44,8 @@ torch::Tensor upfirdn2d_cuda(torch::Tensor x, torch::Tensor f, int64_t up_x, int
     p.out_h = static_cast<int>(out_h);
     kernel_binding::strides_of(x, p.x_stride);
     kernel_binding::strides_of(out, p.out_stride);
-    const cudaError_t status = upfirdn2d::launch(p, kernel_binding::dtype_of(x, "upfirdn2d"), c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(status == cudaSuccess, "upfirdn2d: kernel launch failed: ", cudaGetErrorString(status));
+    kernel_binding::check_launch(upfirdn2d::launch(p, kernel_binding::dtype_of(x, "upfirdn2d"),
+                                                 c10::cuda::getCurrentCUDAStream()), "upfirdn2d");
     return out;
 }
 
