@@ -12,7 +12,11 @@ Two ways to load:
 - `load(f)` (the default, `trust_code=False`) never executes anything from the file: a restricted
   unpickler admits only tensors, numpy arrays and scalars, builtin containers and EasyDict, and it
   rebuilds every persistent object from a class registered with `register_no_exec_module`, using the
-  object's recorded constructor arguments and tensors.
+  object's recorded constructor arguments and tensors, and resolves the few function references that
+  official networks keep to functions of ours registered with `register_no_exec_global`.
+
+Code a trusted load executes cannot change what later no-exec loads build: registrations made by an
+executed embedded source are ignored.
 """
 
 import _compat_pickle
@@ -34,6 +38,7 @@ _decorators = set()         # Every class produced by persistent_class().
 _import_hooks = []          # Functions meta -> meta, run on every load before the version check.
 _module_to_src_dict = {}    # module object -> source text
 _src_to_module_dict = {}    # source text -> module object
+_executed_module_names = set()  # Modules made by executing a pickle's embedded source (trust_code=True).
 
 
 # ----------------------------------------------------------------------------
@@ -105,10 +110,23 @@ def is_persistent(obj: Any) -> bool:
 def import_hook(hook: Callable) -> None:
     """Register `hook(meta) -> meta`, run on every persistent object loaded, before the version check.
 
-    Hooks may rewrite `meta.module_src` to patch old pickles against API changes.
+    Hooks may rewrite `meta.module_src` to patch old pickles against API changes. A hook defined by
+    the embedded source of a pickle (run by a trusted load) is ignored: see `_from_executed_source`.
     """
     assert callable(hook)
+    if _from_executed_source(hook):
+        return
     _import_hooks.append(hook)
+
+
+def _from_executed_source(obj: Any) -> bool:
+    """True for a class or function defined by a pickle's embedded source, executed by a trusted load.
+
+    Such sources are module sources like ours: executing an edited copy of one re-runs its
+    `register_no_exec_module` and `import_hook` calls with the edited classes. Those calls must not
+    change what later loads build, so they are ignored; only modules imported from files register.
+    """
+    return getattr(obj, "__module__", None) in _executed_module_names
 
 
 def _module_to_src(module: types.ModuleType) -> str:
@@ -145,6 +163,7 @@ def _src_to_module(module_src: str) -> types.ModuleType:
     module = _src_to_module_dict.get(module_src, None)
     if module is None:
         module_name = "_imported_module_" + uuid.uuid4().hex
+        _executed_module_names.add(module_name)
         module = types.ModuleType(module_name)
         sys.modules[module_name] = module
         # Registered before executing: the decorators inside the source look their source up here.
@@ -212,6 +231,8 @@ def register_no_exec_module(key: str, classes: Iterable[type], signature: Option
     class of the same name, constructed with the recorded constructor arguments.
     """
     classes = list(classes)
+    if any(_from_executed_source(cls) for cls in classes):
+        return  # A trusted load ran a pickle's copy of a registering module: keep the registry as it is.
     by_name = {cls.__name__: cls for cls in classes}
     signature = frozenset(signature if signature is not None else by_name)
     sources = frozenset(getattr(cls, "_orig_module_src", None) for cls in classes) - {None}
@@ -377,8 +398,26 @@ def _load_storage_from_bytes(data: bytes) -> Any:
         raise UnsafePickleError(f"A tensor storage in the file hides objects other than tensor data; {_TRUST_HINT}.") from None
 
 
+_no_exec_globals: Dict[str, Any] = {}
+
+
+def register_no_exec_global(module: str, name: str, obj: Any) -> None:
+    """Let the no-exec loader resolve the global reference `module.name` in a file to our `obj`.
+
+    For the module-level functions that official networks keep as attributes (Ray Conditioning's
+    synthesis blocks hold `training.plucker.plucker_embedding`), so that their pickles refer to them by
+    name: `obj` must be our own implementation of the same function. Ignored when called by code that a
+    trusted load executed (see `_from_executed_source`).
+    """
+    if _from_executed_source(obj):
+        return
+    _no_exec_globals[f"{module}.{name}"] = obj
+
+
 def _admitted_global(module: str, name: str) -> Any:
     """The object a global reference in the file may resolve to, or None if it is not admitted."""
+    if f"{module}.{name}" in _no_exec_globals:
+        return _no_exec_globals[f"{module}.{name}"]
     import collections
     import numpy as np
     import torch

@@ -3,8 +3,10 @@
 A camera label `c` is 25 floats: the row-major 4x4 OpenCV cam2world matrix (camera x right, y down,
 z forward; the world is y-up) followed by the row-major 3x3 intrinsics normalised by the image size
 (principal point about 0.5, focal 4.2647 for FFHQ-like data). The same label serves any resolution.
-EG3D's and Ray Conditioning's constants and samplers are reproduced here
-(`../shared/research/raycond_eg3d.md` §1–§2).
+EG3D's and Ray Conditioning's constants and samplers are reproduced here, as the official EG3D
+repository defines them (docs/camera_conventions.md, docs/training_guide.md, eg3d/camera_utils.py
+and its FFHQ dataset.json labels) and the official Ray Conditioning repository uses them
+(training/camera_utils.py, training/plucker.py).
 """
 
 import math
@@ -243,13 +245,15 @@ def get_rays(cam2world, intrinsics, height, width):
     return _rays_through(cam2world, intrinsics, pixels, height, width)
 
 
-def legacy_raycond_rays(cam2world, intrinsics, height, width):
+def legacy_raycond_rays(cam2world, intrinsics, height, width, jitter=False):
     """The ray field of the official Ray Conditioning release, for its published weights only.
 
     Not physical camera rays: pixel coordinates are in pixels (j + 0.5, i + 0.5) while the labels'
     intrinsics are normalised, so the pixel at [0, 0] gets the optical axis and the directions fan
     out with the resolution; and the map is transposed (the x pixel coordinate runs along rows).
     Returns (origins, directions), each [N, height, width, 3], laid out as the official embedding.
+    `jitter`: a uniform random offset in [0, 1) per pixel instead of 0.5 (the official option; its
+    networks never use it).
     """
     cam2world = torch.as_tensor(cam2world, dtype=torch.float32)
     intrinsics = torch.as_tensor(intrinsics, dtype=torch.float32, device=cam2world.device)
@@ -258,7 +262,8 @@ def legacy_raycond_rays(cam2world, intrinsics, height, width):
     x, y = torch.meshgrid(torch.arange(width, device=device, dtype=torch.float32),
                           torch.arange(height, device=device, dtype=torch.float32), indexing='ij')
     # Flattened x-major, later viewed as [height, width]: the official transposition.
-    pixels = torch.stack([x.reshape(-1) + 0.5, y.reshape(-1) + 0.5, torch.ones(width * height, device=device)], dim=-1)
+    offsets = torch.rand([2, width * height], device=device) if jitter else torch.full([2, width * height], 0.5, device=device)
+    pixels = torch.stack([x.reshape(-1) + offsets[0], y.reshape(-1) + offsets[1], torch.ones(width * height, device=device)], dim=-1)
     if bool((intrinsics.sum(dim=(1, 2)) == 0).any()):  # the official code treats all-zero intrinsics as identity
         intrinsics = torch.where(intrinsics.sum(dim=(1, 2), keepdim=True) == 0,
                                  torch.eye(3, device=device).expand_as(intrinsics), intrinsics)

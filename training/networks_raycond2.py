@@ -10,7 +10,7 @@ features. The mapping network ignores the camera (no label embedding) but keeps 
 signature; `c_dim` stays 25 so that the training loop draws camera labels and the discriminator is
 conditioned on them. Everything else is the StyleGAN2 backbone of `networks_stylegan2`: its layers
 are reused and only the modulated convs are swapped for ray-conditioned ones, so the parameter and
-buffer names and shapes are those of the official release (`../shared/spec/raycond_official_tensors.json`).
+buffer names and shapes are those of the official release (`tests/data/spec/raycond_official_tensors.json`).
 
     G(z, c)                    = G.synthesis(G.mapping(z, c), c=c)
     G.synthesis(ws, c=c, ...)  c [N, 25] camera labels are required: they are what is rendered.
@@ -49,6 +49,7 @@ import torch
 from torch_utils import persistence
 from training import cameras
 from training import networks_stylegan2
+from training import plucker  # noqa: F401 (official pickles refer to training.plucker.plucker_embedding)
 
 RAY_CHANNELS = 6  # Plücker coordinates: direction (3) and moment (3).
 

@@ -4,15 +4,18 @@ The tensor names and shapes of the official release are checked in test_official
 """
 
 import copy
+import importlib
 import io
+import pathlib
 import pickle
+import uuid
 
 import numpy as np
 import pytest
 import torch
 
 from torch_utils import persistence
-from training import cameras, networks_raycond2, networks_raycond3, networks_stylegan2, networks_stylegan3, snapshots
+from training import cameras, networks_raycond2, networks_raycond3, networks_stylegan2, networks_stylegan3, plucker, snapshots
 
 RAY = networks_raycond2.RAY_CHANNELS
 
@@ -341,3 +344,54 @@ def test_fp16_on_cuda(kind, conv_inputs):
     assert torch.float16 in dtypes  # The top resolutions, with their ray channels, ran in fp16.
     assert img.dtype == torch.float32 and torch.isfinite(img).all()
     assert (img - reference).abs().max() < 0.05
+
+# ----------------------------------------------------------------------------------------------
+# A pickle written the way the official release writes one: by persistent classes of the official
+# module (tests/official_style_raycond2.py), embedding that source, with the ray function as a global.
+
+@pytest.fixture
+def official_module(tmp_path, monkeypatch):
+    source = (pathlib.Path(__file__).resolve().parents[1] / 'official_style_raycond2.py').read_text()
+    name = f'networks_raycond2_release_{uuid.uuid4().hex[:8]}'
+    (tmp_path / f'{name}.py').write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(name)
+
+
+def test_official_ray_function_matches_its_definition():
+    c = two_cameras()
+    cam2world, intrinsics = c[:, :16].view(-1, 4, 4), c[:, 16:].view(-1, 3, 3)
+    for height, width in ((4, 4), (6, 10)):
+        got = plucker.plucker_embedding(height, width, intrinsics, cam2world)
+        np.testing.assert_allclose(got.double().numpy(), expected_plucker(c, height, width, legacy=True), atol=2e-5)
+
+
+def test_pickle_written_by_official_code_loads_without_exec_and_gives_the_official_image(official_module, monkeypatch):
+    torch.manual_seed(0)
+    G = official_module.Generator(z_dim=8, c_dim=25, w_dim=8, img_resolution=16, img_channels=3,
+                                  mapping_kwargs=dict(num_layers=2), channel_base=64, channel_max=8).eval()
+    D = official_module.Discriminator(c_dim=25, img_resolution=16, img_channels=3, channel_base=64, channel_max=8)
+    raw = pickle.dumps(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs=None))
+    assert persistence._module_to_src(official_module).encode() in raw
+
+    # The file refers to the official ray function by name: without our implementation admitted, it is refused.
+    monkeypatch.setattr(persistence, '_no_exec_globals', {})
+    with pytest.raises(snapshots.NetworkPickleError, match=r'training\.plucker\.plucker_embedding'):
+        snapshots.load_network_pkl(io.BytesIO(raw))
+    monkeypatch.undo()
+
+    def no_exec(_source):
+        raise AssertionError('the no-exec loader executed an embedded source')
+    monkeypatch.setattr(persistence, '_src_to_module', no_exec)
+    loaded = snapshots.load_network_pkl(io.BytesIO(raw))
+    assert type(loaded['G_ema']) is networks_raycond2.Generator and loaded['G_ema'].legacy_rays is True
+    assert type(loaded['D']) is networks_stylegan2.Discriminator
+    expected = render(G)
+    torch.testing.assert_close(render(loaded['G_ema']), expected, rtol=0, atol=1e-5)
+    img = torch.randn([2, 3, 16, 16], generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(loaded['D'](img, two_cameras()), D(img, two_cameras()), rtol=0, atol=1e-5)
+    monkeypatch.undo()
+    # A trusted load runs the official module itself; training.plucker is there for its import.
+    trusted = snapshots.load_network_pkl(io.BytesIO(raw), trust_code=True)['G_ema']
+    assert type(trusted).__name__ == 'Generator' and not isinstance(trusted, networks_raycond2.Generator)
+    torch.testing.assert_close(render(trusted), expected, rtol=0, atol=0)
