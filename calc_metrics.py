@@ -23,7 +23,7 @@ from metrics import metric_main
 from metrics import metric_utils
 from metrics.detectors import DetectorError
 from torch_utils import distributed
-from training import generation, snapshots
+from training import capabilities, generation, snapshots
 from training.dataset import DatasetError
 
 
@@ -184,7 +184,7 @@ def prepare(opts):
     G = G.eval().requires_grad_(False).cpu()
     G_kwargs = dnnlib.EasyDict()
     if opts.scale is not None:
-        if not generation.supports_scale(G):
+        if not capabilities.accepts(G, 'scale'):
             raise CommandError(f'--scale needs a generator whose synthesis takes scale=; this {type(G).__name__} has a fixed resolution.')
         G_kwargs.scale = opts.scale
     dataset_kwargs = dataset_kwargs_for(opts, G, data.get('training_set_kwargs'))

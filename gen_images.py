@@ -22,7 +22,7 @@ import torch
 import tqdm
 
 import dnnlib
-from training import cameras, generation, snapshots
+from training import cameras, capabilities, generation, snapshots
 
 
 class CommandError(click.ClickException):
@@ -81,7 +81,7 @@ def camera_views(opts):
 def labels_for(G, opts):
     """[V, c_dim] labels: one per view for camera-conditioned networks, else one."""
     camera_given = [name for name in CAMERA_OPTIONS if opts[name] is not None]
-    camera_net = generation.is_camera_conditioned(G)
+    camera_net = capabilities.label_kind(G) == 'camera'
     if camera_given and not camera_net:
         raise CommandError(f'--{camera_given[0]} sets a camera, but this network has no camera input '
                            f'(c_dim={G.c_dim}); drop the camera options.')
@@ -138,7 +138,7 @@ def generate_images(opts):
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
     views = labels_for(G, opts)
-    if opts.scale is not None and not generation.supports_scale(G):
+    if opts.scale is not None and not capabilities.accepts(G, 'scale'):
         raise CommandError(f'--scale needs a generator that renders at any resolution; this {type(G).__name__} '
                            f'renders only {G.img_resolution}x{G.img_resolution}.')
     try:

@@ -19,7 +19,7 @@ import torch
 import tqdm
 
 import dnnlib
-from training import cameras, generation
+from training import cameras, capabilities, generation
 
 
 class CommandError(click.ClickException):
@@ -50,7 +50,7 @@ def label_function(G, opts, num_frames):
     """frame -> [1, c_dim] label: the orbiting (or fixed) camera, a class, or nothing."""
     camera_options = [name for name in ('yaw', 'pitch', 'yaw_range', 'pitch_range', 'radius', 'fov', 'focal', 'pivot')
                       if opts[name] is not None]
-    if not generation.is_camera_conditioned(G) or opts.class_idx is not None:
+    if capabilities.label_kind(G) != 'camera' or opts.class_idx is not None:
         if camera_options:
             raise CommandError(f'--{camera_options[0].replace("_", "-")} sets the camera, but this network has no '
                                f'camera input (c_dim={G.c_dim}); drop the camera options.')

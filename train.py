@@ -293,7 +293,7 @@ def _worker(c, outdir, desc, notes):
 @click.option('--detector', help='Local metric detector file: PATH (Inception) or KIND=PATH, KIND inception|vgg16; repeatable', metavar='[KIND=]PATH', multiple=True)
 @click.option('--kimg', help='Total training duration (thousands of images; fractions allowed)', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
 @click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
-@click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=50, show_default=True)
+@click.option('--snap', help='How often to save snapshots  [default: 50; 100 for the raycond configs]', metavar='TICKS', type=click.IntRange(min=1))
 @click.option('--seed', help='Random seed', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--fp32', help='Disable mixed-precision (CUDA; the CPU is always fp32)', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--nobench', help='Disable cuDNN benchmarking', metavar='BOOL', type=bool, default=False, show_default=True)

@@ -58,7 +58,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from training import cameras, generation, synthetic_shapes  # noqa: E402
+from training import cameras, capabilities, generation, synthetic_shapes  # noqa: E402
 from training import dataset as dataset_module  # noqa: E402
 
 SYNTHETIC = 'synthetic:shapes'
@@ -440,7 +440,7 @@ def run(args):
     """Yield one record per measurement."""
     device = generation.choose_device(args.device)
     G = generation.load_generator(args.network, device, trust_code=args.trust_code)
-    if not generation.is_camera_conditioned(G):
+    if capabilities.label_kind(G) != 'camera':
         raise PoseBenchError(f'{args.network} is not camera-conditioned (c_dim={getattr(G, "c_dim", None)}); pose '
                              f'error needs a generator that takes {cameras.LABEL_DIM}-float camera labels.')
     untrained = None if args.no_untrained else untrained_copy(G, seed=args.seed)

@@ -11,8 +11,9 @@
 - a TorchScript archive such as NVIDIA's older `inception-2015-12-05.pt`, loaded with `torch.jit.load`.
 
 The FID Inception reproduces the 2015-12-05 TensorFlow graph that every published FID comes from
-(`../shared/research/ecosystem.md` §1.1, §1.5, §1.9): TF1 `resize_bilinear` to 299x299 inside the
-network, `(x - 128) / 128`, BatchNorm eps 1e-3, average pools that exclude padding in blocks A, C and
+(the graph of `inception-2015-12-05.tgz`, as the official StyleGAN3 repository's
+metrics/metric_utils.py and pytorch-fid's inception.py use it): TF1 `resize_bilinear` to 299x299
+inside the network, `(x - 128) / 128`, BatchNorm eps 1e-3, average pools that exclude padding in blocks A, C and
 the first E, a max pool in the last block, 1008 classes, 2048-d pool3 features.
 """
 

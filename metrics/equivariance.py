@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from metrics import metric_utils
-from training import generation
+from training import capabilities, generation
 
 UPSAMPLING = 4              # fine-grid factor of the band-limited rotation
 FILTER_RADIUS = 4           # pixels, support radius of the band-limiting windowed sinc
@@ -281,12 +281,8 @@ def draw_transforms(seed, index, translate_max, rotate_max):
 
 def _synthesize(G, ws, c):
     """Constant noise and fp32 layers (the protocol); the camera only for synthesis networks that take it."""
-    kwargs = dict(noise_mode='const')
-    if generation.synthesis_accepts(G, 'force_fp32'):
-        kwargs['force_fp32'] = True
-    if generation.synthesis_takes_camera(G):
-        kwargs['c'] = c
-    return G.synthesis(ws, **kwargs).to(torch.float32)
+    kwargs = dict(force_fp32=True) if capabilities.accepts(G, 'force_fp32') else {}
+    return generation.synthesize(G, ws, c, noise_mode='const', **kwargs).to(torch.float32)
 
 
 def _transformed(G, ws, c, translate=(0, 0), angle=0.0):
@@ -338,7 +334,7 @@ def compute_equivariances(opts, num_samples, batch_size, translate_max=0.125, ro
     """
     flags = dict(eqt_int=compute_eqt_int, eqt_frac=compute_eqt_frac, eqr=compute_eqr)
     wanted = [name for name, flag in flags.items() if flag]
-    if not generation.has_input_transform(opts.G):
+    if not capabilities.accepts(opts.G, 'transform'):
         raise metric_utils.MetricError(f'Equivariance metrics need a StyleGAN3-type generator with an input transform '
                                        f'(synthesis.input.transform); this {type(opts.G).__name__} has none.')
     if not wanted:

@@ -27,12 +27,19 @@ from metrics import perceptual_path_length
 from metrics import precision_recall
 
 _metric_dict = dict()
+_metric_detectors = dict()  # metric name -> the detector kinds it uses
 
 
-def register_metric(fn):
-    assert callable(fn)
-    _metric_dict[fn.__name__] = fn
-    return fn
+def register_metric(fn=None, *, detectors=()):
+    """Decorator: register `fn` as the metric of its name; `detectors` are the detector kinds it uses
+    ('inception', 'vgg16'), fetched before training or evaluation starts. `@register_metric` alone (the
+    official form) registers a metric that needs no detector."""
+    def decorator(fn):
+        assert callable(fn)
+        _metric_dict[fn.__name__] = fn
+        _metric_detectors[fn.__name__] = tuple(detectors)
+        return fn
+    return decorator(fn) if fn is not None else decorator
 
 
 def is_valid_metric(metric):
@@ -44,12 +51,8 @@ def list_valid_metrics():
 
 
 def detector_kinds(metric):
-    """The detectors `metric` uses: 'inception' (FID, KID, IS), 'vgg16' (PR, PPL), none (equivariance)."""
-    if metric.startswith(('fid', 'kid', 'is')):
-        return ['inception']
-    if metric.startswith(('pr', 'ppl')):
-        return ['vgg16']
-    return []
+    """The detectors `metric` declared: 'inception' (FID, KID, IS), 'vgg16' (PR, PPL), none (equivariance)."""
+    return list(_metric_detectors[metric])
 
 
 def fetch_detectors(metrics, detector_urls=None, verbose=False):
@@ -103,26 +106,26 @@ def _full_dataset(opts):
     return opts
 
 
-@register_metric
+@register_metric(detectors=['inception'])
 def fid50k_full(opts):
     return dict(fid50k_full=frechet_inception_distance.compute_fid(_full_dataset(opts), max_real=None, num_gen=50000))
 
 
-@register_metric
+@register_metric(detectors=['inception'])
 def kid50k_full(opts):
     kid = kernel_inception_distance.compute_kid(_full_dataset(opts), max_real=1000000, num_gen=50000,
                                                 num_subsets=100, max_subset_size=1000)
     return dict(kid50k_full=kid)
 
 
-@register_metric
+@register_metric(detectors=['vgg16'])
 def pr50k3_full(opts):
     precision, recall = precision_recall.compute_pr(_full_dataset(opts), max_real=200000, num_gen=50000,
                                                     nhood_size=3, row_batch_size=10000)
     return dict(pr50k3_full_precision=precision, pr50k3_full_recall=recall)
 
 
-@register_metric
+@register_metric(detectors=['vgg16'])
 def ppl2_wend(opts):
     ppl = perceptual_path_length.compute_ppl(opts, num_samples=50000, epsilon=1e-4, space='w', sampling='end',
                                              crop=False, batch_size=2)
@@ -151,12 +154,12 @@ def eqr50k(opts):
 # Quick checks: fewer generated images (FID is biased upwards; compare like with like).
 
 
-@register_metric
+@register_metric(detectors=['inception'])
 def fid10k_full(opts):
     return dict(fid10k_full=frechet_inception_distance.compute_fid(_full_dataset(opts), max_real=None, num_gen=10000))
 
 
-@register_metric
+@register_metric(detectors=['inception'])
 def fid2k_full(opts):
     return dict(fid2k_full=frechet_inception_distance.compute_fid(_full_dataset(opts), max_real=None, num_gen=2000))
 
@@ -171,26 +174,26 @@ def _legacy_dataset(opts):
     return opts
 
 
-@register_metric
+@register_metric(detectors=['inception'])
 def fid50k(opts):
     return dict(fid50k=frechet_inception_distance.compute_fid(_legacy_dataset(opts), max_real=50000, num_gen=50000))
 
 
-@register_metric
+@register_metric(detectors=['inception'])
 def kid50k(opts):
     kid = kernel_inception_distance.compute_kid(_legacy_dataset(opts), max_real=50000, num_gen=50000,
                                                 num_subsets=100, max_subset_size=1000)
     return dict(kid50k=kid)
 
 
-@register_metric
+@register_metric(detectors=['vgg16'])
 def pr50k3(opts):
     precision, recall = precision_recall.compute_pr(_legacy_dataset(opts), max_real=50000, num_gen=50000,
                                                     nhood_size=3, row_batch_size=10000)
     return dict(pr50k3_precision=precision, pr50k3_recall=recall)
 
 
-@register_metric
+@register_metric(detectors=['inception'])
 def is50k(opts):
     mean, std = inception_score.compute_is(_legacy_dataset(opts), num_gen=50000, num_splits=10)
     return dict(is50k_mean=mean, is50k_std=std)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from metrics import detectors
 from metrics import metric_utils
 from metrics.metric_utils import MetricError
-from training import generation
+from training import capabilities, generation
 
 SPACES = ('z', 'w')
 SAMPLINGS = ('full', 'end')
@@ -110,7 +110,7 @@ def _lpips_vectors(detector, url, images):
 
 def _synthesis_kwargs(G, opts):
     kwargs = dict(noise_mode='const')
-    if generation.synthesis_accepts(G, 'force_fp32'):
+    if capabilities.accepts(G, 'force_fp32'):
         kwargs['force_fp32'] = True
     if opts.G_kwargs.get('scale') is not None:
         kwargs['scale'] = opts.G_kwargs['scale']
@@ -164,10 +164,7 @@ def _endpoint_images(G, samples, indices, seed, epsilon, space, sampling, synthe
     else:
         z_path = torch.cat([slerp(z0, z1, t), slerp(z0, z1, t + epsilon)])
         ws = G.mapping(z_path, torch.cat([c, c]))
-    kwargs = dict(synthesis_kwargs)
-    if generation.synthesis_takes_camera(G):
-        kwargs['c'] = torch.cat([c, c])
-    return G.synthesis(ws, **kwargs).to(torch.float32)
+    return generation.synthesize(G, ws, torch.cat([c, c]), **synthesis_kwargs).to(torch.float32)
 
 
 def lpips_input(images, crop=False):

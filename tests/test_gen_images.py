@@ -27,7 +27,8 @@ def nets(tmp_path_factory):
         sg2=tiny_networks.save_snapshot(folder / 'sg2.pkl', tiny_networks.stylegan2_generator()),
         gray=tiny_networks.save_snapshot(folder / 'gray.pkl', tiny_networks.stylegan2_generator(channels=1)),
         classes=tiny_networks.save_snapshot(folder / 'classes.pkl', tiny_networks.stylegan2_generator(c_dim=5)),
-        sg2_camera=tiny_networks.save_snapshot(folder / 'sg2cam.pkl', tiny_networks.stylegan2_generator(c_dim=25)),
+        sg2_camera=tiny_networks.save_snapshot(folder / 'sg2cam.pkl', tiny_networks.stylegan2_generator(c_dim=25, label_kind='camera')),
+        classes25=tiny_networks.save_snapshot(folder / 'classes25.pkl', tiny_networks.stylegan2_generator(c_dim=25)),
         camera=tiny_networks.save_snapshot(folder / 'camera.pkl', tiny_networks.camera_generator()),
         sg3r=tiny_networks.save_snapshot(folder / 'sg3r.pkl', tiny_networks.stylegan3_generator()),
         raycond2=tiny_networks.save_snapshot(folder / 'raycond2.pkl', _tiny_raycond2()),
@@ -129,7 +130,7 @@ def test_grid_tiles_the_single_images(nets, tmp_path):
 # Cameras.
 
 def eg3d_origin(yaw, pitch, radius):
-    """Camera position for angles relative to frontal, from EG3D's LookAt formulas (research notes §1.3)."""
+    """Camera position for angles relative to frontal, from EG3D's LookAt formulas (EG3D's camera_utils)."""
     theta = math.pi / 2 + yaw
     phi = math.acos(1 - 2 * (math.pi / 2 + pitch) / math.pi)
     return np.array([radius * math.sin(phi) * math.cos(math.pi - theta), radius * math.cos(phi),
@@ -215,7 +216,7 @@ def test_stylegan2_conditioned_on_cameras_turns_with_yaw(nets, tmp_path):
 def test_raycond2_yaw_sweep_renders_the_requested_cameras(nets, tmp_path):
     ok('--network', nets['raycond2'], '--seeds=0,1', '--yaw=-0.4,0,0.4', '--pitch=0.1', '--pivot=0,0,0', '--outdir', tmp_path)
     G = load_G(nets['raycond2'])
-    assert G.camera_conditioned and not G.legacy_rays
+    assert G.label_kind == 'camera' and not G.legacy_rays
     labels = cameras.lookat_labels([-0.4, 0, 0.4], [0.1] * 3, pivot=(0, 0, 0))
     for seed in (0, 1):
         views = [read_png(tmp_path / f'seed{seed:04d}-view{v:02d}.png') for v in range(3)]
@@ -223,6 +224,17 @@ def test_raycond2_yaw_sweep_renders_the_requested_cameras(nets, tmp_path):
         for view, image in zip(views, expected):
             assert np.array_equal(view, image)
         assert not np.array_equal(views[0], views[2])
+
+
+def test_a_25_class_network_is_a_class_network(nets, tmp_path):
+    """The label kind is what the network declares, not a guess from c_dim == 25."""
+    assert_error(run('--network', nets['classes25'], '--seeds=0', '--outdir', tmp_path), '--class')
+    assert_error(run('--network', nets['classes25'], '--seeds=0', '--class=3', '--yaw=0.2', '--outdir', tmp_path), 'no camera input')
+    ok('--network', nets['classes25'], '--seeds=0', '--class=24', '--outdir', tmp_path)
+    G = load_G(nets['classes25'])
+    label = torch.zeros([1, 25])
+    label[0, 24] = 1
+    assert np.array_equal(read_png(tmp_path / 'seed0000.png'), expected_images(G, [0], label)[0])
 
 
 @pytest.mark.parametrize('option', ['--yaw=0.2', '--pitch=0.1', '--radius=3', '--fov=20', '--focal=4', '--pivot=0,0,0'])

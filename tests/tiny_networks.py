@@ -52,7 +52,9 @@ class CameraSynthesis(torch.nn.Module):
 
 @persistence.persistent_class
 class CameraGenerator(torch.nn.Module):
-    camera_conditioned = True
+    label_kind = 'camera'
+    synthesis_options = ('camera', 'scale', 'noise_mode')
+    output_key = None
 
     def __init__(self, z_dim=4, w_dim=4, img_resolution=8, img_channels=3):
         super().__init__()
@@ -69,10 +71,11 @@ class CameraGenerator(torch.nn.Module):
 persistence.register_no_exec_module('tests.tiny_networks', [CameraGenerator, CameraMapping, CameraSynthesis])
 
 
-def stylegan2_generator(c_dim=0, resolution=16, channels=3, seed=0):
+def stylegan2_generator(c_dim=0, resolution=16, channels=3, seed=0, label_kind=None):
     torch.manual_seed(seed)
     return networks_stylegan2.Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=resolution, img_channels=channels,
-                                        mapping_kwargs=dict(num_layers=2), channel_base=64, channel_max=8).eval()
+                                        mapping_kwargs=dict(num_layers=2), channel_base=64, channel_max=8,
+                                        **({} if label_kind is None else dict(label_kind=label_kind))).eval()
 
 
 def stylegan3_generator(resolution=32, radial=True, seed=0):

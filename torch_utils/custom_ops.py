@@ -10,6 +10,10 @@ Two additions address the most common complaints about the official build:
   older than `stale_lock_timeout` seconds.
 - `try_get_plugin` returns None instead of raising, after one warning saying the op falls back to
   its slower pure-PyTorch reference path and why.
+
+The ops' CUDA kernels are opt-in (`cuda_kernels_enabled()`); while they are disabled, the first CUDA
+tensor that reaches an op's dispatch prints one line per process saying that the ops run their
+reference path (`note_reference_path`).
 """
 
 import glob
@@ -52,6 +56,11 @@ CUDA_KERNELS_ENV = 'RAYCOND_CUDA_KERNELS'
 def cuda_kernels_enabled():
     """Whether ops may build and use their CUDA kernels (environment variable RAYCOND_CUDA_KERNELS=1)."""
     return os.environ.get(CUDA_KERNELS_ENV, '0').strip() == '1'
+
+# The ops in torch_utils/ops that have CUDA kernels; each calls note_reference_path from its dispatch.
+KERNEL_OPS = ('bias_act', 'upfirdn2d', 'filtered_lrelu')
+
+_reference_path_noted = False  # whether note_reference_path has printed its line in this process
 
 _cached_plugins = dict()  # module_name => module
 _failed_plugins = dict()  # module_name => reason (try_get_plugin only)
@@ -338,6 +347,24 @@ def try_get_kernel_plugin(module_name, sources, headers=None, source_dir=None, *
     if not cuda_kernels_enabled():
         return None
     return try_get_plugin(module_name, sources, headers=headers, source_dir=source_dir, **build_kwargs)
+
+def note_reference_path():
+    """Print to stderr, once per process, that CUDA tensors run the ops' reference path (kernels disabled).
+
+    An op's dispatch calls this when a CUDA tensor that its kernel would take falls back because the
+    kernel plugin is unavailable. With the kernels enabled that means the build failed, which
+    `try_get_plugin` has already reported once per plugin (PluginFallbackWarning), so nothing more is
+    printed. Silent when `verbosity == 'none'` and in processes of rank != 0. stderr, so that scripts
+    whose stdout is data (bench/ops_cuda.py's JSON lines) stay parseable.
+    """
+    global _reference_path_noted
+    if _reference_path_noted or cuda_kernels_enabled() or verbosity == 'none':
+        return
+    from torch_utils import distributed  # imported here: it is not needed until a CUDA tensor shows up
+    _reference_path_noted = True  # a process's rank does not change, so rank != 0 stays silent
+    if distributed.get_rank() == 0:
+        print(f'CUDA kernels are disabled (set {CUDA_KERNELS_ENV}=1 to enable them): the CUDA ops '
+              f'{", ".join(KERNEL_OPS)} run their reference PyTorch path.', file=sys.stderr, flush=True)
 
 def _one_line(error, limit=300):
     """Short reason for a failure; a build error becomes its headline plus the first compiler error."""

@@ -16,6 +16,22 @@ import torch
 import dnnlib
 
 #----------------------------------------------------------------------------
+
+def label_kind(kind, c_dim):
+    """The label kind a generator declares: 'none', 'class' or 'camera' (25 floats); None picks 'class' or 'none'.
+
+    Raises ValueError for a kind that does not fit `c_dim`. Generators call it with their
+    `label_kind` argument (read by `training.capabilities`).
+    """
+    if kind is None:
+        return 'class' if c_dim else 'none'
+    if kind not in ('none', 'class', 'camera'):
+        raise ValueError(f"label_kind={kind!r} is not one of 'none', 'class', 'camera'.")
+    if (kind == 'none') != (c_dim == 0) or (kind == 'camera' and c_dim != 25):
+        raise ValueError(f'label_kind={kind!r} does not fit c_dim={c_dim} (a camera label has 25 floats).')
+    return kind
+
+#----------------------------------------------------------------------------
 # Cached constant tensors.
 
 _constant_cache = dict()

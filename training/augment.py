@@ -5,7 +5,7 @@ holds the same buffers (`p`, `Hz_geom`, `Hz_fbank`), so official snapshots rebui
 the no-exec loader. Every argument is a probability multiplier: a group runs on each image with
 probability `multiplier * p`, where the buffer `p` is the ADA strength the training loop adjusts.
 Stages, in order: geometry (pixel blitting, then general affine), colour, image-space filtering,
-additive noise, cutout (`../shared/research/stylegan3.md` §5.3).
+additive noise, cutout, as in the official StyleGAN3 repository's training/augment.py.
 
 Design choices beyond the official pipeline:
   * Images whose geometric transform moves whole pixels (flips, quarter turns, integer shifts, with

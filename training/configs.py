@@ -4,7 +4,11 @@
 the official option names) into the keyword arguments of `training_loop.training_loop`. Everything
 every config shares is set here once; a config entry only says what differs (generator class and
 its arguments, learning rate, loss terms). Adding a model means adding one function decorated with
-`@register('name')`.
+`@register('name', modules=[...])`, naming the modules of its networks.
+
+This is also the family registry: `network_modules()` lists every module whose classes the no-exec
+pickle loader knows (importing one registers its classes with `torch_utils.persistence`), so a new
+family's pickles load once its config entry names its module.
 """
 
 import dnnlib
@@ -12,21 +16,33 @@ import dnnlib
 #----------------------------------------------------------------------------
 
 _registry = dict()
+_modules = dict()  # config name -> modules of its networks
 
-def register(name):
-    """Decorator: make `fn(c, opts)` the config called `name`; it edits the options `c` in place."""
+# Every config trains with the StyleGAN2 discriminator and the ADA pipeline.
+_COMMON_MODULES = ('training.networks_stylegan2', 'training.augment')
+
+def register(name, modules):
+    """Decorator: make `fn(c, opts)` the config called `name`; it edits the options `c` in place.
+
+    `modules`: the dotted names of the modules that define its networks.
+    """
     def decorator(fn):
         _registry[name] = fn
+        _modules[name] = tuple(modules)
         return fn
     return decorator
 
 def config_names():
     return list(_registry)
 
+def network_modules():
+    """The modules of every config's networks, each once: what the no-exec pickle loader imports."""
+    return list(dict.fromkeys(_COMMON_MODULES + sum(_modules.values(), ())))
+
 #----------------------------------------------------------------------------
 # The official configs (StyleGAN3's train.py).
 
-@register('stylegan2')
+@register('stylegan2', modules=['training.networks_stylegan2'])
 def _stylegan2(c, opts):
     c.G_kwargs.class_name = 'training.networks_stylegan2.Generator'
     c.G_kwargs.fused_modconv_default = 'inference_only'  # speeds up training by ~10% (official)
@@ -34,48 +50,48 @@ def _stylegan2(c, opts):
     c.loss_kwargs.pl_weight = 2
     c.loss_kwargs.pl_no_weight_grad = True  # the PL inner gradient needs no conv weight gradients
     c.G_reg_interval = 4
-    return dict(map_depth=8, glr=0.002)
+    return dict(map_depth=8, glr=0.002, snap=50)
 
-@register('stylegan3-t')
+@register('stylegan3-t', modules=['training.networks_stylegan3'])
 def _stylegan3_t(c, opts):
     _stylegan3_common(c, opts)
-    return dict(map_depth=2, glr=0.0025)
+    return dict(map_depth=2, glr=0.0025, snap=50)
 
-@register('stylegan3-r')
+@register('stylegan3-r', modules=['training.networks_stylegan3'])
 def _stylegan3_r(c, opts):
     _stylegan3_common(c, opts)
     c.G_kwargs.conv_kernel = 1
     c.G_kwargs.channel_base *= 2
     c.G_kwargs.channel_max *= 2
     c.G_kwargs.use_radial_filters = True
-    return dict(map_depth=2, glr=0.0025)
+    c.loss_kwargs.blur_init_sigma = 10  # blur D's input for the first 200k images (at batch 32); -R only (official)
+    c.loss_kwargs.blur_fade_kimg = c.batch_size * 200 / 32
+    return dict(map_depth=2, glr=0.0025, snap=50)
 
 def _stylegan3_common(c, opts):
     c.G_kwargs.class_name = 'training.networks_stylegan3.Generator'
     c.G_kwargs.magnitude_ema_beta = 0.5 ** (c.batch_size / (20 * 1e3))
-    c.loss_kwargs.blur_init_sigma = 10  # blur D's input for the first 200k images (at batch 32)
-    c.loss_kwargs.blur_fade_kimg = c.batch_size * 200 / 32
 
 #----------------------------------------------------------------------------
 # Ray Conditioning (Chen et al. 2023): the StyleGAN2/3 configs with camera rays in every synthesis
 # layer; the mapping ignores the camera, the discriminator is conditioned on it, and the loss passes
 # it to the synthesis network.
 
-@register('raycond2')
+@register('raycond2', modules=['training.networks_raycond2'])
 def _raycond2(c, opts):
-    defaults = _stylegan2(c, opts)
+    defaults = dict(_stylegan2(c, opts), snap=100)  # the Ray Conditioning train.py saves every 100 ticks
     _raycond_common(c, opts, 'training.networks_raycond2.Generator')
     return defaults
 
-@register('raycond3-t')
+@register('raycond3-t', modules=['training.networks_raycond3'])
 def _raycond3_t(c, opts):
-    defaults = _stylegan3_t(c, opts)
+    defaults = dict(_stylegan3_t(c, opts), snap=100)  # the Ray Conditioning train.py saves every 100 ticks
     _raycond_common(c, opts, 'training.networks_raycond3.Generator')
     return defaults
 
-@register('raycond3-r')
+@register('raycond3-r', modules=['training.networks_raycond3'])
 def _raycond3_r(c, opts):
-    defaults = _stylegan3_r(c, opts)
+    defaults = dict(_stylegan3_r(c, opts), snap=100)  # the Ray Conditioning train.py saves every 100 ticks
     _raycond_common(c, opts, 'training.networks_raycond3.Generator')
     return defaults
 
@@ -94,7 +110,7 @@ def build_training_options(opts):
 
     `opts` carries: cfg, data (path), cond, mirror, mirror_cameras, aug, p, target, batch, gpus,
     batch_gpu, gamma, cbase, cmax, glr, dlr, map_depth, mbstd_group, freezed, fp32, kimg, tick,
-    snap, seed, workers, nobench, metrics, metric_detectors (optional), device, and the dataset facts `resolution`,
+    snap (None: the config's default), seed, workers, nobench, metrics, metric_detectors (optional), device, and the dataset facts `resolution`,
     `camera_labels` (whether the labels are 25-float cameras) and `dataset_size`.
     """
     if opts.cfg not in _registry:
@@ -124,15 +140,19 @@ def build_training_options(opts):
     c.metric_detectors = dict(opts.get('metric_detectors') or {})
     c.total_kimg = opts.kimg
     c.kimg_per_tick = opts.tick
-    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
     c.random_seed = opts.seed
     c.ema_kimg = c.batch_size * 10 / 32
     c.device = opts.device
     c.cudnn_benchmark = not opts.nobench
 
     defaults = _registry[opts.cfg](c, opts)
+    if opts.camera_labels:
+        # Deliberate (not in the official train.py): the generator declares that its label is a camera,
+        # instead of the code around it guessing from c_dim == 25 (training.capabilities).
+        c.G_kwargs.label_kind = 'camera'
     c.G_kwargs.mapping_kwargs.num_layers = opts.map_depth if opts.map_depth is not None else defaults['map_depth']
     c.G_opt_kwargs.lr = opts.glr if opts.glr is not None else defaults['glr']
+    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap if opts.snap is not None else defaults['snap']
     c.D_opt_kwargs.lr = opts.dlr
 
     # fp16 on the 4 highest resolutions (CUDA only; the networks run fp32 on the CPU anyway).

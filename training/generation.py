@@ -1,19 +1,17 @@
 """Sampling a trained generator: latents from seeds, class or camera labels, images, and W-space paths.
 
 The pieces `gen_images.py` and `gen_video.py` are made of. They work with any generator that follows
-the contract of DESIGN.md (`G(z, c)`, `G.mapping`, `G.synthesis`), and find out from the network
-what it can do: whether its label is a camera, whether its synthesis takes the camera (`c=`), an
-output scale (`scale=`), or a user transform of its input (StyleGAN3's `input.transform`).
+the generator contract (`G(z, c)`, `G.mapping`, `G.synthesis`), and read what the network can do
+from its declarations (`training.capabilities`): whether its label is a camera, whether its
+synthesis takes the camera (`c=`), an output scale (`scale=`), or a user transform of its input.
 """
-
-import inspect
 
 import numpy as np
 import scipy.interpolate
 import torch
 
 import dnnlib
-from training import cameras, snapshots
+from training import cameras, capabilities, snapshots
 
 
 class GenerationError(ValueError):
@@ -38,44 +36,6 @@ def load_generator(network, device, trust_code=False):
     except snapshots.NetworkPickleError as error:
         raise GenerationError(str(error)) from None
     return data['G_ema'].to(device).eval().requires_grad_(False)
-
-
-# ----------------------------------------------------------------------------------------------
-# What a network can do.
-
-def is_camera_conditioned(G):
-    """True when G's label is a 25-float camera (networks may say so with a `camera_conditioned` attribute)."""
-    declared = getattr(G, 'camera_conditioned', None)
-    if declared is not None:
-        return bool(declared)
-    return getattr(G, 'c_dim', 0) == cameras.LABEL_DIM
-
-
-def _synthesis_parameters(G):
-    try:
-        return inspect.signature(getattr(G.synthesis, 'forward', G.synthesis)).parameters  # a module or a plain callable
-    except (TypeError, ValueError, AttributeError):
-        return {}
-
-
-def synthesis_takes_camera(G):
-    return 'c' in _synthesis_parameters(G)
-
-
-def synthesis_accepts(G, name):
-    """True when G.synthesis takes keyword `name`, by name or through **kwargs passed on to its layers
-    (as StyleGAN2/3 do with force_fp32)."""
-    parameters = _synthesis_parameters(G)
-    return name in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
-
-
-def supports_scale(G):
-    """True for generators that render any output size (`G.synthesis(ws, scale=s)`)."""
-    return 'scale' in _synthesis_parameters(G)
-
-
-def has_input_transform(G):
-    return isinstance(getattr(getattr(getattr(G, 'synthesis', None), 'input', None), 'transform', None), torch.Tensor)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,7 +109,7 @@ def make_transform(translate, angle_degrees):
 
 def set_input_transform(G, translate=(0, 0), rotate=0):
     """Write the user transform into G (StyleGAN3); other networks accept only the identity."""
-    if not has_input_transform(G):
+    if not capabilities.accepts(G, 'transform'):
         if tuple(translate) != (0, 0) or rotate != 0:
             raise GenerationError(f'--translate and --rotate need a network with an input transform (StyleGAN3); '
                                   f'this {type(G).__name__} has none.')
@@ -161,14 +121,15 @@ def set_input_transform(G, translate=(0, 0), rotate=0):
 # ----------------------------------------------------------------------------------------------
 # Images.
 
-def synthesize(G, ws, c=None, noise_mode='const', scale=None):
-    """G.synthesis with the camera and the scale passed only to networks that take them."""
-    kwargs = dict(noise_mode=noise_mode)
-    if c is not None and synthesis_takes_camera(G):
+def synthesize(G, ws, c=None, noise_mode='const', scale=None, **kwargs):
+    """The image of G.synthesis, passing the camera, the noise mode and the scale only to networks that take them."""
+    if c is not None and capabilities.accepts(G, 'camera'):
         kwargs['c'] = c
+    if capabilities.accepts(G, 'noise_mode'):
+        kwargs['noise_mode'] = noise_mode
     if scale is not None:
         kwargs['scale'] = scale
-    return G.synthesis(ws, **kwargs)
+    return capabilities.image_of(G, G.synthesis(ws, **kwargs))
 
 
 @torch.no_grad()

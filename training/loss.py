@@ -1,8 +1,8 @@
 """GAN losses: the StyleGAN2 loss that every config uses, with hooks for the terms some configs add.
 
-`StyleGAN2Loss` follows the official StyleGAN2-ADA / StyleGAN3 loss (`../shared/research/stylegan3.md`
-§5.4): non-saturating logistic loss, lazy R1 on reals, path-length regularisation, style mixing and
-a Gaussian blur of every discriminator input that fades out over the first `blur_fade_kimg`.
+`StyleGAN2Loss` follows the official StyleGAN2-ADA / StyleGAN3 loss (the official StyleGAN3
+repository's training/loss.py): non-saturating logistic loss, lazy R1 on reals, path-length
+regularisation, style mixing and a Gaussian blur of every discriminator input that fades out over the first `blur_fade_kimg`.
 
 The training loop calls `accumulate_gradients(phase, ...)` once per phase and batch chunk; the
 phase names and the rule that a regularisation phase with weight 0 does nothing are as official:

@@ -48,6 +48,7 @@ import torch
 
 from torch_utils import persistence
 from training import cameras
+from training import capabilities
 from training import networks_stylegan2
 from training import plucker  # noqa: F401 (official pickles refer to training.plucker.plucker_embedding)
 
@@ -193,8 +194,10 @@ class SynthesisNetwork(networks_stylegan2.SynthesisNetwork):
 class Generator(torch.nn.Module):
     """Ray-conditioned StyleGAN2 generator: G(z, c) = synthesis(mapping(z), c=c), c the camera."""
 
-    camera_conditioned = True
-    ray_channels = RAY_CHANNELS  # extra input channels per layer (resume from 2D pickles widens by this)
+    # Capabilities (read by training.capabilities).
+    label_kind = 'camera'
+    synthesis_options = ('camera', 'noise_mode', 'force_fp32')
+    output_key = None
 
     def __init__(self,
         z_dim,                  # Input latent (Z) dimensionality.
@@ -204,12 +207,13 @@ class Generator(torch.nn.Module):
         img_channels,           # Number of output colour channels.
         mapping_kwargs  = {},   # Arguments for networks_stylegan2.MappingNetwork.
         legacy_rays     = False,# The official release's non-physical ray field (for its weights)?
+        label_kind      = 'camera', # Always a camera (training configs pass it for every camera-labelled dataset).
         **synthesis_kwargs,     # Arguments for SynthesisNetwork.
     ):
         super().__init__()
         synthesis_kwargs = {**synthesis_kwargs.pop('synthesis_kwargs', {}), **synthesis_kwargs}
         build_generator(self, SynthesisNetwork, networks_stylegan2.MappingNetwork, z_dim, c_dim, w_dim, img_resolution,
-                        img_channels, mapping_kwargs, legacy_rays, synthesis_kwargs)
+                        img_channels, mapping_kwargs, legacy_rays, label_kind, synthesis_kwargs)
 
     @property
     def legacy_rays(self):
@@ -218,11 +222,16 @@ class Generator(torch.nn.Module):
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
         return generator_forward(self, z, c, truncation_psi, truncation_cutoff, update_emas, synthesis_kwargs)
 
+    def resume_widening(self, source_G):
+        return widening_from_2d(source_G)
+
 
 def build_generator(G, synthesis_class, mapping_class, z_dim, c_dim, w_dim, img_resolution, img_channels,
-                    mapping_kwargs, legacy_rays, synthesis_kwargs):
+                    mapping_kwargs, legacy_rays, label_kind, synthesis_kwargs):
     """What every ray-conditioned Generator.__init__ does, on the backbone given by the two classes."""
     check_label_dim(c_dim)
+    if label_kind != 'camera':
+        raise ValueError(f'A ray-conditioned generator renders a camera: label_kind={label_kind!r} is not possible.')
     G.z_dim, G.c_dim, G.w_dim = z_dim, c_dim, w_dim
     G.img_resolution, G.img_channels = img_resolution, img_channels
     G.synthesis = synthesis_class(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
@@ -235,6 +244,29 @@ def build_generator(G, synthesis_class, mapping_class, z_dim, c_dim, w_dim, img_
 def generator_forward(G, z, c, truncation_psi, truncation_cutoff, update_emas, synthesis_kwargs):
     ws = G.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
     return G.synthesis(ws, c=c, update_emas=update_emas, **synthesis_kwargs)
+
+
+def widening_from_2d(source_G):
+    """Ray Conditioning starts from 2D StyleGAN weights (the official fine-tuning recipe): when the
+    --resume source is not camera-conditioned, a tensor widened by the ray channels receives the 2D
+    tensor in its leading part (affine outputs along dim 0, layer inputs along dim 1; the ray part
+    keeps its initialisation), and other shape mismatches (the discriminator's label conditioning)
+    keep their initialisation. From a camera-conditioned source, shapes must match."""
+    if source_G is None or capabilities.label_kind(source_G) == 'camera':
+        return None
+    return _widened_region
+
+
+def _widened_region(tensor_name, src_shape, dst_shape):
+    """Where a 2D tensor goes inside its ray-widened counterpart, or None."""
+    dim = 0 if '.affine.' in tensor_name else 1
+    if len(src_shape) != len(dst_shape) or len(dst_shape) <= dim:
+        return None
+    expected = list(src_shape)
+    expected[dim] += RAY_CHANNELS
+    if expected != list(dst_shape):
+        return None
+    return (slice(None),) * dim + (slice(0, src_shape[dim]),)
 
 # ----------------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from torch_utils import persistence
 from training import cameras
 from training import networks_stylegan3
 from training.networks_raycond2 import (RAY_CHANNELS, build_generator, check_camera, claim_official_sources, concat_rays,
-                                        generator_forward)
+                                        generator_forward, widening_from_2d)
 
 # ----------------------------------------------------------------------------------------------
 
@@ -96,8 +96,10 @@ class SynthesisNetwork(networks_stylegan3.SynthesisNetwork):
 class Generator(torch.nn.Module):
     """Ray-conditioned StyleGAN3 generator: G(z, c) = synthesis(mapping(z), c=c), c the camera."""
 
-    camera_conditioned = True
-    ray_channels = RAY_CHANNELS  # extra input channels per layer (resume from 2D pickles widens by this)
+    # Capabilities (read by training.capabilities).
+    label_kind = 'camera'
+    synthesis_options = ('camera', 'noise_mode', 'force_fp32', 'transform')
+    output_key = None
 
     def __init__(self,
         z_dim,                  # Input latent (Z) dimensionality.
@@ -107,11 +109,12 @@ class Generator(torch.nn.Module):
         img_channels,           # Number of output colour channels.
         mapping_kwargs  = {},   # Arguments for networks_stylegan3.MappingNetwork.
         legacy_rays     = False,# The official release's non-physical ray field (for its weights)?
+        label_kind      = 'camera', # Always a camera (training configs pass it for every camera-labelled dataset).
         **synthesis_kwargs,     # Arguments for SynthesisNetwork.
     ):
         super().__init__()
         build_generator(self, SynthesisNetwork, networks_stylegan3.MappingNetwork, z_dim, c_dim, w_dim, img_resolution,
-                        img_channels, mapping_kwargs, legacy_rays, synthesis_kwargs)
+                        img_channels, mapping_kwargs, legacy_rays, label_kind, synthesis_kwargs)
 
     @property
     def legacy_rays(self):
@@ -119,6 +122,9 @@ class Generator(torch.nn.Module):
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
         return generator_forward(self, z, c, truncation_psi, truncation_cutoff, update_emas, synthesis_kwargs)
+
+    def resume_widening(self, source_G):
+        return widening_from_2d(source_G)
 
 # ----------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ The classes take the constructor arguments of the official StyleGAN2-ADA / Style
 exactly their parameters and buffers (same names, shapes, dtypes and order) and compute the same
 function, so official weights transfer by name and official pickles rebuild into these classes through
 the no-exec loader. The order of floating-point operations follows the official code wherever it
-changes float32 rounding; `../shared/research/stylegan3.md` §5.1 lists the rules.
+changes float32 rounding, as read from the official StyleGAN3 repository's training/networks_stylegan2.py.
 
 Self-contained on purpose: a pickle embeds this file's source, and it must load where only dnnlib
 and torch_utils import, so it imports nothing from `training` (which is why the small layers shared
@@ -558,6 +558,10 @@ class SynthesisNetwork(torch.nn.Module):
 class Generator(torch.nn.Module):
     """StyleGAN2 generator: G(z, c) = synthesis(mapping(z, c))."""
 
+    # Capabilities (read by training.capabilities): synthesis keywords, and an image tensor returned.
+    synthesis_options = ('noise_mode', 'force_fp32')
+    output_key = None
+
     def __init__(self,
         z_dim,                      # Input latent (Z) dimensionality.
         c_dim,                      # Conditioning label (C) dimensionality.
@@ -565,6 +569,7 @@ class Generator(torch.nn.Module):
         img_resolution,             # Output resolution.
         img_channels,               # Number of output colour channels.
         mapping_kwargs      = {},   # Arguments for MappingNetwork.
+        label_kind          = None, # What c is: 'class' or 'camera' (25 floats); None = 'class', or 'none' if c_dim = 0.
         **synthesis_kwargs,         # Arguments for SynthesisNetwork.
     ):
         super().__init__()
@@ -572,6 +577,7 @@ class Generator(torch.nn.Module):
         synthesis_kwargs = {**synthesis_kwargs.pop('synthesis_kwargs', {}), **synthesis_kwargs}
         self.z_dim = z_dim
         self.c_dim = c_dim
+        self.label_kind = misc.label_kind(label_kind, c_dim)
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels

@@ -3,7 +3,9 @@
 Constructor arguments, parameter and buffer names, shapes and order, and the computed function match
 the official StyleGAN3 release, so official weights and pickles transfer (see networks_stylegan2.py
 for the contract). The filter design and padding rules below decide the buffers stored in pickles and
-the exact geometry of every layer; `../shared/research/stylegan3.md` §5.2 lists them.
+the exact geometry of every layer; they are those of the official StyleGAN3 repository's
+training/networks_stylegan3.py (`design_lowpass_filter`, `SynthesisNetwork.__init__`,
+`SynthesisLayer.__init__`).
 
 Self-contained on purpose: a pickle embeds this file's source, and it must load where only dnnlib
 and torch_utils import, so it imports nothing from `training` (which is why the small layers shared
@@ -491,6 +493,10 @@ class SynthesisNetwork(torch.nn.Module):
 class Generator(torch.nn.Module):
     """StyleGAN3 generator: G(z, c) = synthesis(mapping(z, c))."""
 
+    # Capabilities (read by training.capabilities): synthesis keywords, and an image tensor returned.
+    synthesis_options = ('noise_mode', 'force_fp32', 'transform')
+    output_key = None
+
     def __init__(self,
         z_dim,                  # Input latent (Z) dimensionality.
         c_dim,                  # Conditioning label (C) dimensionality.
@@ -498,11 +504,13 @@ class Generator(torch.nn.Module):
         img_resolution,         # Output resolution.
         img_channels,           # Number of output colour channels.
         mapping_kwargs  = {},   # Arguments for MappingNetwork.
+        label_kind      = None, # What c is: 'class' or 'camera' (25 floats); None = 'class', or 'none' if c_dim = 0.
         **synthesis_kwargs,     # Arguments for SynthesisNetwork.
     ):
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
+        self.label_kind = misc.label_kind(label_kind, c_dim)
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels

@@ -9,6 +9,7 @@ with `weights_only=True` and can never run code.
 
 import copy
 import glob
+import importlib
 import os
 import pickle
 import re
@@ -17,6 +18,7 @@ import torch
 
 import dnnlib
 from torch_utils import persistence
+from training import capabilities, configs
 
 STATE_FORMAT = 'raycond-training-state'
 STATE_VERSION = 1
@@ -124,8 +126,9 @@ class NetworkPickleError(ValueError):
     """A file that cannot be used as a network pickle; the message is one sentence naming it and the fix."""
 
 def _register_no_exec_classes():
-    import training.augment, training.networks_stylegan2, training.networks_stylegan3  # noqa: F401 (no-exec registry)
-    import training.networks_raycond2, training.networks_raycond3  # noqa: F401 (no-exec registry, official-source hooks)
+    """Import every module of the family registry: importing one registers its classes with the no-exec loader."""
+    for module in configs.network_modules():
+        importlib.import_module(module)
 
 def load_network_pkl(f, force_fp16=False, trust_code=False, name=None):
     """Read a network pickle from the binary file `f`: a dict with G, D, G_ema, augment_pipe, training_set_kwargs.
@@ -197,19 +200,17 @@ def load_network_snapshot(source, trust_code=False):
 def _named_tensors(module):
     return list(module.named_parameters()) + list(module.named_buffers())
 
-def copy_weights_by_name(data, modules, source, ray_channels=0):
+def copy_weights_by_name(data, modules, source):
     """Copy every tensor whose name exists in both; raise one ResumeError listing every shape mismatch.
 
-    Nothing is copied unless all shared names agree in shape. Exception: resuming a ray-conditioned
-    generator (`ray_channels` > 0 extra input channels per layer) from a 2D pickle, whose generator is
-    not camera-conditioned, as Ray Conditioning starts from StyleGAN2/3 weights. Then a tensor widened
-    by `ray_channels` receives the 2D tensor in its leading part (affine outputs along dim 0, layer
-    inputs along dim 1; the ray part keeps its initialisation) and any other mismatch (the
-    discriminator's label conditioning) stays at its initialisation. Returns the names of both kinds,
-    dict(widened=[...], kept=[...]), for the log.
+    Nothing is copied unless all shared names agree in shape, except where the destination
+    generator declares how to start from the source's weights (`capabilities.resume_widening`; Ray
+    Conditioning from a 2D StyleGAN pickle): then a tensor of another shape goes into the region the
+    declaration names and any other mismatch keeps its initialisation. Returns the names of both
+    kinds, dict(widened=[...], kept=[...]), for the log.
     """
-    cross_model = ray_channels > 0 and not getattr(data.get('G'), 'camera_conditioned', False)
-    pairs = []  # (destination tensor, source tensor, destination slice)
+    widen = capabilities.resume_widening(modules.get('G'), data.get('G'))
+    pairs = []  # (destination tensor, source tensor, destination region)
     mismatches, report = [], dict(widened=[], kept=[])
     for name, module in modules.items():
         src = data.get(name)
@@ -224,11 +225,11 @@ def copy_weights_by_name(data, modules, source, ray_channels=0):
                 pairs.append((tensor, other, ...))
                 continue
             full_name = f'{name}.{tensor_name}'
-            region = _widened_region(tensor_name, other.shape, tensor.shape, ray_channels) if cross_model else None
+            region = widen(tensor_name, other.shape, tensor.shape) if widen else None
             if region is not None:
                 pairs.append((tensor, other, region))
                 report['widened'].append(full_name)
-            elif cross_model:
+            elif widen:
                 report['kept'].append(full_name)
             else:
                 mismatches.append(f'{full_name} {list(other.shape)} vs {list(tensor.shape)}')
@@ -240,16 +241,5 @@ def copy_weights_by_name(data, modules, source, ray_channels=0):
         for tensor, other, region in pairs:
             tensor[region].copy_(other)
     return report
-
-def _widened_region(tensor_name, src_shape, dst_shape, extra):
-    """Where a 2D tensor goes inside its ray-widened counterpart: affine outputs grow along dim 0, layer inputs along dim 1."""
-    dim = 0 if '.affine.' in tensor_name else 1
-    if len(src_shape) != len(dst_shape) or len(dst_shape) <= dim:
-        return None
-    expected = list(src_shape)
-    expected[dim] += extra
-    if expected != list(dst_shape):
-        return None
-    return (slice(None),) * dim + (slice(0, src_shape[dim]),)
 
 #----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ frameworks differ:
   kernel, ours as a transposed convolution (a true convolution), so those kernels are flipped in space;
 - the constant input and the noise images carry leading singleton axes in TF.
 
-`research/stylegan3.md` §9 describes the official converter this one is written to agree with.
+It is written to agree with the official converter (`legacy.py` of the official StyleGAN3 repository).
 """
 
 import re

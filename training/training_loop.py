@@ -33,7 +33,7 @@ import torch
 import dnnlib
 from torch_utils import distributed, misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
-from training import snapshots
+from training import capabilities, snapshots
 from training.dataset import DatasetError
 
 #----------------------------------------------------------------------------
@@ -143,7 +143,8 @@ def save_image_grid(images, path, drange, grid_size):
 
 def _generate_grid(G_ema, grid_z, grid_c, batch):
     with torch.no_grad():
-        return torch.cat([G_ema(z, c, noise_mode='const').cpu() for z, c in zip(grid_z.split(batch), grid_c.split(batch))])
+        return torch.cat([capabilities.image_of(G_ema, G_ema(z, c, noise_mode='const')).cpu()
+                          for z, c in zip(grid_z.split(batch), grid_c.split(batch))])
 
 #----------------------------------------------------------------------------
 # Stop requests (preemption, Ctrl-C).
@@ -302,11 +303,10 @@ def training_loop(
     if resume_pkl is not None:
         log(f'Resuming from "{resume_pkl}"' + (' (exact continuation)' if state else ' (weights only)'))
         resume_data = snapshots.load_network_snapshot(resume_pkl, trust_code=trust_code)
-        report = snapshots.copy_weights_by_name(resume_data, dict(G=G, D=D, G_ema=G_ema), resume_pkl,
-                                                ray_channels=getattr(G, 'ray_channels', 0))
+        report = snapshots.copy_weights_by_name(resume_data, dict(G=G, D=D, G_ema=G_ema), resume_pkl)
         if report['widened'] or report['kept']:
-            log(f'2D weights into a ray-conditioned model: {len(report["widened"])} widened tensor(s) got the 2D '
-                f'weights in their first channels ({", ".join(report["widened"])}); {len(report["kept"])} stayed at '
+            log(f'Weights of another model: {len(report["widened"])} tensor(s) of other shapes got the source '
+                f'tensor in their leading part ({", ".join(report["widened"])}); {len(report["kept"])} stayed at '
                 f'their initialisation ({", ".join(report["kept"]) or "none"}).')
         del resume_data
     if world_size > 1:

@@ -73,7 +73,9 @@ class RenderingSynthesis(torch.nn.Module):
 class RenderingGenerator(torch.nn.Module):
     """A camera-conditioned generator that is the synthetic renderer (a perfect one, or one blind to the camera)."""
 
-    camera_conditioned = True
+    label_kind = 'camera'
+    synthesis_options = ('camera', 'noise_mode')
+    output_key = None
 
     def __init__(self, ignore_camera=False):
         super().__init__()

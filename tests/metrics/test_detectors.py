@@ -15,8 +15,10 @@ import torch.nn.functional as F
 import dnnlib.util
 from metrics import detectors
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SPEC_PATH = os.path.join(REPO, '..', 'shared', 'spec', 'fid_inception_state_dict.json')
+# The names and shapes of pytorch-fid's Inception state_dict (pt_inception-2015-12-05-6726825d.pth), as its
+# `about` field says.
+SPEC_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'spec',
+                         'fid_inception_state_dict.json')
 
 # torchvision's VGG16 layout: conv layers inside `features`, linear layers inside `classifier`.
 VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)

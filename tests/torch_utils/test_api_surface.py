@@ -1,4 +1,4 @@
-"""The names and signatures that code embedded in official pickles calls (StyleGAN3 research notes §1–§3).
+"""The names and signatures that code embedded in official pickles calls (dnnlib and torch_utils as the official StyleGAN3 repository defines them).
 
 Official StyleGAN2-ADA / StyleGAN3 / EG3D pickles execute their own network source against our
 `dnnlib` and `torch_utils`; a renamed argument or a changed default would break them silently.

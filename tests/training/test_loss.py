@@ -2,9 +2,9 @@
 
 The toy generator maps z linearly to w (broadcast to every ws row) and synthesises the image as a
 linear function of ws; the toy discriminator is D(x) = sum(a*x) + sum(q*x^2)/2 + b. Every expected
-value below is derived on paper from the official StyleGAN2 loss rules (`../shared/research/
-stylegan3.md` §5.4) and evaluated in numpy float64 (scipy for the blur), never with the autograd
-graph under test. The toys run in float64, so agreement is to ~1e-12; tolerances are 1e-9.
+value below is derived on paper from the official StyleGAN2 loss rules (the official StyleGAN3
+repository's training/loss.py) and evaluated in numpy float64 (scipy for the blur), never with
+the autograd graph under test. The toys run in float64, so agreement is to ~1e-12; tolerances are 1e-9.
 A final smoke test runs every phase with the real (tiny) StyleGAN2 networks.
 """
 

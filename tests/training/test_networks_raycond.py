@@ -241,9 +241,9 @@ def test_gradients_reach_the_ray_channel_weights(kind):
 
 
 def test_generation_helpers_see_a_camera_network(kind):
-    from training import generation
+    from training import capabilities
     G = MAKERS[kind]()
-    assert generation.is_camera_conditioned(G) and generation.synthesis_takes_camera(G)
+    assert capabilities.label_kind(G) == 'camera' and capabilities.accepts(G, 'camera')
 
 # ----------------------------------------------------------------------------------------------
 # Pickles: ours keep their ray field; official ones load without running their code, with legacy rays.

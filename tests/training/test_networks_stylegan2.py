@@ -1,7 +1,8 @@
 """Numerics of training/networks_stylegan2.py against independent float64 oracles.
 
 Every expected value is computed here in numpy float64 from the official StyleGAN2-ADA / StyleGAN3
-rules (../shared/research/stylegan3.md §3.2 and §5.1): convolutions with scipy.signal.correlate2d /
+rules (as the official StyleGAN3 repository's training/networks_stylegan2.py and torch_utils/ops
+compute them): convolutions with scipy.signal.correlate2d /
 convolve2d and explicit loops, never with torch_utils.ops or with outputs captured from our own code.
 The modules are built in float32; their parameters and buffers are copied to float64 for the oracle
 (except `resample_filter`, which the oracle rebuilds from [1,3,3,1] itself).

@@ -1,13 +1,13 @@
 """Numerics of training/networks_stylegan3.py against independent float64 oracles.
 
-Every expected value here is recomputed from the published rules (official StyleGAN3 release, as
-summarised in ../shared/research/stylegan3.md sections 3.2 and 5.2) with float64 numpy / scipy:
-scipy.signal.upfirdn and explicit loops for resampling, closed-form Kaiser windows for the filters,
+Every expected value here is recomputed from the published rules (the official StyleGAN3
+repository's training/networks_stylegan3.py and torch_utils/ops/filtered_lrelu.py) with float64
+numpy / scipy: scipy.signal.upfirdn and explicit loops for resampling, closed-form Kaiser windows for the filters,
 explicit einsum convolutions. Nothing in an oracle calls torch_utils.ops or reuses an output of the
 code under test; from the modules we only read their *learned* tensors (weights, biases, magnitude
 EMAs, Fourier frequencies/phases, w_avg), while the layer geometry (sampling rates, up/down factors,
 tap counts, padding, filters) is recomputed by the oracle itself. The oracle schedule is checked
-against the probed layer tables of the research notes.
+against the probed layer tables below (`Probed layer tables`).
 
 Tolerance for oracle comparisons (see `assert_close`): the network runs in float32 (unit roundoff
 6e-8); one layer accumulates a few hundred products per output (convolution over in_channels*k^2,
@@ -46,7 +46,7 @@ SCHEDULE_DEFAULTS = dict(num_layers=14, num_critical=2, first_cutoff=2, first_st
 def ref_schedule(img_resolution, channel_base, channel_max, img_channels=3, conv_kernel=3, use_radial_filters=False,
                  filter_size=6, lrelu_upsampling=2, num_layers=14, num_critical=2, first_cutoff=2,
                  first_stopband=2 ** 2.1, last_stopband_rel=2 ** 0.3, margin_size=10):
-    """Per-layer geometry of the alias-free synthesis network (paper Sec. 3.2 / Appendix F, research notes 5.2).
+    """Per-layer geometry of the alias-free synthesis network (paper Sec. 3.2 / Appendix F; the official StyleGAN3 networks_stylegan3.py).
 
     Rules encoded, for i = 0..N (N = num_layers):
       e_i = min(i / (N - num_critical), 1)
@@ -128,7 +128,7 @@ def ref_lowpass_1d(numtaps, cutoff, width, fs):
 
 def ref_lowpass_radial(numtaps, cutoff, width, fs):
     """Radial jinc low-pass J1(2 pi fc r) / (pi r) on the tap grid x = (n - (M-1)/2) / fs, times the separable
-    Kaiser window outer(w, w) of the 1-D design, normalised to unit sum (config R, research notes 5.2)."""
+    Kaiser window outer(w, w) of the 1-D design, normalised to unit sum (config R, as the official StyleGAN3 code designs it)."""
     x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
     r = np.sqrt(x[None, :] ** 2 + x[:, None] ** 2)
     f = scipy.special.j1(2 * np.pi * cutoff * r) / (np.pi * r)
@@ -170,7 +170,7 @@ def ref_upfir_axis(x, h, up, pad0, pad1, axis):
 
 
 def ref_filtered_lrelu(x, b, fu, fd, up, down, padding, gain, slope, clamp):
-    """filtered_lrelu (research notes 3.2): + bias; upsample by `up` with separable fu at gain `up` per axis
+    """filtered_lrelu (the official StyleGAN3 op): + bias; upsample by `up` with separable fu at gain `up` per axis
     (padding [x0, x1, y0, y1] w.r.t. the upsampled image); * gain; leaky ReLU(slope); clamp +-clamp;
     FIR fd (separable 1-D along x and y, or full 2-D), true convolution, no padding; keep every down-th sample."""
     x = x + b[None, :, None, None]
@@ -360,7 +360,7 @@ def randomize_(module, seed):
 
 def inverse_rigid(angle, tx, ty):
     """Inverse of (rotate by `angle`, then translate by (tx, ty)), as float32 3x3; what users write into
-    G.synthesis.input.transform (research notes 3.3)."""
+    G.synthesis.input.transform (the official StyleGAN3 convention)."""
     c, s = np.cos(angle), np.sin(angle)
     m = np.array([[c, -s, tx], [s, c, ty], [0, 0, 1]])
     return np.linalg.inv(m).astype(np.float32)
@@ -391,7 +391,7 @@ def G_R16():
 # 1. Layer schedule, names, factors, taps, padding.
 # ==============================================================================================
 
-# Probed layer tables (research notes 5.2).
+# Layer tables probed from the official StyleGAN3 code.
 PROBED_T1024 = ['L0_36_512', 'L1_36_512', 'L2_52_512', 'L3_52_512', 'L4_84_512', 'L5_148_512', 'L6_148_512',
                 'L7_276_323', 'L8_276_203', 'L9_532_128', 'L10_1044_81', 'L11_1044_51', 'L12_1044_32',
                 'L13_1024_32', 'L14_1024_3']
@@ -444,7 +444,7 @@ def ref_parameter_count(w_dim=512, z_dim=512, c_dim=0, mapping_layers=2, **sched
 
 
 def test_parameter_counts():
-    """Published probes at 1024 (research notes 3.3): SG3-T G 22.3 M, SG3-R G 15.1 M parameters; and the exact
+    """Published probes at 1024 (the official StyleGAN3 code): SG3-T G 22.3 M, SG3-R G 15.1 M parameters; and the exact
     count of small networks we build."""
     assert round(ref_parameter_count(**CONFIGS_FULL_SIZE['T1024']) / 1e5) == 223
     assert round(ref_parameter_count(**CONFIGS_FULL_SIZE['R1024']) / 1e5) == 151
@@ -485,7 +485,7 @@ def test_layer_geometry_full_size(config):
         assert layer.conv_kernel == geo['k'], where
         assert list(layer.padding) == geo['padding'], where
         assert bool(layer.down_radial) == geo['radial'], where
-        # Output size of filtered_lrelu (research notes 3.2) must land exactly on out_size.
+        # Output size of filtered_lrelu (the official formula) must land exactly on out_size.
         n = geo['in_size'] + geo['k'] - 1
         p0, p1 = geo['padding'][:2]
         assert (n * geo['up'] + p0 + p1 - (geo['up_taps'] - 1) - (geo['down_taps'] - 1) + geo['down'] - 1) \

@@ -1,21 +1,53 @@
 """Our networks hold exactly the tensors of the official releases (names, shapes, dtypes, order).
 
-The expected values come from ../shared/spec/stylegan_official_tensors.json, recorded from the
-official StyleGAN3 repository's classes, and ../shared/spec/raycond_official_tensors.json, from the
-official Ray Conditioning release's; official weights transfer by name only if this holds.
+The expected values are recorded in tests/data/spec/ (see its README.md for how):
+stylegan_official_tensors.json, built with the classes of the official StyleGAN3 repository, and
+raycond_official_tensors.json, with those of the official Ray Conditioning release. Official
+weights transfer by name only if this holds. The other spec files there (EG3D, CREPS, EpiGRAF,
+GRAM) describe networks this project does not build yet; here they are only checked to parse.
 """
 
 import importlib
 import json
 import pathlib
+import re
 
 import pytest
 import torch
 
-SPEC_DIR = pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'spec'
-SPECS = [SPEC_DIR / 'stylegan_official_tensors.json', SPEC_DIR / 'raycond_official_tensors.json']
-ENTRIES = [entry for spec in SPECS if spec.is_file() for entry in json.loads(spec.read_text())]
+SPEC_DIR = pathlib.Path(__file__).resolve().parents[1] / 'data' / 'spec'
+
+# Entries per spec file: the four 3D-aware files as the spec README's headings state them, the two
+# older files (which the README does not count) as counted in them.
+EXPECTED_ENTRIES = {
+    'stylegan_official_tensors.json': 6,
+    'raycond_official_tensors.json': 3,
+    'eg3d_official_tensors.json': 3,
+    'creps_official_tensors.json': 4,
+    'epigraf_official_tensors.json': 4,
+    'gram_official_tensors.json': 6,
+}
+# The files whose networks this project builds; every entry of them is built and compared below.
+BUILT_SPECS = ('stylegan_official_tensors.json', 'raycond_official_tensors.json')
+ENTRY_FIELDS = ('module', 'cls', 'kwargs', 'parameters', 'buffers')
 ATTRIBUTES = ('z_dim', 'c_dim', 'w_dim', 'img_resolution', 'img_channels', 'num_ws')
+
+
+def _load_spec(name):
+    """The entries of one spec file; a missing, unreadable or empty file is an error, never a skip."""
+    path = SPEC_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f'missing spec file {path}')
+    entries = json.loads(path.read_text())
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f'spec file {path} is not a non-empty JSON list')
+    return entries
+
+
+# Loaded at import, so that a missing or empty file is a collection error instead of an empty
+# parametrisation.
+ENTRIES = [entry for name in BUILT_SPECS for entry in _load_spec(name)]
+assert len(ENTRIES) == sum(EXPECTED_ENTRIES[name] for name in BUILT_SPECS), len(ENTRIES)
 
 
 def _entry_id(entry):
@@ -24,9 +56,30 @@ def _entry_id(entry):
     return f"{pathlib.Path(entry['module']).stem}.{entry['cls']}-{kw['img_resolution']}-c{kw['c_dim']}{extra}"
 
 
-@pytest.mark.parametrize('spec', SPECS, ids=[spec.stem for spec in SPECS])
-def test_spec_file_is_present(spec):
-    assert spec.is_file() and json.loads(spec.read_text()), f'missing or empty spec file {spec}'
+def test_spec_dir_holds_exactly_the_expected_files():
+    # fid_inception_state_dict.json has another format; tests/metrics/test_detectors.py checks it.
+    found = sorted(path.name for path in SPEC_DIR.iterdir())
+    assert found == sorted([*EXPECTED_ENTRIES, 'fid_inception_state_dict.json', 'README.md'])
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_ENTRIES))
+def test_spec_file_is_a_non_empty_list_of_complete_entries(name):
+    entries = _load_spec(name)
+    assert len(entries) == EXPECTED_ENTRIES[name]
+    for i, entry in enumerate(entries):
+        assert isinstance(entry, dict), (name, i)
+        missing = [field for field in ENTRY_FIELDS if field not in entry]
+        assert not missing, (name, i, missing)
+        assert isinstance(entry['module'], str) and entry['module'].endswith('.py'), (name, i)
+        assert isinstance(entry['cls'], str) and isinstance(entry['kwargs'], dict), (name, i)
+        assert entry['parameters'] and all(len(p) == 2 and isinstance(p[0], str) for p in entry['parameters']), (name, i)
+        assert all(len(b) == 3 and isinstance(b[0], str) for b in entry['buffers']), (name, i)
+
+
+def test_entry_counts_match_the_spec_readme():
+    readme = (SPEC_DIR / 'README.md').read_text()
+    stated = {name: int(count) for name, count in re.findall(r'^## (\S+\.json) .*? (\d+) entries$', readme, re.M)}
+    assert stated == {name: count for name, count in EXPECTED_ENTRIES.items() if name not in BUILT_SPECS}
 
 
 @pytest.fixture(scope='module', params=ENTRIES, ids=[_entry_id(e) for e in ENTRIES])

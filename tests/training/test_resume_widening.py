@@ -1,9 +1,10 @@
-"""Resuming a ray-conditioned model from a 2D pickle: widened tensors get the 2D weights in their first channels."""
+"""Resuming a model that declares a widening (Ray Conditioning from a 2D pickle): widened tensors get the
+2D weights in their first channels (snapshots.copy_weights_by_name over networks_raycond2.widening_from_2d)."""
 
 import pytest
 import torch
 
-from training import snapshots
+from training import networks_raycond2, snapshots
 
 
 class Layer(torch.nn.Module):
@@ -15,21 +16,27 @@ class Layer(torch.nn.Module):
 
 
 class Net(torch.nn.Module):
-    def __init__(self, extra, label_dim=0, camera_conditioned=False):
+    """Stands for a generator or a discriminator; with `rays`, it declares the Ray Conditioning widening."""
+
+    def __init__(self, extra, label_dim=0, label_kind='none', rays=False):
         super().__init__()
         self.conv0 = Layer(8 + extra, 16)
         self.conv1 = Layer(16 + extra, 16)
         self.out = torch.nn.Linear(16, max(label_dim, 1))
-        self.camera_conditioned = camera_conditioned
+        self.label_kind = label_kind
+        self.rays = rays
+
+    def resume_widening(self, source_G):
+        return networks_raycond2.widening_from_2d(source_G) if self.rays else None
 
 
 def test_widened_tensors_get_the_leading_slice_and_the_rest_keeps_its_init():
     torch.manual_seed(0)
     source = dict(G=Net(0), D=Net(0))
-    G, D = Net(6, camera_conditioned=True), Net(0, label_dim=5)
+    G, D = Net(6, label_kind='camera', rays=True), Net(0, label_dim=5)
     before = {f'{prefix}.{name}': t.detach().clone() for prefix, net in (('G', G), ('D', D))
               for name, t in net.named_parameters()}
-    report = snapshots.copy_weights_by_name(source, dict(G=G, D=D), 'base.pkl', ray_channels=6)
+    report = snapshots.copy_weights_by_name(source, dict(G=G, D=D), 'base.pkl')
 
     src = dict(source['G'].named_parameters())
     for name in ('conv0', 'conv1'):
@@ -47,8 +54,15 @@ def test_widened_tensors_get_the_leading_slice_and_the_rest_keeps_its_init():
 
 
 def test_between_models_of_the_same_kind_mismatches_still_refuse():
-    source = dict(G=Net(6, camera_conditioned=True))
+    source = dict(G=Net(6, label_kind='camera', rays=True))
+    with pytest.raises(snapshots.ResumeError, match='other shapes'):  # a camera source: no widening
+        snapshots.copy_weights_by_name(source, dict(G=Net(12, label_kind='camera', rays=True)), 'ray.pkl')
     with pytest.raises(snapshots.ResumeError, match='other shapes'):
-        snapshots.copy_weights_by_name(source, dict(G=Net(12, camera_conditioned=True)), 'ray.pkl', ray_channels=6)
-    with pytest.raises(snapshots.ResumeError, match='other shapes'):
-        snapshots.copy_weights_by_name(dict(G=Net(0)), dict(G=Net(6)), '2d.pkl')  # not a ray-conditioned target
+        snapshots.copy_weights_by_name(dict(G=Net(0)), dict(G=Net(6)), '2d.pkl')  # a target that declares none
+
+
+def test_a_25_class_source_is_a_2d_source():
+    """The label kind is declared: 25 classes are not a camera, so the 2D widening applies."""
+    source = dict(G=Net(0, label_dim=25, label_kind='class'))
+    report = snapshots.copy_weights_by_name(source, dict(G=Net(6, label_kind='camera', rays=True)), 'classes.pkl')
+    assert 'G.conv0.weight' in report['widened'] and sorted(report['kept']) == ['G.out.bias', 'G.out.weight']

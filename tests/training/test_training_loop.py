@@ -126,7 +126,7 @@ def test_raycond_configs_train_a_few_steps_with_cameras(shapes_zip, tmp_path, cf
     assert training_loop(**c).status == 'done'
     data, _ = final_snapshot(c.run_dir)
     G = data['G_ema']
-    assert G.camera_conditioned and G.c_dim == 25 and not G.legacy_rays
+    assert G.label_kind == 'camera' and G.c_dim == 25 and not G.legacy_rays
     for name, tensor in named_tensors(data['G']).items():
         assert torch.isfinite(tensor).all(), name
     assert set(c.augment_kwargs) == {'class_name', 'brightness', 'contrast', 'lumaflip', 'hue', 'saturation'}  # colour only
@@ -151,13 +151,13 @@ def test_raycond2_resumes_from_a_2d_stylegan2_snapshot(shapes_zip, tmp_path, cap
     c = tiny_options(shapes_zip, tmp_path / 'ray', cfg='raycond2', cond=True, kimg=0.008, resume_pkl=base_pkl, ema_rampup=None)
     assert training_loop(**c).status == 'done'
     log = capsys.readouterr().out
-    assert '2D weights into a ray-conditioned model' in log and 'G.synthesis.b4.conv1.affine.weight' in log
+    assert 'Weights of another model' in log and 'G.synthesis.b4.conv1.affine.weight' in log
     assert 'D.b4.out.weight' in log  # the label projection starts fresh
     data_2d = load_snapshot(base_pkl)
 
     # The first step changes the weights, so compare the resumed networks before training: rebuild one.
     G = dnnlib.util.construct_class_by_name(**c.G_kwargs, c_dim=25, img_resolution=16, img_channels=3)
-    report = snapshots.copy_weights_by_name(data_2d, dict(G=G), base_pkl, ray_channels=G.ray_channels)
+    report = snapshots.copy_weights_by_name(data_2d, dict(G=G), base_pkl)
     src = dict(data_2d['G'].named_parameters())
     dst = dict(G.named_parameters())
     for name in report['widened']:

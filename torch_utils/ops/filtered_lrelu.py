@@ -47,7 +47,10 @@ def selected_impl(x, impl='cuda'):
     assert impl in ('ref', 'cuda')
     if _u.selected_impl(x, impl) != 'cuda':
         return 'ref'
-    return 'cuda' if _plugin() is not None else 'ref'
+    if _plugin() is None:
+        custom_ops.note_reference_path()  # once per process, while the kernels are disabled
+        return 'ref'
+    return 'cuda'
 
 
 _PLUGIN_SOURCES = dict(sources=['filtered_lrelu.cpp', 'filtered_lrelu_kernel.cu'],

@@ -120,7 +120,10 @@ def selected_impl(x, impl='cuda'):
     if (impl != 'cuda' or x.device.type != 'cuda' or x.numel() == 0
             or x.dtype not in (torch.float32, torch.float16, torch.bfloat16)):
         return 'ref'
-    return 'cuda' if _plugin() is not None else 'ref'
+    if _plugin() is None:
+        custom_ops.note_reference_path()  # once per process, while the kernels are disabled
+        return 'ref'
+    return 'cuda'
 
 
 _PLUGIN_SOURCES = dict(sources=['upfirdn2d.cpp', 'upfirdn2d_kernel.cu'],
