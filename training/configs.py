@@ -110,7 +110,8 @@ def build_training_options(opts):
 
     `opts` carries: cfg, data (path), cond, mirror, mirror_cameras, aug, p, target, batch, gpus,
     batch_gpu, gamma, cbase, cmax, glr, dlr, map_depth, mbstd_group, freezed, fp32, kimg, tick,
-    snap (None: the config's default), seed, workers, nobench, metrics, metric_detectors (optional), device, and the dataset facts `resolution`,
+    snap (None: the config's default), seed, workers, nobench, metrics, metric_detectors (optional), device,
+    and the dataset facts `resolution`,
     `camera_labels` (whether the labels are 25-float cameras) and `dataset_size`.
     """
     if opts.cfg not in _registry:

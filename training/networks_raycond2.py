@@ -33,7 +33,10 @@ How the flag is set when pickles are loaded:
   Plücker rays) by reading it, without running it, and registers for that exact source a no-exec
   rebuild whose Generator and SynthesisNetwork default to `legacy_rays=True`.
   The rebuilt Generator records `legacy_rays=True` in its `init_kwargs`, so it stays legacy when it is
-  pickled again. With `trust_code=True` the official source itself runs, with its own rays.
+  pickled again. The official synthesis blocks keep the release's ray function as an attribute, so
+  the files refer to the global `training.plucker.plucker_embedding`: `training/plucker.py` is our
+  implementation of it, admitted by the no-exec loader (imported below so that it registers). With
+  `trust_code=True` the official source itself runs, with its own rays and our `training.plucker`.
 
 Unlike networks_stylegan2/3 this module imports from `training` (the backbone and `cameras`), so
 executing a pickle's embedded source (`trust_code=True`, plain `pickle.load`) needs this repository's

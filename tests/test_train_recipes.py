@@ -1,0 +1,483 @@
+"""Every `--cfg` recipe of train.py, key by key, against the official train.py.
+
+For each registered config, `train.py --dry-run` on the official README's command line, and on
+variants of it that exercise the options, must print the training-loop arguments that the official
+train.py builds from the same command line: NVlabs/stylegan3 for stylegan2 / stylegan3-t /
+stylegan3-r, and echen01/ray-conditioning (StyleGAN3's train.py plus the raycond configs) for
+raycond2 / raycond3-t / raycond3-r. Every key of the official dict must be printed with an equal
+value; every extra key, missing key or other value must be an entry of DELIBERATE_DIFFERENCES,
+and every entry there that applies to a command line must still be a difference of it.
+
+The expected values are data, written out below with the line of the official train.py they
+come from. Only dry runs: each takes a few milliseconds.
+"""
+
+import collections
+import copy
+import math
+import os
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import dataset_tool  # noqa: E402
+import tiny_networks  # noqa: E402
+import train  # noqa: E402
+from test_train_cli import _in_process_calls_never_train, dry_run  # noqa: E402,F401 (autouse fixture: never trains)
+from training import configs, snapshots  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------
+# The command lines.
+
+DATA = '<--data>'          # replaced by the path of the dataset made below
+DATA_SIZE = 16             # images in that dataset (dataset_tool.py --max-images=16)
+DATA_RESOLUTION = 16       # ... and their resolution (--resolution=16x16); its labels are 25-float cameras
+
+# NVlabs/stylegan3 README.md, "Train StyleGAN2 for FFHQ at 1024x1024 resolution using 8 GPUs" (its
+# --aug=noaug is a variant below). The raycond configs need camera labels: --cond=1 (as every
+# launch script of echen01/ray-conditioning passes), and no --mirror (ours refuses to mirror
+# camera-labelled images without --mirror-cameras=1; a variant below passes both).
+_STYLEGAN_COMMAND = ['--gpus=8', '--batch=32', '--gamma=10', '--mirror=1']
+_RAYCOND_COMMAND = ['--gpus=8', '--batch=32', '--gamma=10', '--cond=1']
+COMMAND_LINES = {
+    'stylegan2': ['--cfg=stylegan2', *_STYLEGAN_COMMAND],
+    'stylegan3-t': ['--cfg=stylegan3-t', *_STYLEGAN_COMMAND],
+    'stylegan3-r': ['--cfg=stylegan3-r', *_STYLEGAN_COMMAND],
+    'raycond2': ['--cfg=raycond2', *_RAYCOND_COMMAND],
+    'raycond3-t': ['--cfg=raycond3-t', *_RAYCOND_COMMAND],
+    'raycond3-r': ['--cfg=raycond3-r', *_RAYCOND_COMMAND],
+}
+OUR_EXTRA_ARGS = ['--device=cpu']  # ours only; the official train.py always trains on CUDA
+
+STYLEGAN_CONFIGS = ('stylegan2', 'stylegan3-t', 'stylegan3-r')
+RAYCOND_CONFIGS = ('raycond2', 'raycond3-t', 'raycond3-r')
+SG3_CONFIGS = ('stylegan3-t', 'stylegan3-r', 'raycond3-t', 'raycond3-r')
+R_CONFIGS = ('stylegan3-r', 'raycond3-r')
+
+# ----------------------------------------------------------------------------------------------
+# What the official train.py prints (`c`, less the launcher's run_dir) for those command lines.
+
+ABSENT = type('Absent', (), {'__repr__': lambda self: '<absent>'})()  # a key that is not set
+ANY = type('Any', (), {'__repr__': lambda self: '<any value>'})()     # in DELIBERATE_DIFFERENCES: not pinned
+
+# NVlabs/stylegan3 train.py, augpipe 'bgc' (its only pipeline); echen01/ray-conditioning train.py
+# spells the same twelve multipliers out: "if opts.aug != 'noaug': c.augment_kwargs = ...".
+_BGC = dict(class_name='training.augment.AugmentPipe', xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1,
+            xfrac=1, brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
+_GEOMETRIC_AUGMENTATIONS = ('xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac')
+
+
+def _merged(base, update):
+    """A deep copy of `base` with the nested dict `update` merged in."""
+    result = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _official(cfg_part, use_labels, xflip):
+    """The keys both official train.py files set alike for every config, updated by `cfg_part`."""
+    common = {
+        # "c.G_kwargs = dnnlib.EasyDict(class_name=None, z_dim=512, w_dim=512, mapping_kwargs=...)";
+        # "c.G_kwargs.channel_base = c.D_kwargs.channel_base = opts.cbase" (--cbase default 32768), cmax 512.
+        'G_kwargs': dict(z_dim=512, w_dim=512, mapping_kwargs={}, channel_base=32768, channel_max=512),
+        # "c.D_kwargs = dnnlib.EasyDict(class_name='training.networks_stylegan2.Discriminator', ...)";
+        # freeze_layers = opts.freezed (0), mbstd_group_size = opts.mbstd_group (4); D is never doubled.
+        'D_kwargs': dict(class_name='training.networks_stylegan2.Discriminator', block_kwargs=dict(freeze_layers=0),
+                         mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=4), channel_base=32768,
+                         channel_max=512),
+        # "c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', betas=[0,0.99], eps=1e-8)"; D alike,
+        # "c.D_opt_kwargs.lr = opts.dlr" (--dlr default 0.002).
+        'G_opt_kwargs': dict(class_name='torch.optim.Adam', betas=[0, 0.99], eps=1e-8),
+        'D_opt_kwargs': dict(class_name='torch.optim.Adam', betas=[0, 0.99], eps=1e-8, lr=0.002),
+        # "c.loss_kwargs.r1_gamma = opts.gamma".
+        'loss_kwargs': dict(r1_gamma=10),
+        # "c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, prefetch_factor=2)"; num_workers = --workers (3).
+        'data_loader_kwargs': dict(pin_memory=True, prefetch_factor=2, num_workers=3),
+        # init_dataset_kwargs(): class_name, path, resolution, max_size=len(dataset); then use_labels = opts.cond,
+        # xflip = opts.mirror, "c.random_seed = c.training_set_kwargs.random_seed = opts.seed" (0).
+        'training_set_kwargs': dict(class_name='training.dataset.ImageFolderDataset', path=DATA, use_labels=use_labels,
+                                    max_size=DATA_SIZE, xflip=xflip, resolution=DATA_RESOLUTION, random_seed=0),
+        # "c.num_gpus = opts.gpus", "c.batch_size = opts.batch",
+        # "c.batch_gpu = opts.batch_gpu or opts.batch // opts.gpus".
+        'num_gpus': 8, 'batch_size': 32, 'batch_gpu': 4,
+        # --metrics default 'fid50k_full', --kimg 25000, --tick 4, --seed 0.
+        'metrics': ['fid50k_full'], 'total_kimg': 25000, 'kimg_per_tick': 4, 'random_seed': 0,
+        # "c.ema_kimg = c.batch_size * 10 / 32".
+        'ema_kimg': 10.0,
+        # --aug default 'ada': "c.augment_kwargs = ..." and "c.ada_target = opts.target" (--target default 0.6).
+        'augment_kwargs': dict(_BGC), 'ada_target': 0.6,
+    }
+    return _merged(common, cfg_part)
+
+
+OFFICIAL = {
+    # NVlabs/stylegan3 train.py: "if opts.cfg == 'stylegan2':" branch; map_depth 8 and glr 0.002 for stylegan2;
+    # --snap default 50: "c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap".
+    'stylegan2': _official({
+        'G_kwargs': dict(class_name='training.networks_stylegan2.Generator', mapping_kwargs=dict(num_layers=8),
+                         fused_modconv_default='inference_only'),
+        'G_opt_kwargs': dict(lr=0.002),
+        'loss_kwargs': dict(class_name='training.loss.StyleGAN2Loss', style_mixing_prob=0.9, pl_weight=2,
+                            pl_no_weight_grad=True),
+        'G_reg_interval': 4,
+        'image_snapshot_ticks': 50, 'network_snapshot_ticks': 50,
+    }, use_labels=False, xflip=True),
+    # NVlabs/stylegan3 train.py: the "else:" branch (not stylegan3-r); map_depth 2, glr 0.0025; --snap default 50.
+    'stylegan3-t': _official({
+        'G_kwargs': dict(class_name='training.networks_stylegan3.Generator', mapping_kwargs=dict(num_layers=2),
+                         magnitude_ema_beta=0.5 ** (32 / 20000)),
+        'G_opt_kwargs': dict(lr=0.0025),
+        'loss_kwargs': dict(class_name='training.loss.StyleGAN2Loss'),
+        'image_snapshot_ticks': 50, 'network_snapshot_ticks': 50,
+    }, use_labels=False, xflip=True),
+    # NVlabs/stylegan3 train.py: the "else:" branch and its "if opts.cfg == 'stylegan3-r':" part (1x1 convs,
+    # doubled G channels, radial filters, D-input blur); map_depth 2, glr 0.0025; --snap default 50.
+    'stylegan3-r': _official({
+        'G_kwargs': dict(class_name='training.networks_stylegan3.Generator', mapping_kwargs=dict(num_layers=2),
+                         magnitude_ema_beta=0.5 ** (32 / 20000), conv_kernel=1, channel_base=65536, channel_max=1024,
+                         use_radial_filters=True),
+        'G_opt_kwargs': dict(lr=0.0025),
+        'loss_kwargs': dict(class_name='training.loss.StyleGAN2Loss', blur_init_sigma=10, blur_fade_kimg=200.0),
+        'image_snapshot_ticks': 50, 'network_snapshot_ticks': 50,
+    }, use_labels=False, xflip=True),
+    # echen01/ray-conditioning train.py: "elif opts.cfg == 'raycond2':" branch (the stylegan2 one with the
+    # raycond2 generator); loss class "training.ray_loss.StyleGAN2Loss" for every raycond config; map_depth 8
+    # and glr 0.002 for raycond2; --snap default 100.
+    'raycond2': _official({
+        'G_kwargs': dict(class_name='training.networks_raycond2.Generator', mapping_kwargs=dict(num_layers=8),
+                         fused_modconv_default='inference_only'),
+        'G_opt_kwargs': dict(lr=0.002),
+        'loss_kwargs': dict(class_name='training.ray_loss.StyleGAN2Loss', style_mixing_prob=0.9, pl_weight=2,
+                            pl_no_weight_grad=True),
+        'G_reg_interval': 4,
+        'image_snapshot_ticks': 100, 'network_snapshot_ticks': 100,
+    }, use_labels=True, xflip=False),
+    # echen01/ray-conditioning train.py: "elif opts.cfg == 'raycond3-t':" branch (magnitude_ema_beta only, no
+    # blur); map_depth 2, glr 0.0025; --snap default 100.
+    'raycond3-t': _official({
+        'G_kwargs': dict(class_name='training.networks_raycond3.Generator', mapping_kwargs=dict(num_layers=2),
+                         magnitude_ema_beta=0.5 ** (32 / 20000)),
+        'G_opt_kwargs': dict(lr=0.0025),
+        'loss_kwargs': dict(class_name='training.ray_loss.StyleGAN2Loss'),
+        'image_snapshot_ticks': 100, 'network_snapshot_ticks': 100,
+    }, use_labels=True, xflip=False),
+    # echen01/ray-conditioning train.py: the "else:" branch with "if opts.cfg == 'stylegan3-r' or opts.cfg ==
+    # 'raycond3-r':" (as stylegan3-r, raycond3 generator); map_depth 2, glr 0.0025; --snap default 100.
+    'raycond3-r': _official({
+        'G_kwargs': dict(class_name='training.networks_raycond3.Generator', mapping_kwargs=dict(num_layers=2),
+                         magnitude_ema_beta=0.5 ** (32 / 20000), conv_kernel=1, channel_base=65536, channel_max=1024,
+                         use_radial_filters=True),
+        'G_opt_kwargs': dict(lr=0.0025),
+        'loss_kwargs': dict(class_name='training.ray_loss.StyleGAN2Loss', blur_init_sigma=10, blur_fade_kimg=200.0),
+        'image_snapshot_ticks': 100, 'network_snapshot_ticks': 100,
+    }, use_labels=True, xflip=False),
+}
+
+
+class ByConfig:
+    """A variant's value that depends on the config: `default`, or `per_config[cfg]`."""
+
+    def __init__(self, default, per_config):
+        self.default, self.per_config = default, per_config
+
+    def resolve(self, cfg):
+        return self.per_config.get(cfg, self.default)
+
+
+def _each(cfgs, value):
+    return {cfg: value for cfg in cfgs}
+
+
+# Variants: (name, extra arguments, configs it applies to, what the official train.py then changes;
+# dotted key paths, ABSENT = not set). Both official train.py files treat these options alike.
+Variant = collections.namedtuple('Variant', 'name args configs changes')
+VARIANTS = [
+    Variant('readme', [], None, {}),
+    # "if opts.aug != 'noaug':" -- no augment_kwargs and no ada_target.
+    Variant('noaug', ['--aug=noaug'], None, {'augment_kwargs': ABSENT, 'ada_target': ABSENT}),
+    # "if opts.aug == 'fixed': c.augment_p = opts.p".
+    Variant('fixed-p', ['--aug=fixed', '--p=0.3'], None, {'ada_target': ABSENT, 'augment_p': 0.3}),
+    # "if opts.aug == 'ada': c.ada_target = opts.target".
+    Variant('ada-target', ['--target=0.7'], None, {'ada_target': 0.7}),
+    # "if opts.fp32: c.G_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0; ... conv_clamp = None".
+    Variant('fp32', ['--fp32=1'], None, {'G_kwargs.num_fp16_res': 0, 'D_kwargs.num_fp16_res': 0,
+                                         'G_kwargs.conv_clamp': None, 'D_kwargs.conv_clamp': None}),
+    # "if opts.nobench: c.cudnn_benchmark = False".
+    Variant('nobench', ['--nobench=1'], None, {'cudnn_benchmark': False}),
+    # "c.G_kwargs.mapping_kwargs.num_layers = ... if opts.map_depth is None else opts.map_depth".
+    Variant('map-depth', ['--map-depth=4'], None, {'G_kwargs.mapping_kwargs.num_layers': 4}),
+    # "c.G_opt_kwargs.lr = ... if opts.glr is None else opts.glr", "c.D_opt_kwargs.lr = opts.dlr".
+    Variant('glr-dlr', ['--glr=0.001', '--dlr=0.003'], None, {'G_opt_kwargs.lr': 0.001, 'D_opt_kwargs.lr': 0.003}),
+    # "c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap".
+    Variant('snap', ['--snap=7'], None, {'image_snapshot_ticks': 7, 'network_snapshot_ticks': 7}),
+    # "c.G_kwargs.channel_base = c.D_kwargs.channel_base = opts.cbase" (cmax alike), then "*= 2" for -R's G only.
+    Variant('cbase-cmax', ['--cbase=16384', '--cmax=256'], None, {
+        'G_kwargs.channel_base': ByConfig(16384, _each(R_CONFIGS, 32768)),
+        'G_kwargs.channel_max': ByConfig(256, _each(R_CONFIGS, 512)),
+        'D_kwargs.channel_base': 16384, 'D_kwargs.channel_max': 256}),
+    # Batch formulas: batch_gpu = --batch-gpu, "c.ema_kimg = c.batch_size * 10 / 32", "magnitude_ema_beta =
+    # 0.5 ** (c.batch_size / (20 * 1e3))" (StyleGAN3 generators), "blur_fade_kimg = c.batch_size * 200 / 32" (-R).
+    Variant('batch', ['--batch=64', '--batch-gpu=4'], None, {
+        'batch_size': 64, 'batch_gpu': 4, 'ema_kimg': 20.0,
+        'G_kwargs.magnitude_ema_beta': ByConfig(ABSENT, _each(SG3_CONFIGS, 0.5 ** (64 / 20000))),
+        'loss_kwargs.blur_fade_kimg': ByConfig(ABSENT, _each(R_CONFIGS, 400.0))}),
+    # "c.D_kwargs.block_kwargs.freeze_layers = opts.freezed", "...epilogue_kwargs.mbstd_group_size = opts.mbstd_group".
+    Variant('freezed-mbstd', ['--freezed=2', '--mbstd-group=2'], None, {
+        'D_kwargs.block_kwargs.freeze_layers': 2, 'D_kwargs.epilogue_kwargs.mbstd_group_size': 2}),
+    # "c.metrics = opts.metrics", "c.total_kimg = opts.kimg", "c.kimg_per_tick = opts.tick",
+    # "c.random_seed = c.training_set_kwargs.random_seed = opts.seed", "num_workers = opts.workers".
+    Variant('misc', ['--metrics=none', '--kimg=1000', '--tick=8', '--seed=3', '--workers=1'], None, {
+        'metrics': [], 'total_kimg': 1000, 'kimg_per_tick': 8, 'random_seed': 3, 'training_set_kwargs.random_seed': 3,
+        'data_loader_kwargs.num_workers': 1}),
+    # "if opts.resume is not None: c.resume_pkl = opts.resume; c.ada_kimg = 100; c.ema_rampup = None;
+    # c.loss_kwargs.blur_init_sigma = 0" (a pickle without a training state beside it: the official fine-tuning).
+    Variant('resume', ['--resume=<snapshot>'], None, {
+        'resume_pkl': '<snapshot>', 'ada_kimg': 100, 'ema_rampup': None, 'loss_kwargs.blur_init_sigma': 0}),
+    # The StyleGAN configs on camera-labelled data with --cond=1: "c.training_set_kwargs.use_labels = opts.cond".
+    Variant('cond', ['--cond=1', '--mirror-cameras=1'], STYLEGAN_CONFIGS, {'training_set_kwargs.use_labels': True}),
+    # The raycond configs with --mirror=1: "c.training_set_kwargs.xflip = opts.mirror".
+    Variant('mirror', ['--mirror=1', '--mirror-cameras=1'], RAYCOND_CONFIGS, {'training_set_kwargs.xflip': True}),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Where ours differs from the official train.py on purpose.
+
+# Conditions under which a deliberate difference shows; `o` maps the command line's --name to its value.
+CONDITIONS = {
+    'always': lambda o: True,
+    'on --device=cpu': lambda o: o.get('device') == 'cpu',
+    'without --fp32=1': lambda o: o.get('fp32') != '1',
+    'without --nobench=1': lambda o: o.get('nobench') != '1',
+    'without --mirror-cameras=1': lambda o: o.get('mirror-cameras') != '1',
+    'with --mirror-cameras=1': lambda o: o.get('mirror-cameras') == '1',
+    'with --resume': lambda o: o.get('resume') is not None,
+    # The test dataset's labels are 25-float cameras: --cond=1 makes them the labels.
+    'camera labels (--cond=1)': lambda o: o.get('cond') == '1',
+    'camera labels (--cond=1) and --aug other than noaug':
+        lambda o: o.get('cond') == '1' and o.get('aug', 'ada') != 'noaug',
+}
+
+ALL_CONFIGS = STYLEGAN_CONFIGS + RAYCOND_CONFIGS
+Difference = collections.namedtuple('Difference', 'path configs when ours reason')
+DELIBERATE_DIFFERENCES = [
+    # Keys only ours has.
+    Difference('device', ALL_CONFIGS, 'on --device=cpu', 'cpu',
+               "--device=cpu|cuda (the official train.py is CUDA-only); train.py's launcher takes it out before "
+               "calling training_loop"),
+    Difference('metric_detectors', ALL_CONFIGS, 'always', {},
+               '--detector: local metric detector files; {} downloads the official ones, as the official loop'),
+    Difference('grid_size', ALL_CONFIGS, 'always', None,
+               '--grid: size of the image snapshots; None is the official ~7680x4320-pixel grid (8x4 on the CPU)'),
+    Difference('trust_code', ALL_CONFIGS, 'always', False,
+               '--trust-code: --resume pickles are read without executing their embedded code unless given'),
+    Difference('saved_options', ALL_CONFIGS, 'always', ANY,
+               'the command-line options, stored in every training state so that --resume=<run dir> continues exactly'),
+    Difference('training_set_kwargs.xflip_camera_labels', ALL_CONFIGS, 'without --mirror-cameras=1', False,
+               '--mirror-cameras: mirror the camera poses with the pixels (the official xflip leaves poses '
+               'unmirrored)'),
+    Difference('training_set_kwargs.xflip_camera_labels', ALL_CONFIGS, 'with --mirror-cameras=1', True,
+               '--mirror-cameras=1: each mirrored image gets the mirrored camera pose'),
+    Difference('cudnn_benchmark', ALL_CONFIGS, 'without --nobench=1', True,
+               'always printed; True is the training loop default the official train.py relies on'),
+    Difference('G_kwargs.label_kind', ALL_CONFIGS, 'camera labels (--cond=1)', 'camera',
+               'the generator declares that its label is a camera (training.capabilities), instead of the code '
+               'around it guessing from c_dim == 25'),
+    Difference('resume_state', ALL_CONFIGS, 'with --resume', None,
+               'the training state beside the snapshot (exact continuation); None for a weights-only pickle, which '
+               'gets the official fine-tuning settings'),
+    *[Difference(f'{net}_kwargs.{key}', ALL_CONFIGS, 'without --fp32=1', value,
+                 'explicit class default: the official train.py leaves it unset and the classes default to the same '
+                 '(fp16 on the 4 highest resolutions, clamp 256)')
+      for net in ('G', 'D') for key, value in (('num_fp16_res', 4), ('conv_clamp', 256))],
+    # Values that differ.
+    Difference('data_loader_kwargs.pin_memory', ALL_CONFIGS, 'on --device=cpu', False,
+               'pinned host memory only helps copies to CUDA; ours pins on --device=cuda only'),
+    Difference('loss_kwargs.class_name', RAYCOND_CONFIGS, 'always', 'training.loss.RayConditioningLoss',
+               "our ray-conditioning loss (StyleGAN2Loss whose synthesis receives the camera) lives in "
+               "training/loss.py; the official training.ray_loss module does not exist here"),
+    Difference('G_kwargs.legacy_rays', RAYCOND_CONFIGS, 'always', False,
+               "physically correct camera rays; the official release's non-physical ray field (legacy_rays=True) is "
+               "used only to load its published checkpoints"),
+    # Keys only the official dict has.
+    *[Difference(f'augment_kwargs.{key}', ALL_CONFIGS, 'camera labels (--cond=1) and --aug other than noaug', ABSENT,
+                 'colour-only augmentation on camera-labelled data: geometric augmentation would break the image-pose '
+                 "pairing (an unset multiplier is AugmentPipe's 0)")
+      for key in _GEOMETRIC_AUGMENTATIONS],
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparison.
+
+def _apply(official, cfg, changes, substitutions):
+    result = copy.deepcopy(official)
+    for path, value in changes.items():
+        if isinstance(value, ByConfig):
+            value = value.resolve(cfg)
+        value = substitutions.get(value, value) if isinstance(value, str) else value
+        *parents, last = path.split('.')
+        node = result
+        for key in parents:
+            node = node[key]
+        if value is ABSENT:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return result
+
+
+def _equal(a, b):
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return not _differences(a, b)
+    return type(a) is type(b) and a == b
+
+
+def _same(a, b):
+    return a is b if ABSENT in (a, b) else _equal(a, b)
+
+
+def _differences(ours, official, prefix=''):
+    """-> {dotted key path: (our value, official value)}, ABSENT for a missing key; nested dicts recursively."""
+    found = {}
+    for key in sorted(set(ours) | set(official)):
+        path = prefix + key
+        a, b = ours.get(key, ABSENT), official.get(key, ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found.update(_differences(a, b, path + '.'))
+        elif a is ABSENT or b is ABSENT or not _equal(a, b):
+            found[path] = (a, b)
+    return found
+
+
+def _parse_args(args):
+    options = {}
+    for arg in args:
+        name, _, value = arg[2:].partition('=')
+        options[name] = value
+    return options
+
+
+def _applicable_differences(cfg, options):
+    applicable = {}
+    for entry in DELIBERATE_DIFFERENCES:
+        if cfg in entry.configs and CONDITIONS[entry.when](options):
+            assert entry.path not in applicable, f'two DELIBERATE_DIFFERENCES entries apply to {entry.path} here'
+            applicable[entry.path] = entry
+    return applicable
+
+
+def unexplained_differences(ours, official, cfg, options):
+    """One line for each difference not in DELIBERATE_DIFFERENCES, and for each applicable entry that is none."""
+    found = _differences(ours, official)
+    expected = _applicable_differences(cfg, options)
+    problems = []
+    for path, (our_value, official_value) in found.items():
+        entry = expected.get(path)
+        if entry is None:
+            problems.append(f'{path}: ours {our_value!r}, official {official_value!r} (not in DELIBERATE_DIFFERENCES)')
+        elif entry.ours is not ANY and not _same(our_value, entry.ours):
+            problems.append(f'{path}: ours {our_value!r}, DELIBERATE_DIFFERENCES says {entry.ours!r}')
+    for path, entry in expected.items():
+        if path not in found:
+            problems.append(f'{path}: listed in DELIBERATE_DIFFERENCES ({entry.when}) but equal to the official value')
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests.
+
+@pytest.fixture(scope='module')
+def recipe_files(tmp_path_factory):
+    """-> dict(data=camera-labelled 16x16 zip, snapshot=a tiny StyleGAN2 snapshot pickle without training state)."""
+    root = tmp_path_factory.mktemp('recipes')
+    data = str(root / 'shapes16.zip')
+    result = CliRunner().invoke(dataset_tool.main, ['--source=synthetic:shapes', f'--dest={data}',
+                                                    f'--resolution={DATA_RESOLUTION}x{DATA_RESOLUTION}',
+                                                    f'--max-images={DATA_SIZE}'])
+    assert result.exit_code == 0, result.output
+    snapshot = tiny_networks.save_snapshot(root / 'network-snapshot-000000.pkl', tiny_networks.stylegan2_generator())
+    return {DATA: data, '<snapshot>': snapshot}
+
+
+def _cases():
+    return [(cfg, variant) for cfg in configs.config_names() for variant in VARIANTS
+            if variant.configs is None or cfg in variant.configs]
+
+
+def _command_line(cfg, variant, files):
+    args = [*COMMAND_LINES[cfg], *OUR_EXTRA_ARGS, *variant.args]
+    args = [arg.replace('<snapshot>', files['<snapshot>']) for arg in args]
+    return [f'--data={files[DATA]}', *args]
+
+
+@pytest.mark.parametrize('cfg, variant', _cases(), ids=[f'{cfg}-{variant.name}' for cfg, variant in _cases()])
+def test_recipe_matches_the_official_train_py(tmp_path, recipe_files, cfg, variant):
+    args = _command_line(cfg, variant, recipe_files)
+    ours, _ = dry_run(tmp_path / 'out', *args)
+    official = _apply(OFFICIAL[cfg], cfg, variant.changes, recipe_files)
+    official = _apply(official, cfg, {'training_set_kwargs.path': recipe_files[DATA]}, {})
+    problems = unexplained_differences(ours, official, cfg, _parse_args(args))
+    assert not problems, f'train.py {" ".join(args)}:\n  ' + '\n  '.join(problems)
+
+
+def test_every_registered_config_has_a_recipe():
+    """A config registered later without an OFFICIAL entry and a command line fails here, not silently."""
+    names = set(configs.config_names())
+    assert names, 'no config is registered'
+    assert {cfg for cfg, _ in _cases()} == names
+    assert set(OFFICIAL) == names and set(COMMAND_LINES) == names
+    for entry in DELIBERATE_DIFFERENCES:
+        assert entry.when in CONDITIONS and set(entry.configs) <= names, entry
+
+
+def test_the_comparison_rule():
+    """Changed, missing and extra keys are reported; ints equal floats, bools do not; stale or wrong entries fail."""
+    official = dict(a=1, b=dict(c=[0, 0.99], d='x'), e=None)
+    assert _differences(dict(a=1.0, b=dict(c=[0.0, 0.99], d='x'), e=None), official) == {}
+    assert unexplained_differences(dict(a=2, b=dict(c=[0, 0.99]), e=None, f=True), official, 'nosuchcfg', {}) == [
+        'a: ours 2, official 1 (not in DELIBERATE_DIFFERENCES)',
+        "b.d: ours <absent>, official 'x' (not in DELIBERATE_DIFFERENCES)",
+        'f: ours True, official <absent> (not in DELIBERATE_DIFFERENCES)']
+    assert _differences(dict(a=True, b=[1, 2]), dict(a=1, b=[1, 2, 3])) == {'a': (True, 1), 'b': ([1, 2], [1, 2, 3])}
+    problems = unexplained_differences(dict(device='cuda'), {}, 'stylegan2', dict(device='cpu'))
+    assert "device: ours 'cuda', DELIBERATE_DIFFERENCES says 'cpu'" in problems
+    assert 'trust_code: listed in DELIBERATE_DIFFERENCES (always) but equal to the official value' in problems
+
+
+def test_snap_default_survives_an_exact_resume(tmp_path, recipe_files):
+    """A run started without --snap saves snap=None: its exact resume keeps the config's default; --snap still wins."""
+    for cfg, default in (('stylegan2', 50), ('raycond2', 100)):
+        args = _command_line(cfg, VARIANTS[0], recipe_files)
+        options, _ = dry_run(tmp_path / 'out', *args)
+        assert options['saved_options']['snap'] is None
+        assert options['image_snapshot_ticks'] == options['network_snapshot_ticks'] == default
+        for saved_snap, given, expected in ((None, [], default), (50, [], 50), (None, ['--snap=3'], 3)):
+            run = tmp_path / f'run-{cfg}-{saved_snap}-{len(given)}'
+            os.makedirs(run)
+            tiny_networks.save_snapshot(run / 'network-snapshot-000000.pkl', tiny_networks.stylegan2_generator())
+            snapshots.save_training_state(str(run / 'training-state-000000.pt'),
+                                          dict(options=dict(options['saved_options'], snap=saved_snap)))
+            resumed, _ = dry_run(tmp_path / 'out', f'--resume={run}', *given)
+            assert resumed['resume_state'] == str(run / 'training-state-000000.pt')
+            assert resumed['image_snapshot_ticks'] == resumed['network_snapshot_ticks'] == expected, \
+                (cfg, saved_snap, given)
+
+
+def test_help_names_both_snap_defaults():
+    result = CliRunner().invoke(train.main, ['--help'])
+    assert result.exit_code == 0
+    assert '[default: 50; 100 for the raycond configs]' in ' '.join(result.output.split())
