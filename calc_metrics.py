@@ -19,12 +19,14 @@ import click
 import torch
 
 import dnnlib
+from dnnlib import cli
+from dnnlib import signals
 from metrics import metric_main
 from metrics import metric_utils
 from metrics.detectors import DetectorError
 from torch_utils import distributed
 from training import capabilities, generation, snapshots
-from training.dataset import DatasetError
+from training.dataset import DatasetError, MissingLabelsError
 
 
 class CommandError(click.ClickException):
@@ -64,8 +66,10 @@ def dataset_kwargs_for(opts, G, training_set_kwargs):
             dataset = dnnlib.util.construct_class_by_name(**dict(kwargs, xflip=False))
             label_dim = dataset.label_dim if dataset.has_labels else 0
             dataset.close()
-        except DatasetError:  # no or unusable labels in dataset.json
+        except MissingLabelsError:  # no labels in dataset.json: said below, against what the network takes
             label_dim = 0
+        except DatasetError as error:  # labels that are there but unusable (NaN, not cameras): what is wrong
+            raise CommandError(f'{error}{hint}') from None
         if label_dim != G.c_dim:
             found = f'{label_dim}-dimensional labels' if label_dim else 'no labels'
             raise CommandError(f'The network takes {G.c_dim}-dimensional labels but dataset {kwargs.path} has {found}{hint}; '
@@ -115,11 +119,12 @@ def _worker(args):
 @click.option('--mirror', help='Mirror the dataset (legacy fid50k/kid50k/pr50k3 only)  [default: look up from the pickle]', type=bool, metavar='BOOL')
 @click.option('--gpus', help='Number of processes (GPUs, or CPU processes with --device=cpu)', type=click.IntRange(min=1), default=1, show_default=True)
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
-@click.option('--scale', help='Output scale for any-scale generators; the dataset must be at the scaled resolution', type=click.FloatRange(min=0, min_open=True), metavar='FLOAT')
+@click.option('--scale', help='Output scale for any-scale generators; the dataset must be at the scaled resolution', type=cli.FiniteFloat(min=0, min_open=True), metavar='FLOAT')
 @click.option('--detector', 'detectors', help='Local detector file: PATH (Inception) or KIND=PATH with KIND inception|vgg16; repeatable', metavar='[KIND=]PATH', multiple=True)
 @click.option('--seed', help='Seed for the generated samples', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--verbose', help='Print progress', type=bool, default=True, show_default=True, metavar='BOOL')
 @click.option('--trust-code', help='Execute code embedded in the pickle (only for files you trust)', is_flag=True)
+@signals.exit_on_interrupt
 def main(**kwargs):
     """Calculate quality metrics for a network pickle.
 
@@ -165,6 +170,10 @@ def main(**kwargs):
 def prepare(opts):
     """Check the options, load the network and describe the work for every process."""
     metrics = parse_metrics(opts.metrics)
+    run_dir = run_dir_of(opts.network)
+    if run_dir is not None:  # the results are appended to its metric-<name>.jsonl files
+        cli.check_output_path(run_dir, '--network', 'dir', what=f'the run directory {run_dir} of --network',
+                              fix='copy the pickle out of it, or make it writable')
     try:
         detector_urls = metric_utils.parse_detector_option(opts.detectors)
     except ValueError as error:
@@ -175,7 +184,7 @@ def prepare(opts):
     if opts.verbose:
         print(f'Loading network from "{opts.network}"...')
     try:
-        data = snapshots.open_network_pkl(opts.network, trust_code=opts.trust_code)
+        data = snapshots.open_network_pkl(opts.network, trust_code=opts.trust_code, trust_option='--trust-code')
     except snapshots.NetworkPickleError as error:
         raise CommandError(str(error)) from None
     G = data['G_ema']
@@ -194,7 +203,7 @@ def prepare(opts):
         raise CommandError(str(error)) from None
     return dnnlib.EasyDict(G=G, G_kwargs=G_kwargs, metrics=metrics, dataset_kwargs=dataset_kwargs, device=device.type,
                            detector_urls=detector_urls, seed=opts.seed, verbose=opts.verbose, network=opts.network,
-                           run_dir=run_dir_of(opts.network))
+                           run_dir=run_dir)
 
 
 if __name__ == '__main__':

@@ -34,6 +34,7 @@ import dataclasses
 import gzip
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -50,11 +51,15 @@ import numpy as np
 import PIL.Image
 import tqdm
 
+from dnnlib import cli
+from dnnlib import signals
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp')
 IMAGES_PER_FOLDER = 1000
 SYNTHETIC_SOURCES = ('shapes',)
 DEFAULT_SYNTHETIC_RESOLUTION = 64
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same input gives the same zip bytes
+CAMERA_LABEL_DIM = 25  # training/cameras.py: 16 cam2world + 9 intrinsics floats
 
 
 class DatasetToolError(click.ClickException):
@@ -92,6 +97,7 @@ def parse_resolution(text: Optional[str]) -> Optional[tuple[int, int]]:
     match = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', text)
     if match is None or int(match.group(1)) == 0 or int(match.group(2)) == 0:
         raise DatasetToolError(f"--resolution '{text}' is not of the form WxH with positive integers; pass e.g. --resolution=256x256.")
+    cli.check_image_size(int(match.group(1)), int(match.group(2)), 3, '--resolution')
     return int(match.group(1)), int(match.group(2))
 
 
@@ -176,6 +182,8 @@ def parse_labels_json(data: bytes, where: str) -> Optional[dict]:
 
 
 def labelled_items(names: list[str], labels: Optional[dict], json_where: str, read: Callable[[str], Any]) -> Iterator[Item]:
+    if labels is not None:
+        check_label_values([(name, labels[name]) for name in names if name in labels], json_where)
     for name in names:
         label = None
         if labels is not None:
@@ -183,6 +191,28 @@ def labelled_items(names: list[str], labels: Optional[dict], json_where: str, re
                 raise DatasetToolError(f"Image '{name}' has no label in {json_where}; add one or remove the image.")
             label = labels[name]
         yield Item(name, read(name), label)
+
+
+def check_label_values(named_labels: list[tuple[str, Any]], where: str) -> None:
+    """Before any image is read: refuse NaN or infinite label values, and 25-float labels that are cameras
+    except for some that are not valid ones (a 25-float vector that is never a camera may be anything)."""
+    vectors = [(name, label) for name, label in named_labels if isinstance(label, list) and label_kind(label)]
+    for name, label in vectors:
+        if not all(math.isfinite(value) for value in label):
+            raise DatasetToolError(f"Label of '{name}' in {where} contains NaN or infinite values; fix or remove it "
+                                   f"(labels must be finite numbers).")
+    poses = [(name, label) for name, label in vectors if len(label) == CAMERA_LABEL_DIM]
+    if not poses:
+        return
+    from training import cameras  # needs torch: only for 25-float labels
+    import torch
+    problems = cameras.problems(torch.tensor([label for _, label in poses], dtype=torch.float64))
+    valid = [name for (name, _), problem in zip(poses, problems) if problem is None]
+    invalid = [(name, problem) for (name, _), problem in zip(poses, problems) if problem is not None]
+    if valid and invalid:
+        name, problem = invalid[0]
+        raise DatasetToolError(f"Label of '{name}' in {where} is 25 floats but not a valid camera, although that of "
+                               f"'{valid[0]}' is one: {problem}; fix the camera or remove the image.")
 
 
 def open_image_folder(path: str, max_images: Optional[int]) -> Source:
@@ -574,6 +604,7 @@ def progress(total: int) -> Iterator[Callable[[int], None]]:
 def convert_dataset(source: str, dest: str, max_images: Optional[int], seed: int, opts: Options) -> str:
     """Convert `source` into `dest` and return the one-line summary."""
     refuse_existing(os.path.abspath(os.path.expanduser(dest)))
+    cli.check_output_path(dest, '--dest', 'file' if dest.lower().endswith('.zip') else 'dir')
     check_requested_resolution(opts.transform, opts.resolution)
     src = open_source(source, max_images, opts.resolution, seed)
     checker = DatasetChecker()
@@ -625,7 +656,8 @@ def help_epilog() -> str:
               help='center-crop: crop the largest centred square. center-crop-wide: crop a centred WxH '
                    '(2:1 for a square --resolution) region and letterbox it into a WxW canvas. Default: none.')
 @click.option('--resolution', metavar='WxH',
-              help='Output size, e.g. 256x256; must end square and a power of two. Default: keep the source size.')
+              help=f'Output size, e.g. 256x256; must end square and a power of two, at most {cli.MAX_IMAGE_SIDE} per side. '
+                   f'Default: keep the source size.')
 @click.option('--resize-filter', default='lanczos', show_default=True, metavar='box|lanczos',
               help='Resampling filter for resizing (box gives exact block means for integer downscales).')
 @click.option('--alpha', metavar='drop|composite',
@@ -635,6 +667,7 @@ def help_epilog() -> str:
               help='Background colour for --alpha=composite.')
 @click.option('--seed', default=0, show_default=True, type=int, metavar='INT',
               help='Random seed for synthetic sources.')
+@signals.exit_on_interrupt
 def main(source, dest, max_images, transform, resolution, resize_filter, alpha, background, seed):
     """Pack images and their labels into an uncompressed zip (or folder) dataset for training.
 

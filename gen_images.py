@@ -22,18 +22,13 @@ import torch
 import tqdm
 
 import dnnlib
+from dnnlib import cli
+from dnnlib import signals
 from training import cameras, capabilities, generation, snapshots
 
 
 class CommandError(click.ClickException):
     """One sentence on stderr, exit code 1, no traceback."""
-
-
-def parse_floats(text, what, count=None):
-    try:
-        return dnnlib.util.parse_float_list(text, count=count)
-    except ValueError as error:
-        raise CommandError(f'{what}: {error}') from None
 
 
 def parse_grid(text, default_shape):
@@ -68,9 +63,9 @@ def camera_views(opts):
             raise CommandError(str(error)) from None
     if opts.fov is not None and opts.focal is not None:
         raise CommandError('Pass either --fov or --focal, not both.')
-    yaws = parse_floats(opts.yaw, '--yaw') if opts.yaw is not None else [0.0]
-    pitches = parse_floats(opts.pitch, '--pitch') if opts.pitch is not None else [0.0]
-    pivot = parse_floats(opts.pivot, '--pivot', count=3) if opts.pivot is not None else cameras.FFHQ_PIVOT
+    yaws = opts.yaw if opts.yaw is not None else [0.0]
+    pitches = opts.pitch if opts.pitch is not None else [0.0]
+    pivot = opts.pivot if opts.pivot is not None else cameras.FFHQ_PIVOT
     radius = opts.radius if opts.radius is not None else cameras.FFHQ_RADIUS
     focal = cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or cameras.FFHQ_FOCAL)
     yaw_grid = [yaw for _pitch in pitches for yaw in yaws]
@@ -87,7 +82,10 @@ def labels_for(G, opts):
                            f'(c_dim={G.c_dim}); drop the camera options.')
     if camera_given and opts.class_idx is not None:
         raise CommandError(f'--class uses the label as a class index; it cannot be combined with --{camera_given[0]}.')
-    if camera_net and opts.class_idx is None:
+    if camera_net and opts.class_idx is not None:
+        raise CommandError(f'--class={opts.class_idx} is a class, but this network is camera-conditioned; it takes camera '
+                           f'options (--yaw, --pitch, --poses, ...), not --class.')
+    if camera_net:
         return camera_views(opts)
     if G.c_dim == 0 and opts.class_idx is not None:
         print('warning: --class is ignored for an unconditional network', file=sys.stderr)
@@ -116,8 +114,6 @@ def save_png(path, image):
 
 
 def prepare_outdir(outdir, names, overwrite):
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise CommandError(f'--outdir={outdir} is a file; pass a folder.')
     existing = [name for name in names if os.path.exists(os.path.join(outdir, name))]
     if existing and not overwrite:
         more = f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''
@@ -130,7 +126,7 @@ def prepare_outdir(outdir, names, overwrite):
 
 
 def generate_images(opts):
-    translate = parse_floats(opts.translate, '--translate', count=2)
+    cli.check_output_path(opts.outdir, '--outdir', 'dir')
     try:
         seeds = generation.parse_seeds(opts.seeds)
         device = generation.choose_device(opts.device)
@@ -141,8 +137,12 @@ def generate_images(opts):
     if opts.scale is not None and not capabilities.accepts(G, 'scale'):
         raise CommandError(f'--scale needs a generator that renders at any resolution; this {type(G).__name__} '
                            f'renders only {G.img_resolution}x{G.img_resolution}.')
+    side = G.img_resolution if opts.scale is None else int(G.img_resolution * opts.scale)
+    channels = getattr(G, 'img_channels', 3)
+    if opts.scale is not None:
+        cli.check_image_size(side, side, channels, '--scale')
     try:
-        generation.set_input_transform(G, translate, opts.rotate)
+        generation.set_input_transform(G, opts.translate, opts.rotate)
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
 
@@ -152,15 +152,19 @@ def generate_images(opts):
         grid = parse_grid(opts.grid, (num_views, len(seeds)) if num_views > 1 else generation.grid_shape(len(seeds)))
         if grid[0] * grid[1] < len(seeds) * num_views:
             raise CommandError(f'--grid={opts.grid} has {grid[0] * grid[1]} cells for {len(seeds) * num_views} images.')
+        cli.check_image_size(grid[0] * side, grid[1] * side, channels, '--grid', max_side=None,
+                             fix='pass fewer --seeds or a smaller --grid')
     names = output_names(seeds, num_views, grid)
     prepare_outdir(opts.outdir, names, opts.overwrite)
 
-    z = generation.latents(seeds, G.z_dim, device).repeat_interleave(num_views, dim=0)
-    c = views.to(device).repeat(len(seeds), 1)
+    views = views.to(device)
     images = []
-    batches = range(0, z.shape[0], opts.batch)
+    num_images = len(seeds) * num_views  # image i: seed i // num_views, view i % num_views
+    batches = range(0, num_images, opts.batch)
     for start in tqdm.tqdm(batches, desc='Generating', unit='batch', disable=not sys.stderr.isatty()):
-        part = generation.generate(G, z[start:start + opts.batch], c[start:start + opts.batch],
+        index = range(start, min(start + opts.batch, num_images))  # latents batch by batch: many seeds stay cheap
+        z = generation.latents([seeds[i // num_views] for i in index], G.z_dim, device)
+        part = generation.generate(G, z, views[[i % num_views for i in index]],
                                    truncation_psi=opts.trunc, truncation_cutoff=opts.trunc_cutoff,
                                    noise_mode=opts.noise_mode, scale=opts.scale, batch=opts.batch)
         part = generation.to_uint8(part)
@@ -176,33 +180,35 @@ def generate_images(opts):
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help']))
 @click.option('--network', help='Network pickle: path or URL', required=True, metavar='PATH|URL')
-@click.option('--seeds', help='Seeds, e.g. 0-3,7', required=True, metavar='LIST')
-@click.option('--trunc', help='Truncation psi', type=float, default=1, show_default=True)
+@click.option('--seeds', help=f'Seeds, e.g. 0-3,7 (at most {dnnlib.util.MAX_RANGE_LENGTH})', required=True, metavar='LIST')
+@click.option('--trunc', help='Truncation psi', type=cli.FiniteFloat(), default=1, show_default=True)
 @click.option('--trunc-cutoff', help='Truncate only the first N ws', type=click.IntRange(min=0), metavar='N')
 @click.option('--class', 'class_idx', help='Class label (class-conditional networks)', type=int, metavar='INT')
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
-@click.option('--translate', help='Move the content (StyleGAN3) by X,Y image sizes (+x right, +y down)', default='0,0', show_default=True, metavar='X,Y')
-@click.option('--rotate', help='Turn the content (StyleGAN3) counterclockwise, in degrees', type=float, default=0, show_default=True, metavar='ANGLE')
-@click.option('--yaw', help='Camera yaw(s) in radians from the frontal pose, comma-separated  [default: 0]', metavar='LIST')
-@click.option('--pitch', help='Camera pitch(es) in radians from the frontal pose, comma-separated (positive: from below)  [default: 0]', metavar='LIST')
-@click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=click.FloatRange(min=0, min_open=True))
-@click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=click.FloatRange(0, 180, min_open=True, max_open=True))
-@click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=click.FloatRange(min=0, min_open=True))
-@click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z')
+@click.option('--translate', help='Move the content (StyleGAN3) by X,Y image sizes (+x right, +y down)', default='0,0', show_default=True, metavar='X,Y', type=cli.FiniteFloatList(count=2))
+@click.option('--rotate', help='Turn the content (StyleGAN3) counterclockwise, in degrees', type=cli.FiniteFloat(), default=0, show_default=True, metavar='ANGLE')
+@click.option('--yaw', help='Camera yaw(s) in radians from the frontal pose, comma-separated  [default: 0]', metavar='LIST', type=cli.FiniteFloatList())
+@click.option('--pitch', help='Camera pitch(es) in radians from the frontal pose, comma-separated (positive: from below)  [default: 0]', metavar='LIST', type=cli.FiniteFloatList())
+@click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=cli.FiniteFloat(0, 180, min_open=True, max_open=True))
+@click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z', type=cli.FiniteFloatList(count=3))
 @click.option('--poses', help='JSON file of 25-float camera labels (a list, or a dataset.json)', metavar='FILE')
-@click.option('--scale', help='Output scale, for generators that render at any resolution', type=click.FloatRange(min=0, min_open=True))
+@click.option('--scale', help=f'Output scale, for generators that render at any resolution (at most {cli.MAX_IMAGE_SIDE} pixels per side)', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--grid', help='Write one grid.png instead of one file per image: --grid alone (near-square; with several camera views one row per seed) or --grid=COLSxROWS', is_flag=False, flag_value='auto', metavar='[COLSxROWS]')
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
 @click.option('--trust-code', help='Execute code embedded in the pickle (only for files you trust)', is_flag=True)
 @click.option('--overwrite', help='Replace images that already exist in --outdir', is_flag=True)
 @click.option('--outdir', help='Where to save the images', required=True, metavar='DIR')
+@signals.exit_on_interrupt
 def main(**kwargs):
     """Generate images using a pretrained network pickle.
 
     Writes <outdir>/seed<NNNN>.png for each seed (seed<NNNN>-view<VV>.png for several camera views),
     or one <outdir>/grid.png with --grid. Camera options apply to camera-conditioned networks (25-float
-    labels); yaw and pitch follow EG3D's convention on a sphere about the world origin.
+    labels); yaw and pitch follow EG3D's convention on a sphere about the world origin. Numbers must be
+    finite (nan and inf are refused).
     """
     opts = dnnlib.EasyDict(kwargs)
     generate_images(opts)

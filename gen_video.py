@@ -19,6 +19,8 @@ import torch
 import tqdm
 
 import dnnlib
+from dnnlib import cli
+from dnnlib import signals
 from training import cameras, capabilities, generation
 
 
@@ -40,6 +42,9 @@ def keyframe_seeds(seeds, num_keyframes, cells, shuffle_seed):
             raise CommandError(f'{len(seeds)} seeds cannot be split evenly over a grid of {cells} videos; pass a '
                                f'multiple of {cells} seeds or --num-keyframes.')
         num_keyframes = len(seeds) // cells
+    if num_keyframes * cells > dnnlib.util.MAX_RANGE_LENGTH:
+        raise CommandError(f'{num_keyframes} keyframes for each of {cells} videos are {num_keyframes * cells} latents, more '
+                           f'than the {dnnlib.util.MAX_RANGE_LENGTH} allowed; pass a smaller --num-keyframes or --grid.')
     all_seeds = np.array([seeds[i % len(seeds)] for i in range(num_keyframes * cells)])
     if shuffle_seed is not None:
         np.random.RandomState(shuffle_seed).shuffle(all_seeds)
@@ -50,7 +55,11 @@ def label_function(G, opts, num_frames):
     """frame -> [1, c_dim] label: the orbiting (or fixed) camera, a class, or nothing."""
     camera_options = [name for name in ('yaw', 'pitch', 'yaw_range', 'pitch_range', 'radius', 'fov', 'focal', 'pivot')
                       if opts[name] is not None]
-    if capabilities.label_kind(G) != 'camera' or opts.class_idx is not None:
+    camera_net = capabilities.label_kind(G) == 'camera'
+    if camera_net and opts.class_idx is not None:
+        raise CommandError(f'--class={opts.class_idx} is a class, but this network is camera-conditioned; it takes camera '
+                           f'options (--camera, --yaw, --pitch, ...), not --class.')
+    if not camera_net:
         if camera_options:
             raise CommandError(f'--{camera_options[0].replace("_", "-")} sets the camera, but this network has no '
                                f'camera input (c_dim={G.c_dim}); drop the camera options.')
@@ -64,10 +73,7 @@ def label_function(G, opts, num_frames):
         return lambda frame: label
     if opts.fov is not None and opts.focal is not None:
         raise CommandError('Pass either --fov or --focal, not both.')
-    try:
-        pivot = dnnlib.util.parse_float_list(opts.pivot, count=3) if opts.pivot is not None else cameras.FFHQ_PIVOT
-    except ValueError as error:
-        raise CommandError(f'--pivot: {error}') from None
+    pivot = opts.pivot if opts.pivot is not None else cameras.FFHQ_PIVOT
     camera = dict(radius=opts.radius or cameras.FFHQ_RADIUS, pivot=pivot,
                   focal=cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or cameras.FFHQ_FOCAL))
     yaw0, pitch0 = opts.yaw or 0.0, opts.pitch or 0.0
@@ -87,8 +93,7 @@ def label_function(G, opts, num_frames):
 def claim_output(path, overwrite):
     if not path.lower().endswith('.mp4'):
         raise CommandError(f'--output={path} must end in .mp4.')
-    if os.path.isdir(path):
-        raise CommandError(f'--output={path} is a folder; pass a file name ending in .mp4.')
+    cli.check_output_path(path, '--output', 'file')
     if os.path.exists(path) and not overwrite:
         raise CommandError(f'{path} already exists; pass --overwrite to replace it or choose another --output.')
     folder = os.path.dirname(os.path.abspath(path))
@@ -119,37 +124,39 @@ def write_video(path, frames, num_frames, fps, bitrate):
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help']))
 @click.option('--network', help='Network pickle: path or URL', required=True, metavar='PATH|URL')
-@click.option('--seeds', help='Keyframe seeds, e.g. 0-31', required=True, metavar='LIST')
+@click.option('--seeds', help=f'Keyframe seeds, e.g. 0-31 (at most {dnnlib.util.MAX_RANGE_LENGTH})', required=True, metavar='LIST')
 @click.option('--shuffle-seed', help='Shuffle the keyframe seeds with this seed', type=int, metavar='INT')
 @click.option('--grid', help='Videos per row x rows', default='1x1', show_default=True, metavar='COLSxROWS')
 @click.option('--num-keyframes', help='Keyframes per video  [default: seeds / grid cells]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--w-frames', help='Frames between two keyframes', type=click.IntRange(min=1), default=120, show_default=True)
-@click.option('--trunc', help='Truncation psi', type=float, default=1, show_default=True)
+@click.option('--trunc', help='Truncation psi', type=cli.FiniteFloat(), default=1, show_default=True)
 @click.option('--trunc-cutoff', help='Truncate only the first N ws', type=click.IntRange(min=0), metavar='N')
 @click.option('--class', 'class_idx', help='Class label (class-conditional networks)', type=int, metavar='INT')
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
 @click.option('--camera', help='Camera of camera-conditioned networks: one orbit per video, or fixed at --yaw/--pitch', type=click.Choice(['orbit', 'fixed']), default='orbit', show_default=True)
-@click.option('--yaw', help='Yaw in radians from the frontal pose (centre of the orbit)  [default: 0]', type=float)
-@click.option('--pitch', help='Pitch in radians from the frontal pose (added to the orbit)  [default: 0]', type=float)
-@click.option('--yaw-range', help='Orbit amplitude in yaw, radians  [default: 0.35]', type=click.FloatRange(min=0))
-@click.option('--pitch-range', help='Orbit amplitude in pitch, radians  [default: 0.25]', type=click.FloatRange(min=0))
-@click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=click.FloatRange(min=0, min_open=True))
-@click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=click.FloatRange(0, 180, min_open=True, max_open=True))
-@click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=click.FloatRange(min=0, min_open=True))
-@click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z')
+@click.option('--yaw', help='Yaw in radians from the frontal pose (centre of the orbit)  [default: 0]', type=cli.FiniteFloat())
+@click.option('--pitch', help='Pitch in radians from the frontal pose (added to the orbit)  [default: 0]', type=cli.FiniteFloat())
+@click.option('--yaw-range', help='Orbit amplitude in yaw, radians  [default: 0.35]', type=cli.FiniteFloat(min=0))
+@click.option('--pitch-range', help='Orbit amplitude in pitch, radians  [default: 0.25]', type=cli.FiniteFloat(min=0))
+@click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=cli.FiniteFloat(0, 180, min_open=True, max_open=True))
+@click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z', type=cli.FiniteFloatList(count=3))
 @click.option('--fps', help='Frames per second', type=click.IntRange(min=1), default=60, show_default=True)
-@click.option('--bitrate', help='Video bitrate', default='12M', show_default=True)
+@click.option('--bitrate', help='Video bitrate in bits per second, with an optional k, M or G suffix (1k to 10G)', type=cli.Bitrate(), default='12M', show_default=True)
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
 @click.option('--trust-code', help='Execute code embedded in the pickle (only for files you trust)', is_flag=True)
 @click.option('--overwrite', help='Replace --output if it exists', is_flag=True)
 @click.option('--output', help='Output .mp4 file', required=True, metavar='FILE')
+@signals.exit_on_interrupt
 def main(**kwargs):
     """Render a looping video that interpolates in W between keyframe seeds.
 
     Each grid cell loops through its keyframes (num_keyframes * w_frames frames in all, cubic spline in
     W). For camera-conditioned networks the camera follows EG3D's orbit (yaw +-0.35, pitch -0.05 +- 0.25
-    radians around the frontal pose, one loop per video), or stays fixed with --camera=fixed.
+    radians around the frontal pose, one loop per video), or stays fixed with --camera=fixed. Numbers
+    must be finite (nan and inf are refused).
     """
     opts = dnnlib.EasyDict(kwargs)
     try:
@@ -164,6 +171,7 @@ def main(**kwargs):
         G = generation.load_generator(opts.network, device, trust_code=opts.trust_code)
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
+    cli.check_image_size(grid[0] * G.img_resolution, grid[1] * G.img_resolution, getattr(G, 'img_channels', 3), '--grid')
     num_frames = seed_table.shape[1] * opts.w_frames
     label_at = label_function(G, opts, num_frames)
 

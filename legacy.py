@@ -20,6 +20,8 @@ import pickle
 import click
 
 import dnnlib
+from dnnlib import cli
+from dnnlib import signals
 from training import snapshots
 from training.snapshots import NetworkPickleError
 
@@ -34,9 +36,9 @@ def load_network_pkl(f, force_fp16=False, trust_code=False):
     return snapshots.load_network_pkl(f, force_fp16=force_fp16, trust_code=trust_code)
 
 
-def convert_network_pickle(source, dest, force_fp16=False, trust_code=False):
+def convert_network_pickle(source, dest, force_fp16=False, trust_code=False, trust_option=None):
     """Read `source` (path or URL) and write it to `dest` as one of our snapshots; never overwrites `dest`."""
-    data = snapshots.open_network_pkl(source, force_fp16=force_fp16, trust_code=trust_code)
+    data = snapshots.open_network_pkl(source, force_fp16=force_fp16, trust_code=trust_code, trust_option=trust_option)
     try:
         with open(dest, 'xb'):  # Claim the name; a file already there stays untouched.
             pass
@@ -61,6 +63,7 @@ class _CommandError(click.ClickException):
 @click.option('--dest', help='Output pickle (must not exist)', required=True, metavar='PATH')
 @click.option('--force-fp16', help='Rebuild the networks with fp16 on the four highest resolutions', is_flag=True)
 @click.option('--trust-code', help='Execute code embedded in --source (only for files you trust)', is_flag=True)
+@signals.exit_on_interrupt
 def main(source, dest, force_fp16, trust_code):
     """Convert a network pickle (ours, official StyleGAN2-ADA/StyleGAN3, or StyleGAN2 TensorFlow) to our format.
 
@@ -69,8 +72,9 @@ def main(source, dest, force_fp16, trust_code):
     python legacy.py --source=https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-cat-config-f.pkl \\
         --dest=stylegan2-cat-config-f.pkl
     """
+    cli.check_output_path(dest, '--dest', 'file')  # before reading (or downloading) --source
     try:
-        convert_network_pickle(source, dest, force_fp16=force_fp16, trust_code=trust_code)
+        convert_network_pickle(source, dest, force_fp16=force_fp16, trust_code=trust_code, trust_option='--trust-code')
     except NetworkPickleError as error:
         raise _CommandError(str(error)) from None
     click.echo(f'Wrote {dest}')

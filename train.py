@@ -24,7 +24,6 @@ python train.py --outdir=training-runs --resume=training-runs/00003-stylegan2-sh
 
 import glob
 import json
-import math
 import os
 import re
 import shutil
@@ -35,6 +34,8 @@ import click
 import torch
 
 import dnnlib
+from dnnlib import cli
+from dnnlib import signals
 from metrics import metric_main, metric_utils
 from metrics.detectors import DetectorError
 from torch_utils import distributed
@@ -103,7 +104,9 @@ def _inspect_dataset(opts):
         raise DatasetError(f'{opts.data} has {resolution}x{resolution} images; the networks need a power of two '
                            f'of at least 4 (re-pack it with dataset_tool.py --resolution).')
     facts = dnnlib.EasyDict(resolution=resolution, dataset_size=len(dataset), dataset_name=dataset.name,
-                            camera_labels=bool(opts.cond and dataset.has_camera_labels))
+                            camera_labels=bool(opts.cond and dataset.has_camera_labels),
+                            camera_label_problem=dataset.camera_label_problem if opts.cond else None)
+    facts.image_layout = (dataset.num_channels, dataset.label_dim)  # for the --resume check; not an option
     dataset.close()
     return facts
 
@@ -113,13 +116,12 @@ def _validate(opts):
     if missing:
         raise OptionError(f'Missing option(s) {", ".join("--" + m for m in missing)} (they may be omitted only '
                           f'when --resume points to a snapshot with a training state).')
-    if os.path.exists(opts.outdir) and not os.path.isdir(opts.outdir):
-        raise OptionError(f'--outdir={opts.outdir} is a file, not a folder; pass a folder to hold the run directories.')
+    try:
+        cli.check_output_path(opts.outdir, '--outdir', 'dir')
+    except cli.CliError as error:
+        raise OptionError(error.message) from None
     if opts.desc is not None and ('/' in opts.desc or os.sep in opts.desc):
         raise OptionError(f'--desc={opts.desc} would place the run directory outside --outdir; drop the path separators.')
-    for name in ('gamma', 'glr', 'dlr', 'p', 'target', 'kimg', 'tick'):
-        if opts.get(name) is not None and not math.isfinite(opts[name]):  # click's ranges let nan and inf through
-            raise OptionError(f'--{name}={opts[name]} must be a finite number.')
     if opts.cfg not in configs.config_names():
         raise OptionError(f'--cfg={opts.cfg} is not a known config; choose one of {", ".join(configs.config_names())}.')
     if under_torchrun:
@@ -149,6 +151,29 @@ def _validate(opts):
     except ValueError as error:
         raise OptionError(str(error)) from None
 
+def _check_resume_fits(data, resume_pkl, opts, channels, label_dim, G_class_name):
+    """The --resume generator must make images like the dataset's: same resolution and channels, and labels of the
+    size the run will use, unless the run's generator declares how to start from other networks (resume_widening)."""
+    G = data.get('G') if isinstance(data, dict) else None
+    if G is None or not hasattr(G, 'img_resolution'):
+        return
+    def labels(dim):
+        return f'{dim}-dimensional labels' if dim else 'no labels'
+    ours, theirs = [], []
+    if G.img_resolution != opts.resolution:
+        ours.append(f'{G.img_resolution}x{G.img_resolution} images')
+        theirs.append(f'{opts.resolution}x{opts.resolution} images')
+    if getattr(G, 'img_channels', channels) != channels:
+        ours.append(f'{G.img_channels} channel(s)')
+        theirs.append(f'{channels} channel(s)')
+    widens = hasattr(dnnlib.util.get_obj_by_name(G_class_name), 'resume_widening')
+    if not widens and getattr(G, 'c_dim', label_dim) != label_dim:
+        ours.append(labels(G.c_dim))
+        theirs.append(labels(label_dim) + f' with --cond={int(bool(opts.cond))}')
+    if ours:
+        raise OptionError(f'--resume={resume_pkl} holds a network for {" and ".join(ours)}, but --data={opts.data} has '
+                          f'{" and ".join(theirs)}; pass the dataset the snapshot was trained on as --data, or another --resume.')
+
 def build_run(opts, given):
     """Validate the options and return (training_loop kwargs, run-dir description, options to save)."""
     state = None
@@ -162,14 +187,21 @@ def build_run(opts, given):
                                             f'--resume={resume_pkl} with all training options instead.')
             opts = _merge_resumed_options(opts, given, state['options'])
     _validate(opts)
-    opts.update(_inspect_dataset(opts))
+    facts = _inspect_dataset(opts)
+    image_layout = facts.pop('image_layout')  # (channels, label size)
+    opts.update(facts)
+    resume_data = None
     if resume_pkl is not None and not re.match(r'^[a-z]+://', resume_pkl):
-        snapshots.load_network_snapshot(resume_pkl, trust_code=opts.trust_code)  # fail now, before a run directory exists
+        resume_data = snapshots.load_network_snapshot(resume_pkl, trust_code=opts.trust_code,  # fail now, before a run directory exists
+                                                      trust_option='--trust-code')
 
     try:
         c = configs.build_training_options(opts)
     except ValueError as error:  # a config's own requirement, e.g. camera labels for raycond
         raise OptionError(str(error)) from None
+    if resume_data is not None:
+        _check_resume_fits(resume_data, resume_pkl, opts, *image_layout, c.G_kwargs.class_name)
+        del resume_data
     c.grid_size = opts.grid
     c.trust_code = opts.trust_code
     if resume_pkl is not None:
@@ -180,7 +212,7 @@ def build_run(opts, given):
             c.ema_rampup = None
             c.loss_kwargs.blur_init_sigma = 0
     saved_options = {key: value for key, value in opts.items()
-                     if key not in ('dataset_size', 'dataset_name', 'resolution', 'camera_labels')}
+                     if key not in ('dataset_size', 'dataset_name', 'resolution', 'camera_labels', 'camera_label_problem')}
     c.saved_options = saved_options
 
     notes = []
@@ -202,63 +234,112 @@ def next_run_dir(outdir, desc):
 #----------------------------------------------------------------------------
 # Every process runs this.
 
-def _worker(c, outdir, desc, notes):
-    run_dir = None
-    if distributed.is_main():
-        os.makedirs(outdir, exist_ok=True)
-        while True:  # never reuse a directory that exists; another run may take a number at the same moment
-            run_dir = next_run_dir(outdir, desc)
-            try:
-                os.makedirs(run_dir)
-                break
-            except FileExistsError:
-                continue
-        snapshots.atomic_write(os.path.join(run_dir, 'training_options.json'),
-                               lambda f: f.write(json.dumps(c, indent=2)), mode='w')
-    if distributed.get_world_size() > 1:
-        box = [run_dir]
-        torch.distributed.broadcast_object_list(box, src=0)
-        run_dir = box[0]
-    if c.device == 'cpu' and distributed.get_world_size() > 1 and 'OMP_NUM_THREADS' not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // distributed.get_world_size()))
+# What a run writes before and beside its snapshots. A run directory that holds only these and no
+# network snapshot has nothing of value in it, and goes when the run fails.
+_RUN_DIR_BOOKKEEPING = re.compile(r'training_options\.json|log\.txt|reals\.png|fakes_init\.png|fakes\d+(-\d+)?\.png|'
+                                  r'stats\.jsonl|events\.out\.tfevents\..*|\..+\.tmp-\d+')
 
-    logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a') if distributed.is_main() else None
+def _remove_run_dir(run_dir):
+    """Remove a run directory this process created unless it holds something of value; -> why it was kept, or None."""
     try:
-        if logger is not None:
-            print('Training options:')
-            print(json.dumps(c, indent=2))
-            print(f'\nOutput directory: {run_dir}')
-            print(f'Processes: {distributed.get_world_size()} on {c.device}\n')
-            for note in notes:
-                print('Note:', note)
-        from training.training_loop import NonFiniteLossError, training_loop
-        kwargs = {key: value for key, value in c.items() if key != 'device'}
-        failure = None
+        names = sorted(os.listdir(run_dir))
+    except FileNotFoundError:  # already gone
+        return None
+    if any(name.startswith('network-snapshot-') for name in names):
+        return 'it holds a network snapshot'
+    foreign = [name for name in names if not _RUN_DIR_BOOKKEEPING.fullmatch(name)]
+    if foreign:
+        return f'it holds {foreign[0]}, which this run did not write'
+    try:
+        shutil.rmtree(run_dir)
+    except OSError as error:
+        return f'it could not be removed ({error.strerror})'
+    return None
+
+def _end_failed_run(error, run_dir, user_errors, keep_for_log):
+    """The one clean-up of a run that ends early (a user error, a bug, or a signal before the training loop's own
+    handler took over): remove the run directory unless it holds something of value; -> the line to print, or None.
+
+    `keep_for_log`: error types whose run directory stays for its log even without a snapshot."""
+    line = None
+    if isinstance(error, KeyboardInterrupt):
+        line = signals.message(error)
+    elif isinstance(error, user_errors):
+        line = f'Error: {error}'
+    if run_dir is None:
+        return line
+    if isinstance(error, keep_for_log) and not glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')):
+        kept = 'its log shows where the losses became non-finite'
+    else:
+        kept = _remove_run_dir(run_dir)
+    if kept is None:
+        if line is None or isinstance(error, KeyboardInterrupt):  # an error's own sentence needs no addition
+            line = ' '.join(filter(None, [line, f'Removed the run directory {run_dir}, which held no snapshot yet.']))
+        return line
+    line = ' '.join(filter(None, [line, f'The run directory {run_dir} is kept: {kept}.']))
+    with open(os.path.join(run_dir, 'log.txt'), 'a') as f:  # the log of a kept run says how it ended
+        f.write(line + '\n')
+    return line
+
+def _worker(c, outdir, desc, notes):
+    from training.training_loop import NonFiniteLossError, training_loop
+    user_errors = (NonFiniteLossError, DatasetError, snapshots.ResumeError)
+    # Until the training loop installs its own handler (which stops after the current step and writes a
+    # resumable snapshot), SIGTERM unwinds like Ctrl-C through the clean-up below.
+    with signals.unwind_on_stop_signals():
+        run_dir = None  # set on the main process once it has created the directory
+        logger = None
         try:
-            result = training_loop(run_dir=run_dir, **kwargs)
-        except (NonFiniteLossError, DatasetError, snapshots.ResumeError) as error:
-            # Drop the loop's frames now: they hold the DataLoader, whose workers must stop before exit.
-            error.__traceback__ = None
-            failure = error
-        if failure is not None:
-            if logger is not None and not isinstance(failure, NonFiniteLossError) and \
-                    not glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')):
-                # Failed before saving anything (bad --resume pickle, unreadable image): leave no run directory behind.
-                logger.close()
-                logger = None
-                shutil.rmtree(run_dir, ignore_errors=True)
-                print(f'Error: {failure}', file=sys.stderr)
-            elif distributed.is_main():
-                print(f'Error: {failure}', file=sys.stderr)
-            raise SystemExit(1)
-        if result.status == 'interrupted':
+            shared_run_dir = None
             if distributed.is_main():
-                print(f'Interrupted by {signal.Signals(result.signum).name}; continue with '
-                      f'python train.py --outdir={outdir} --resume={run_dir}')
-            raise SystemExit(128 + result.signum)
-    finally:
+                os.makedirs(outdir, exist_ok=True)
+                while True:  # never reuse a directory that exists; another run may take a number at the same moment
+                    candidate = next_run_dir(outdir, desc)
+                    try:
+                        os.makedirs(candidate)
+                    except FileExistsError:
+                        continue
+                    run_dir = shared_run_dir = candidate
+                    break
+                snapshots.atomic_write(os.path.join(run_dir, 'training_options.json'),
+                                       lambda f: f.write(json.dumps(c, indent=2)), mode='w')
+            if distributed.get_world_size() > 1:
+                box = [shared_run_dir]
+                torch.distributed.broadcast_object_list(box, src=0)
+                shared_run_dir = box[0]
+            if c.device == 'cpu' and distributed.get_world_size() > 1 and 'OMP_NUM_THREADS' not in os.environ:
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // distributed.get_world_size()))
+
+            if run_dir is not None:
+                logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a')
+                print('Training options:')
+                print(json.dumps(c, indent=2))
+                print(f'\nOutput directory: {run_dir}')
+                print(f'Processes: {distributed.get_world_size()} on {c.device}\n')
+                for note in notes:
+                    print('Note:', note)
+            kwargs = {key: value for key, value in c.items() if key != 'device'}
+            result = training_loop(run_dir=shared_run_dir, **kwargs)
+        except BaseException as error:
+            expected = isinstance(error, user_errors + (KeyboardInterrupt,))
+            if expected:
+                # Drop the loop's frames now: they hold the DataLoader, whose workers must stop before exit.
+                error.__traceback__ = None
+            if logger is not None:
+                logger.close()  # log.txt lies in the run directory
+            line = _end_failed_run(error, run_dir, user_errors, NonFiniteLossError) if distributed.is_main() else None
+            if line is not None:
+                print(line, file=sys.stderr)
+            if not expected:
+                raise
+            raise SystemExit(signals.exit_status(error) if isinstance(error, KeyboardInterrupt) else 1) from None
+        if result.status == 'interrupted' and run_dir is not None:
+            print(f'Interrupted by {signal.Signals(result.signum).name}; continue with '
+                  f'python train.py --outdir={outdir} --resume={run_dir}')
         if logger is not None:
             logger.close()
+        if result.status == 'interrupted':
+            raise SystemExit(128 + result.signum)
 
 #----------------------------------------------------------------------------
 
@@ -269,7 +350,7 @@ def _worker(c, outdir, desc, notes):
 @click.option('--data', help='Training data (zip or folder made by dataset_tool.py)', metavar='[ZIP|DIR]')
 @click.option('--gpus', help='Processes on this node (one per GPU; on --device=cpu, CPU processes)', metavar='INT', type=click.IntRange(min=1))
 @click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1))
-@click.option('--gamma', help='R1 regularization weight', metavar='FLOAT', type=click.FloatRange(min=0))
+@click.option('--gamma', help='R1 regularization weight', metavar='FLOAT', type=cli.FiniteFloat(min=0))
 # Optional features.
 @click.option('--cond', help='Train conditional model (labels from dataset.json)', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
@@ -278,21 +359,21 @@ def _worker(c, outdir, desc, notes):
 @click.option('--resume', help='Run directory or snapshot to resume from (exactly, when its training state exists), or an official pickle/URL', metavar='[PATH|URL]')
 @click.option('--freezed', help='Freeze first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 # Misc hyperparameters.
-@click.option('--p', help='Probability for --aug=fixed', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
-@click.option('--target', help='Target value for --aug=ada', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.6, show_default=True)
+@click.option('--p', help='Probability for --aug=fixed', metavar='FLOAT', type=cli.FiniteFloat(min=0, max=1), default=0.2, show_default=True)
+@click.option('--target', help='Target value for --aug=ada', metavar='FLOAT', type=cli.FiniteFloat(min=0, max=1), default=0.6, show_default=True)
 @click.option('--batch-gpu', help='Limit batch size per GPU (gradient accumulation)', metavar='INT', type=click.IntRange(min=1))
 @click.option('--cbase', help='Capacity multiplier', metavar='INT', type=click.IntRange(min=1), default=32768, show_default=True)
 @click.option('--cmax', help='Max. feature maps', metavar='INT', type=click.IntRange(min=1), default=512, show_default=True)
-@click.option('--glr', help='G learning rate  [default: varies]', metavar='FLOAT', type=click.FloatRange(min=0))
-@click.option('--dlr', help='D learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=0.002, show_default=True)
+@click.option('--glr', help='G learning rate  [default: varies]', metavar='FLOAT', type=cli.FiniteFloat(min=0))
+@click.option('--dlr', help='D learning rate', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=0.002, show_default=True)
 @click.option('--map-depth', help='Mapping network depth  [default: varies]', metavar='INT', type=click.IntRange(min=1))
 @click.option('--mbstd-group', help='Minibatch std group size', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
 # Misc settings.
 @click.option('--desc', help='String to include in result dir name', metavar='STR')
 @click.option('--metrics', help='Quality metrics, comma-separated, or "none"  [default: fid50k_full]', metavar='[NAME|A,B,C|none]')
 @click.option('--detector', help='Local metric detector file: PATH (Inception) or KIND=PATH, KIND inception|vgg16; repeatable', metavar='[KIND=]PATH', multiple=True)
-@click.option('--kimg', help='Total training duration (thousands of images; fractions allowed)', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True)
-@click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True)
+@click.option('--kimg', help='Total training duration (thousands of images; fractions allowed)', metavar='KIMG', type=cli.FiniteFloat(min=0, min_open=True), default=25000, show_default=True)
+@click.option('--tick', help='How often to print progress', metavar='KIMG', type=cli.FiniteFloat(min=0, min_open=True), default=4, show_default=True)
 @click.option('--snap', help='How often to save snapshots  [default: 50; 100 for the raycond configs]', metavar='TICKS', type=click.IntRange(min=1))
 @click.option('--seed', help='Random seed', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--fp32', help='Disable mixed-precision (CUDA; the CPU is always fp32)', metavar='BOOL', type=bool, default=False, show_default=True)
@@ -302,11 +383,13 @@ def _worker(c, outdir, desc, notes):
 @click.option('--grid', help='Columns x rows of the image snapshots  [default: about 7680x4320 pixels on GPUs, 8x4 on the CPU]', metavar='WxH')
 @click.option('--trust-code', help='Execute code embedded in a --resume pickle (only for files you trust)', is_flag=True)
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
+@signals.exit_on_interrupt
 def main(**kwargs):
     ctx = click.get_current_context()
     given = {name for name in kwargs if ctx.get_parameter_source(name) in
              (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)}
     opts = dnnlib.EasyDict(kwargs)
+    device_defaulted = opts.device is None
     opts.device = opts.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         if opts.metrics is None:
@@ -317,6 +400,9 @@ def main(**kwargs):
     except (OptionError, DatasetError, snapshots.ResumeError, distributed.DistributedSetupError) as error:
         print(f'Error: {error}', file=sys.stderr)
         sys.exit(1)
+    if device_defaulted and c.device == 'cpu' and c.num_gpus > 1 and not distributed.launched_by_torchrun():
+        print(f'No CUDA device: --gpus={c.num_gpus} runs {c.num_gpus} CPU processes (pass --device=cpu to silence '
+              f'this note).', file=sys.stderr)
 
     if opts.dry_run:
         print(json.dumps(c, indent=2))

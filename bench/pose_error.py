@@ -58,7 +58,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from training import cameras, capabilities, generation, synthetic_shapes  # noqa: E402
+from dnnlib import signals  # noqa: E402
+from training import cameras, capabilities, generation, snapshots, synthetic_shapes  # noqa: E402
 from training import dataset as dataset_module  # noqa: E402
 
 SYNTHETIC = 'synthetic:shapes'
@@ -123,6 +124,10 @@ class PoseSource:
             self.dataset = dataset_module.ImageFolderDataset(data, use_labels=True)
         except dataset_module.DatasetError as error:
             raise PoseBenchError(str(error)) from None
+        problem = self.dataset.camera_label_problem  # 25-float labels that are not cameras: why
+        if problem:
+            raise PoseBenchError(f'--data={data} needs camera labels, but {problem[:1].lower() + problem[1:]}; fix its '
+                                 f'dataset.json.')
         if not self.dataset.has_camera_labels:
             raise PoseBenchError(f'--data={data} has no 25-float camera labels in its dataset.json; pass a camera-'
                                  f'labelled dataset (dataset_tool.py --source=synthetic:shapes makes one).')
@@ -274,10 +279,9 @@ def train_pose_regressor(images, poses, epochs=12, batch=64, lr=3e-3, seed=0, ch
 
 
 def save_regressor(regressor, path, key):
-    tmp = f'{path}.tmp{os.getpid()}'
-    torch.save(dict(key=key, resolution=regressor.resolution, channels=list(regressor.channels),
-                    convs_per_stage=regressor.convs_per_stage, state=regressor.state_dict()), tmp)
-    os.replace(tmp, path)
+    data = dict(key=key, resolution=regressor.resolution, channels=list(regressor.channels),
+                convs_per_stage=regressor.convs_per_stage, state=regressor.state_dict())
+    snapshots.atomic_write(path, lambda f: torch.save(data, f))  # no partial file, even on Ctrl-C or SIGTERM
 
 
 def load_regressor(path, key):
@@ -470,6 +474,7 @@ def run(args):
                    time_s=round(time.perf_counter() - start, 2))
 
 
+@signals.exit_on_interrupt
 def main(argv=None):
     args = parse_args(argv)
     try:

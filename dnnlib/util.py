@@ -16,6 +16,8 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
+import time
 import types
 import urllib.parse
 import uuid
@@ -192,13 +194,20 @@ def is_pickleable(obj: Any) -> bool:
         return False
 
 
-def parse_range(s) -> List[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7]; a list of ints is returned as it is."""
+MAX_RANGE_LENGTH = 1_000_000  # numbers parse_range expands by default: --seeds gives at most this many images per call
+
+
+def parse_range(s, max_count=MAX_RANGE_LENGTH) -> List[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]; a list of ints is returned as it is.
+
+    More than `max_count` numbers (None: no limit) is an error, found before any number is made:
+    '0-4000000000' is refused instead of filling the memory.
+    """
     if isinstance(s, list):
         return s
     if isinstance(s, int):
         return [s]
-    result = []
+    parts, count = [], 0
     for part in str(s).split(","):
         part = part.strip()
         match = re.fullmatch(r"(-?\d+)-(-?\d+)", part)
@@ -206,12 +215,16 @@ def parse_range(s) -> List[int]:
             lo, hi = int(match.group(1)), int(match.group(2))
             if hi < lo:
                 raise ValueError(f"Range '{part}' ends before it starts; write it as '{hi}-{lo}'.")
-            result.extend(range(lo, hi + 1))
+            parts.append((lo, hi))
         elif re.fullmatch(r"-?\d+", part):
-            result.append(int(part))
+            parts.append((int(part), int(part)))
         else:
             raise ValueError(f"Cannot parse '{part}' in '{s}': expected integers or ranges like '0-3,7'.")
-    return result
+        count += parts[-1][1] - parts[-1][0] + 1
+    if max_count is not None and count > max_count:
+        raise ValueError(f"'{s}' lists {count} numbers, more than the {max_count} allowed at once; "
+                         f"pass a shorter range (several calls for more).")
+    return [number for lo, hi in parts for number in range(lo, hi + 1)]
 
 
 def parse_vec2(s) -> Tuple[float, float]:
@@ -242,7 +255,7 @@ def parse_float_list(s, count=None) -> List[float]:
     except ValueError:
         values = []
     if not values or (count is not None and len(values) != count) or not all(math.isfinite(v) for v in values):
-        expected = f"{count} comma-separated numbers" if count else "comma-separated numbers"
+        expected = f"{count} comma-separated finite numbers" if count else "comma-separated finite numbers"
         raise ValueError(f"Cannot parse '{s}': expected {expected}, e.g. '{','.join(['0.5'] * (count or 2))}'.")
     return values
 
@@ -399,43 +412,197 @@ def _find_cached(cache_dir: str, url_md5: str) -> Optional[str]:
     return os.path.join(cache_dir, hits[0]) if len(hits) == 1 else None
 
 
-def _download(url: str, num_attempts: int, verbose: bool) -> Tuple[bytes, str]:
-    """Fetch url with retries; returns (body, file name suggested by the server or the URL)."""
+# The download policy. One download, all its attempts together, gives up `download_timeout_s` seconds
+# after it started ($DNNLIB_DOWNLOAD_TIMEOUT overrides the setting, open_url(timeout_s=) both), so a
+# network that accepts connections but never answers costs half a minute, not ten. Body bytes earn
+# extra time at `download_min_rate` bytes/s: a large file arriving at least that fast completes, a
+# body that trickles slower does not. Connect and read timeouts never exceed the remaining budget.
+download_timeout_s = 30.0
+download_min_rate = 64 * 1024
+_CONNECT_TIMEOUT_S = 10.0   # a connection not made by then is retried (with a short back-off)
+_MAX_PAUSES_S = 2.0         # back-offs of 0.25, 0.5 and 1 s: an offline machine knows within seconds
+_NOTICE_EVERY_S = 10.0      # verbose: one progress line this often while a download waits (a third of shorter budgets)
+_CHUNK_BYTES = 1 << 16
+_clock = time.monotonic
+_wait = lambda event, seconds: event.wait(seconds)  # noqa: E731 (tests replace both with a fake clock)
+
+
+def download_budget(timeout_s: Optional[float] = None) -> float:
+    """Seconds one download may take: `timeout_s` when given, else $DNNLIB_DOWNLOAD_TIMEOUT, else download_timeout_s."""
+    if timeout_s is not None:
+        assert math.isfinite(timeout_s) and timeout_s > 0, f"timeout_s={timeout_s} must be a positive number of seconds"
+        return float(timeout_s)
+    text = os.environ.get("DNNLIB_DOWNLOAD_TIMEOUT", "").strip()
+    if not text:
+        return float(download_timeout_s)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise DownloadError(f"DNNLIB_DOWNLOAD_TIMEOUT={text} is not a positive number of seconds; set it to, "
+                            f"e.g., 120 or unset it for the default of {download_timeout_s:g}.")
+    return value
+
+
+def _attempt_timeouts(remaining: float) -> Tuple[float, float]:
+    """(connect, read) timeouts for one request with `remaining` seconds of the budget left."""
+    remaining = max(remaining, 0.01)
+    return min(_CONNECT_TIMEOUT_S, remaining), remaining
+
+
+class _DownloadState:
+    """Shared by the waiting thread and the thread that fetches."""
+
+    def __init__(self, budget: float):
+        self.start = _clock()
+        self.budget = budget
+        self.earned_bytes = 0   # every body byte of every attempt, for the time it earns
+        self.received = 0       # body bytes of the current attempt
+        self.total = None       # its Content-Length
+        self.cancelled = threading.Event()
+
+    def elapsed(self) -> float:
+        return _clock() - self.start
+
+    def remaining(self) -> float:
+        return self.budget + self.earned_bytes / download_min_rate - self.elapsed()
+
+
+class _ProgressLine:
+    """'Downloading URL ... done' on one line; each notice or retry ends the line and is a line of its own."""
+
+    def __init__(self, url: str, verbose: bool):
+        self.head = f"Downloading {url} ..."
+        self.verbose = verbose
+        self.open = False
+
+    def begin(self) -> None:
+        if self.verbose:
+            print(self.head, end="", flush=True)
+            self.open = True
+
+    def say(self, text: str) -> None:
+        if self.verbose:
+            print(f" {text}" if self.open else f"{self.head} {text}", flush=True)
+            self.open = False
+
+
+def _fetch_once(url: str, timeouts: Tuple[float, float], state: _DownloadState) -> Tuple[bytes, str]:
+    """One request, the body streamed in chunks; stops when the waiting thread gives up."""
     import requests
+    with requests.get(url, timeout=timeouts, stream=True) as res:
+        res.raise_for_status()
+        length = res.headers.get("Content-Length", "")
+        state.received, state.total = 0, (int(length) if length.isdigit() else None)
+        read1 = getattr(res.raw, "read1", None)  # urllib3 >= 2: returns after one read of the socket
+        chunks = iter(lambda: read1(_CHUNK_BYTES, decode_content=True) or b"", b"") if read1 else \
+            res.iter_content(_CHUNK_BYTES)
+        body = []
+        for chunk in chunks:
+            if state.cancelled.is_set():
+                raise TimeoutError("given up")
+            body.append(chunk)
+            state.received += len(chunk)
+            state.earned_bytes += len(chunk)
+        data = b"".join(body)
+        if len(data) == 0:
+            raise IOError("the server sent an empty body")
+        name = _name_from_url(url)
+        match = re.search(r'filename="?([^";]+)"?', res.headers.get("Content-Disposition", ""))
+        if match:
+            name = _safe_name(match.group(1))
+        return data, name
+
+
+def _worth_retrying(err: BaseException) -> bool:
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        return False  # 404, 403, ...: asking again gives the same answer
+    return not isinstance(err, ValueError)  # requests' InvalidURL, MissingSchema, ...
+
+
+def _short(err: BaseException) -> str:
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return f"HTTP {status}" if status is not None else type(err).__name__
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _download(url: str, num_attempts: int, verbose: bool, timeout_s: Optional[float] = None) -> Tuple[bytes, str]:
+    """Fetch url under the download policy above; returns (body, file name suggested by the server or the URL).
+
+    Each attempt runs in a daemon thread while this one waits, printing a notice every _NOTICE_EVERY_S
+    when verbose, so that the budget holds even where requests' timeouts do not reach (name lookup, a
+    slow trickle). Raises the last attempt's error, or TimeoutError when the budget ran out first.
+    """
+    state = _DownloadState(download_budget(timeout_s))
+    line = _ProgressLine(url, verbose)
+    every = min(_NOTICE_EVERY_S, state.budget / 3)
+    next_notice = every
     last_error = None
-    with requests.Session() as session:
+    paused = 0.0
+    try:
         for attempt in range(num_attempts):
-            if verbose:
-                print(f"Downloading {url} ...", end="", flush=True)
-            try:
-                with session.get(url, timeout=60) as res:
-                    res.raise_for_status()
-                    if len(res.content) == 0:
-                        raise IOError("the server sent an empty body")
-                    name = _name_from_url(url)
-                    disposition = res.headers.get("Content-Disposition", "")
-                    match = re.search(r'filename="?([^";]+)"?', disposition)
-                    if match:
-                        name = _safe_name(match.group(1))
-                    if verbose:
-                        print(" done")
-                    return res.content, name
-            except KeyboardInterrupt:
-                raise
-            except Exception as err:
-                last_error = err
-                if verbose:
-                    print(" failed")
+            outcome = {}
+            done = threading.Event()
+
+            def fetch(timeouts=_attempt_timeouts(state.remaining()), outcome=outcome, done=done):
+                try:
+                    outcome["result"] = _fetch_once(url, timeouts, state)
+                except BaseException as err:  # handed to the waiting thread
+                    outcome["error"] = err
+                finally:
+                    done.set()
+
+            next_notice = max(next_notice, (state.elapsed() // every + 1) * every)  # no notice for a back-off
+            line.begin()
+            threading.Thread(target=fetch, name="dnnlib-download", daemon=True).start()
+            while not done.is_set() and state.remaining() > 0:
+                if state.elapsed() >= next_notice:
+                    got = f"{state.received / 1e6:.1f}" + (f" of {state.total / 1e6:.1f}" if state.total else "")
+                    line.say(f"({got} MB, {_seconds(next_notice)} s)" if state.received else
+                             f"(waiting for the server, {_seconds(next_notice)} s)")
+                    next_notice = (state.elapsed() // every + 1) * every
+                _wait(done, max(0.0, min(state.remaining(), next_notice - state.elapsed())))
+            if not done.is_set():
+                waited = _seconds(state.elapsed())
+                line.say(f"failed (no complete answer within {waited} s)")
+                last_error = TimeoutError(f"no complete answer within {waited} s; "
+                                          f"DNNLIB_DOWNLOAD_TIMEOUT=SECONDS allows longer")
+                break
+            if "result" in outcome:
+                line.say("done")
+                return outcome["result"]
+            last_error = outcome["error"]
+            pause = 0.25 * 2 ** attempt
+            if attempt + 1 < num_attempts and _worth_retrying(last_error) and state.remaining() > pause and \
+                    paused + pause <= _MAX_PAUSES_S:
+                line.say(f"failed ({_short(last_error)}), retrying in {pause:g} s")
+                time.sleep(pause)
+                paused += pause
+            else:
+                line.say(f"failed ({_short(last_error)})")
+                break
+    except KeyboardInterrupt:
+        line.say("interrupted")  # ends the progress line before the caller's message
+        raise
+    finally:
+        state.cancelled.set()  # an attempt still running stops at its next chunk
     raise last_error
 
 
 def open_url(url: str, cache_dir: str = None, num_attempts: int = 10, verbose: bool = True,
-             return_filename: bool = False, cache: bool = True) -> Any:
+             return_filename: bool = False, cache: bool = True, timeout_s: Optional[float] = None) -> Any:
     """Open a local path, a file:// URL or an http(s):// URL; remote files go through a download cache.
 
     Returns a binary file object, or the local file name when return_filename=True (needs cache=True
     for URLs). Downloads are keyed by the MD5 of the URL and written to a temporary name, then renamed,
-    so an interrupted download never leaves a truncated file in the cache.
+    so an interrupted download never leaves a truncated file in the cache. A download gives up after
+    `timeout_s` seconds in all (default: $DNNLIB_DOWNLOAD_TIMEOUT, else download_timeout_s; see the
+    download policy above) and raises DownloadError, which names the cache path to fill by hand.
     """
     assert num_attempts >= 1
     assert not (return_filename and not cache), "return_filename=True needs cache=True"
@@ -455,8 +622,9 @@ def open_url(url: str, cache_dir: str = None, num_attempts: int = 10, verbose: b
         if cached is not None:
             return cached if return_filename else open(cached, "rb")
 
+    budget = download_budget(timeout_s)  # a bad $DNNLIB_DOWNLOAD_TIMEOUT is a DownloadError of its own
     try:
-        data, name = _download(url, num_attempts, verbose)
+        data, name = _download(url, num_attempts, verbose, timeout_s=budget)
     except Exception as err:
         manual_path = os.path.join(cache_dir, f"{url_md5}_{_name_from_url(url)}")
         raise DownloadError(

@@ -18,6 +18,7 @@ import calc_metrics  # noqa: E402
 import metric_fixtures as fx  # noqa: E402
 import tiny_networks  # noqa: E402
 from cli_checks import assert_cli_error as assert_error  # noqa: E402
+from cli_checks import make_read_only  # noqa: E402
 from metrics import detectors  # noqa: E402
 from training import generation, networks_stylegan2  # noqa: E402
 
@@ -146,3 +147,39 @@ def test_mirroring_a_camera_dataset_mirrors_its_poses(tmp_path):
 def test_negative_seed_is_refused(files):
     result = invoke(f'--network={files["snapshot"]}', '--seed=-1', '--device=cpu')
     assert result.exit_code != 0 and 'Traceback' not in result.output and '--seed' in result.output
+
+
+def test_ctrl_c_exits_130_in_one_line(monkeypatch):
+    def interrupted(opts):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(calc_metrics, 'prepare', interrupted)
+    result = CliRunner().invoke(calc_metrics.main, ['--network=network.pkl', '--metrics=fid2k_full'])
+    assert result.exit_code == 130, result.output
+    assert result.output.strip() == 'Interrupted.' and 'Traceback' not in result.output
+
+
+def test_non_finite_scale_is_a_usage_error(files):
+    result = invoke(f'--network={files["snapshot"]}', '--scale=inf', '--device=cpu')
+    assert result.exit_code == 2, result.output  # the option type, dnnlib.cli.FiniteFloat
+    assert_error(result, "'--scale'", 'finite')
+
+
+def test_read_only_run_directory_is_refused_before_any_work(files, tmp_path, monkeypatch):
+    """The results are appended to the run directory's metric-*.jsonl: checked first, not after the metric."""
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    (run_dir / 'training_options.json').write_text('{}')
+    snapshot = save_snapshot(run_dir / 'network-snapshot-000000.pkl', files['G'], files['data'])
+    make_read_only(run_dir, monkeypatch)  # as root, os.access is made to honour the mode bits
+    result = invoke(f'--network={snapshot}', '--device=cpu')
+    assert_error(result, f'the run directory {run_dir} of --network', 'not writable', 'copy the pickle out of it')
+    assert sorted(os.listdir(run_dir)) == ['network-snapshot-000000.pkl', 'training_options.json']
+
+
+def test_a_nan_label_is_named_not_reported_as_missing(files, tmp_path):
+    labels = [[0.5, 1.0, 2.0] for _ in range(4)]
+    labels[2][1] = float('nan')
+    data = fx.write_dataset(tmp_path / 'nan.zip', 4, labels=labels)
+    message = assert_error(invoke(f'--network={files["conditional"]}', f'--data={data}', '--device=cpu'),
+                           'img00002.png', 'NaN or infinite')
+    assert 'no labels' not in message

@@ -6,7 +6,9 @@ import json
 import os
 import pickle
 import sys
+import signal
 import tarfile
+import time
 import zipfile
 
 import numpy as np
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dataset_tool  # noqa: E402
+from cli_checks import make_read_only  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,6 +417,35 @@ def test_error_bad_options(tmp_path, image_folder):
     assert_fails(tmp_path, dest, '--source', root, '--max-images', 0, words=['--max-images'])
 
 
+@pytest.mark.parametrize('resolution', ['100000x100000', '131072x131072'])
+def test_error_resolution_beyond_the_limit(tmp_path, image_folder, resolution):
+    """dnnlib.cli.check_image_size while parsing the options, instead of running out of memory resizing."""
+    root, _, _ = image_folder
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, '--resolution', resolution,
+                 words=['--resolution', resolution, '16384 pixels per side'])
+
+
+def test_error_dest_under_a_file(tmp_path, image_folder):
+    """dnnlib.cli.check_output_path before any image is read (it was a NotADirectoryError traceback)."""
+    root, _, _ = image_folder
+    (tmp_path / 'file').write_text('x')
+    for dest in (tmp_path / 'file' / 'out.zip', tmp_path / 'file' / 'sub' / 'out'):
+        result = run_tool('--source', root, '--dest', dest)
+        assert result.exit_code == 1 and 'Traceback' not in result.output, result.output
+        message = result.output.strip()
+        assert message == (f'Error: --dest={dest} lies under {tmp_path / "file"}, which is a file, not a folder; '
+                           f'pass a path outside it as --dest.')
+    assert (tmp_path / 'file').read_text() == 'x'
+
+
+@pytest.mark.parametrize('dest_name', ['out.zip', 'out'])
+def test_error_dest_in_a_read_only_folder(tmp_path, image_folder, monkeypatch, dest_name):
+    root, _, _ = image_folder
+    (tmp_path / 'locked').mkdir()
+    locked = make_read_only(tmp_path / 'locked', monkeypatch)  # as root, os.access is made to honour the mode bits
+    assert_fails(tmp_path, str(locked / dest_name), '--source', root, words=[f'--dest={locked / dest_name}', 'not writable'])
+
+
 @pytest.mark.parametrize('dest_name', ['out.zip', 'out'])
 def test_refuses_to_overwrite(tmp_path, image_folder, dest_name):
     root, _, _ = image_folder
@@ -448,7 +480,8 @@ def test_ctrl_c_removes_temporary_output(tmp_path, image_folder, monkeypatch):
     for dest in ['out.zip', 'out']:
         calls.clear()
         result = run_tool('--source', root, '--dest', tmp_path / dest)
-        assert result.exit_code != 0
+        assert result.exit_code == 130
+        assert result.output.strip() == 'Interrupted.' and 'Traceback' not in result.output
         assert os.listdir(tmp_path) == ['src']
 
 
@@ -484,3 +517,64 @@ def test_subprocess_error_is_one_line_without_traceback(tmp_path):
     assert result.stdout == '' and result.stderr.count('\n') == 1
     assert result.stderr.startswith('Error: ') and 'does not exist' in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='needs named pipes')
+@pytest.mark.parametrize('signum, dest_name', [(signal.SIGTERM, 'out.zip'), (signal.SIGTERM, 'out'),
+                                               (signal.SIGINT, 'out.zip')])
+def test_stop_signal_while_writing_removes_the_temporary_output(tmp_path, signum, dest_name):
+    """A real signal while the tool writes: the second image is a named pipe that nobody writes, so the tool
+    waits on it with its hidden temporary output open until the signal comes."""
+    import subprocess
+    root = tmp_path / 'src'
+    save_image(str(root / 'a.png'), random_image((4, 4, 3)))
+    os.mkfifo(root / 'b.png')
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'dataset_tool.py')
+    proc = subprocess.Popen([sys.executable, script, '--source', str(root), '--dest', str(tmp_path / dest_name)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        deadline = time.monotonic() + 60
+        while not any(name.startswith(f'.{dest_name}.') for name in os.listdir(tmp_path)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 128 + signum, (proc.returncode, err)
+    assert 'Traceback' not in err and out == ''
+    assert err.strip() == ('Interrupted.' if signum == signal.SIGINT else 'Interrupted by SIGTERM.')
+    assert sorted(os.listdir(tmp_path)) == ['src'], 'temporary output left behind'
+
+
+@pytest.mark.parametrize('value', ['NaN', 'Infinity', '-Infinity', '1e999'])
+def test_error_non_finite_label(tmp_path, image_folder, value):
+    root, arrays, _ = image_folder
+    text = json.dumps({'labels': [[name, [1.0, 2.0]] for name in sorted(arrays)]})
+    (root / 'dataset.json').write_text(text.replace('["e.jpg", [1.0, 2.0]]', f'["e.jpg", [1.0, {value}]]'))
+    message = assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, words=['e.jpg', 'NaN or infinite'])
+    assert 'no label' not in message
+
+
+def _valid_cameras(count):
+    from training import cameras
+    return cameras.lookat_labels([0.1 * i for i in range(count)], [0.0] * count).tolist()
+
+
+@pytest.mark.parametrize('corrupt, words', [
+    (lambda c: [2 * v for v in c[:3]] + c[3:], ['cam2world rotation is not orthonormal']),  # a non-rigid rotation
+    (lambda c: [0.0] * 3 + [c[3]] + c[4:], ['cam2world rotation', 'determinant is 0']),  # singular: a zero row
+    (lambda c: c[:24] + [2.0], ['last intrinsics row must be (0, 0, 1)']),
+])
+def test_error_25_float_labels_with_one_that_is_not_a_valid_camera(tmp_path, image_folder, corrupt, words):
+    root, _, _ = image_folder
+    names = ['a.png', 'b/c.PNG', 'b/d.webp', 'e.jpg', 'z/z/f.png']
+    labels = _valid_cameras(5)
+    labels[3] = corrupt(labels[3])
+    (root / 'dataset.json').write_text(json.dumps({'labels': [[n, c] for n, c in zip(names, labels)]}))
+    message = assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root,
+                           words=['e.jpg', 'not a valid camera', *words])
+    assert 'no label' not in message and 'missing' not in message

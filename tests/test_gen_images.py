@@ -17,6 +17,7 @@ sys.path.insert(0, REPO)
 import gen_images  # noqa: E402
 import tiny_networks  # noqa: E402
 from cli_checks import assert_cli_error as assert_error  # noqa: E402
+from cli_checks import make_read_only  # noqa: E402
 from training import cameras, generation  # noqa: E402
 
 
@@ -324,6 +325,56 @@ def test_outdir_that_is_a_file(nets, tmp_path):
     assert_error(run('--network', nets['sg2'], '--seeds=0', '--outdir', tmp_path / 'file'), 'is a file')
 
 
+def test_outdir_that_cannot_be_written(nets, tmp_path, monkeypatch):
+    """dnnlib.cli.check_output_path, before the network is loaded: under a file, or in a read-only folder."""
+    (tmp_path / 'file').write_text('x')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--outdir', tmp_path / 'file' / 'out'),
+                 f'--outdir={tmp_path / "file" / "out"}', 'which is a file')
+    (tmp_path / 'locked').mkdir()
+    locked = make_read_only(tmp_path / 'locked', monkeypatch)  # as root, os.access is made to honour the mode bits
+    for outdir in (locked, locked / 'out'):
+        assert_error(run('--network', nets['sg2'], '--seeds=0', '--outdir', outdir), f'--outdir={outdir}', 'not writable')
+    assert not os.listdir(locked)
+
+
+def assert_usage_error(result, *words):
+    """The option type refused a value: click's usage error (exit code 2), one 'Error: ...' sentence, no traceback."""
+    assert result.exit_code == 2, result.output
+    return assert_error(result, *words)
+
+
+@pytest.mark.parametrize('option', ['--trunc=nan', '--trunc=inf', '--rotate=-inf', '--radius=inf', '--fov=nan', '--focal=inf',
+                                    '--scale=inf', '--yaw=0,nan', '--pitch=inf', '--translate=0,nan', '--pivot=0,0,-inf'])
+def test_non_finite_numbers_are_refused(nets, tmp_path, option):
+    """nan and inf in any float option, lists included (dnnlib.cli.FiniteFloat / FiniteFloatList), before any work."""
+    result = run('--network', nets['camera'], '--seeds=0', option, '--outdir', tmp_path / 'out')
+    assert_usage_error(result, f"'{option.split('=')[0]}'", 'finite')
+    assert not (tmp_path / 'out').exists()
+
+
+def test_seed_range_beyond_the_limit_is_refused(nets, tmp_path):
+    """Counted in dnnlib.util.parse_range before the list is made (4e9 seeds would need > 100 GB)."""
+    result = run('--network', nets['sg2'], '--seeds=0-4000000000', '--outdir', tmp_path / 'out')
+    assert_error(result, '--seeds', '4000000001', '1000000')
+    assert not (tmp_path / 'out').exists()
+
+
+def test_image_sizes_beyond_the_limits_are_refused(nets, tmp_path):
+    assert_error(run('--network', nets['camera'], '--seeds=0', '--scale=4096', '--outdir', tmp_path / 'out'),
+                 '--scale', '32768x32768', '16384 pixels per side')
+    assert_error(run('--network', nets['sg2'], '--seeds=0-3', '--grid=100000x100000', '--outdir', tmp_path / 'out'),
+                 '--grid', 'MiB')
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('net', ['raycond2', 'camera'])
+def test_class_on_a_camera_network_is_refused(nets, tmp_path, net):
+    """The one-hot label would be used as a camera (a raycond2 network fails inside torch.linalg)."""
+    result = run('--network', nets[net], '--seeds=0', '--class=1', '--outdir', tmp_path / 'out')
+    assert_error(result, '--class=1', 'camera-conditioned', '--yaw')
+    assert not (tmp_path / 'out').exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on machines without CUDA')
 def test_cuda_without_cuda(nets, tmp_path):
     assert_error(run('--network', nets['sg2'], '--seeds=0', '--device=cuda', '--outdir', tmp_path), '--device=cpu')
@@ -339,7 +390,7 @@ def test_unknown_class_needs_trust_code_in_a_fresh_process(tmp_path):
     command = [sys.executable, os.path.join(REPO, 'gen_images.py'), f'--network={snapshot}', '--seeds=0', f'--outdir={tmp_path / "out"}']
     refused = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode == 1 and 'Traceback' not in refused.stderr
-    assert 'CameraGenerator' in refused.stderr and 'trust_code' in refused.stderr
+    assert 'CameraGenerator' in refused.stderr and '--trust-code' in refused.stderr
     assert not (tmp_path / 'out').exists()
     trusted = subprocess.run(command + ['--trust-code'], cwd=tmp_path, capture_output=True, text=True)
     assert trusted.returncode == 0, trusted.stderr
@@ -366,3 +417,22 @@ def test_snapshot_of_train_py_in_a_fresh_process(tmp_path):
     images = [read_png(tmp_path / 'out' / name) for name in names]
     assert all(image.shape == (16, 16, 3) for image in images)
     assert not np.array_equal(images[0], images[1])
+
+
+def test_ctrl_c_exits_130_in_one_line(nets, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gen_images.generation, 'generate', interrupted)
+    result = run('--network', nets['sg2'], '--seeds=0-3', '--outdir', tmp_path / 'out')
+    assert result.exit_code == 130, result.output
+    assert result.output.strip() == 'Interrupted.' and 'Traceback' not in result.output
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def test_poses_from_a_dataset_json_name_the_image_whose_camera_is_not_valid():
+    poses = cameras.lookat_labels([0.3, -0.1], [0.0, 0.2]).tolist()
+    poses[1][24] = 2.0
+    with pytest.raises(generation.GenerationError) as info:
+        generation.poses_from_json({'labels': [['a.png', poses[0]], ['b.png', poses[1]]]}, source='--poses=d.json')
+    assert str(info.value) == ("--poses=d.json: the label of 'b.png' is not a valid camera: the last intrinsics row "
+                               "must be (0, 0, 1), not (0, 0, 2).")

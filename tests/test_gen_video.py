@@ -2,7 +2,10 @@
 
 import math
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import imageio.v3 as iio
 import numpy as np
@@ -16,6 +19,7 @@ sys.path.insert(0, REPO)
 import gen_video  # noqa: E402
 import tiny_networks  # noqa: E402
 from cli_checks import assert_cli_error as assert_error  # noqa: E402
+from cli_checks import make_read_only  # noqa: E402
 from training import cameras, generation  # noqa: E402
 
 
@@ -150,3 +154,93 @@ def test_errors(nets, tmp_path):
     assert (tmp_path / 'mine.mp4').read_bytes() == b'mine'
     ok('--network', nets['sg2'], '--seeds=0', '--w-frames=2', '--output', tmp_path / 'mine.mp4', '--overwrite')
     assert iio.imread(tmp_path / 'mine.mp4').shape[0] == 2
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_while_encoding_removes_the_partial_video(nets, tmp_path, signum):
+    """A real signal once the hidden partial file exists (the video is far from done): no file is left."""
+    output = tmp_path / 'lerp.mp4'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'gen_video.py'), '--network', nets['sg2'], '--seeds=0-1',
+                             '--w-frames=100000', '--device=cpu', '--output', str(output)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not any(name.startswith('.lerp.partial-') for name in os.listdir(tmp_path)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 128 + signum, (proc.returncode, err)
+    assert 'Traceback' not in out + err
+    assert err.strip() == ('Interrupted.' if signum == signal.SIGINT else 'Interrupted by SIGTERM.'), err
+    assert os.listdir(tmp_path) == [], 'partial video left behind'
+
+
+# ----------------------------------------------------------------------------------------------
+# Options refused before any frame is rendered.
+
+@pytest.fixture
+def no_rendering(monkeypatch):
+    """Fail the test if a frame would be rendered."""
+    def render(*args, **kwargs):
+        raise AssertionError('a frame was rendered')
+    monkeypatch.setattr(generation, 'interpolation_frames', render)
+
+
+@pytest.mark.parametrize('bitrate', ['banana', '10Q', '12 M', '0', '999', '20G', ''])
+def test_bad_bitrate_is_refused_before_rendering(nets, tmp_path, bitrate):
+    result = run('--network', nets['sg2'], '--seeds=0', '--w-frames=2', f'--bitrate={bitrate}', '--output', tmp_path / 'a.mp4')
+    assert result.exit_code == 2, result.output  # the option type (dnnlib.cli.Bitrate), a click usage error
+    assert_error(result, "'--bitrate'", 'e.g. 12M, 800k or 1200000')
+    assert not os.listdir(tmp_path)
+
+
+def test_bitrates_in_other_formats(nets, tmp_path):
+    for bitrate in ('800k', '1200000'):
+        ok('--network', nets['sg2'], '--seeds=0', '--w-frames=2', f'--bitrate={bitrate}', '--output', tmp_path / f'{bitrate}.mp4')
+        assert iio.imread(tmp_path / f'{bitrate}.mp4').shape == (2, 16, 16, 3)
+
+
+@pytest.mark.parametrize('option', ['--trunc=nan', '--yaw=inf', '--pitch=nan', '--yaw-range=inf', '--pitch-range=nan',
+                                    '--radius=inf', '--fov=nan', '--focal=-inf', '--pivot=0,nan,0'])
+def test_non_finite_numbers_are_refused(nets, tmp_path, option, no_rendering):
+    result = run('--network', nets['camera'], '--seeds=0', option, '--output', tmp_path / 'a.mp4')
+    assert result.exit_code == 2, result.output  # dnnlib.cli.FiniteFloat / FiniteFloatList
+    assert_error(result, f"'{option.split('=')[0]}'", 'finite')
+    assert not os.listdir(tmp_path)
+
+
+def test_seed_and_keyframe_counts_beyond_the_limit(nets, tmp_path, no_rendering):
+    assert_error(run('--network', nets['sg2'], '--seeds=0-4000000000', '--output', tmp_path / 'a.mp4'), '--seeds', '1000000')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--num-keyframes=100000000', '--output', tmp_path / 'a.mp4'),
+                 '--num-keyframes', '1000000')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--grid=2000x1', '--num-keyframes=1', '--output', tmp_path / 'a.mp4'),
+                 '--grid', '32000x16', '16384 pixels per side')
+    assert not os.listdir(tmp_path)
+
+
+def test_class_on_a_camera_network_is_refused(nets, tmp_path, no_rendering):
+    """The one-hot label would be rendered as a camera."""
+    assert_error(run('--network', nets['camera'], '--seeds=0', '--class=1', '--output', tmp_path / 'a.mp4'),
+                 '--class=1', 'camera-conditioned', '--yaw')
+    assert not os.listdir(tmp_path)
+
+
+def test_output_that_cannot_be_written(nets, tmp_path, monkeypatch, no_rendering):
+    """dnnlib.cli.check_output_path, before the network is loaded."""
+    (tmp_path / 'file').write_text('x')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--output', tmp_path / 'file' / 'a.mp4'),
+                 f'--output={tmp_path / "file" / "a.mp4"}', 'which is a file')
+    (tmp_path / 'folder.mp4').mkdir()
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--output', tmp_path / 'folder.mp4'), '--output', 'is a folder')
+    (tmp_path / 'locked').mkdir()
+    locked = make_read_only(tmp_path / 'locked', monkeypatch)  # as root, os.access is made to honour the mode bits
+    for output in (locked / 'a.mp4', locked / 'new' / 'a.mp4'):
+        assert_error(run('--network', nets['sg2'], '--seeds=0', '--output', output), f'--output={output}', 'not writable')
+    assert not os.listdir(locked)

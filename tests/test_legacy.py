@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(REPO, 'tests', 'training'))
 import legacy  # noqa: E402
 import test_tf_stylegan2 as tf_fixtures  # noqa: E402
 import tiny_networks  # noqa: E402
+from cli_checks import assert_cli_error, make_read_only  # noqa: E402
 from torch_utils import persistence  # noqa: E402
 from training import augment, networks_stylegan2, networks_stylegan3  # noqa: E402
 
@@ -208,3 +209,30 @@ def test_legacy_cli_converts_and_never_overwrites(monkeypatch, tmp_path):
     assert not (tmp_path / 'out.pkl').exists()
     missing = CliRunner().invoke(legacy.main, [f'--source={tmp_path / "none.pkl"}', f'--dest={tmp_path / "out.pkl"}'])
     assert missing.exit_code == 1 and 'none.pkl' in missing.output
+
+
+def test_ctrl_c_while_writing_exits_130_and_leaves_nothing(monkeypatch, tmp_path):
+    source = tiny_networks.save_snapshot(tmp_path / 'source.pkl', tiny_networks.stylegan2_generator())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(legacy.pickle, 'dump', interrupted)
+    result = CliRunner().invoke(legacy.main, [f'--source={source}', f'--dest={tmp_path / "out.pkl"}'])
+    assert result.exit_code == 130, result.output
+    assert result.output.strip() == 'Interrupted.' and 'Traceback' not in result.output
+    assert os.listdir(tmp_path) == ['source.pkl']
+
+
+def test_legacy_cli_refuses_a_dest_it_cannot_write_before_reading_the_source(tmp_path, monkeypatch):
+    """dnnlib.cli.check_output_path: checked first (the source may be a long download)."""
+    source = tiny_networks.save_snapshot(tmp_path / 'source.pkl', tiny_networks.stylegan2_generator())
+    (tmp_path / 'file').write_text('x')
+    dest = tmp_path / 'file' / 'out.pkl'
+    assert_cli_error(CliRunner().invoke(legacy.main, [f'--source={tmp_path / "none.pkl"}', f'--dest={dest}']),
+                     f'--dest={dest}', 'which is a file')
+    assert_cli_error(CliRunner().invoke(legacy.main, [f'--source={source}', f'--dest={tmp_path}']), '--dest', 'is a folder')
+    (tmp_path / 'locked').mkdir()
+    locked = make_read_only(tmp_path / 'locked', monkeypatch)  # as root, os.access is made to honour the mode bits
+    assert_cli_error(CliRunner().invoke(legacy.main, [f'--source={source}', f'--dest={locked / "out.pkl"}']),
+                     f'--dest={locked / "out.pkl"}', 'not writable')
+    assert not os.listdir(locked)

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 
@@ -22,6 +23,9 @@ sys.path.insert(0, REPO)
 import dataset_tool  # noqa: E402
 import train  # noqa: E402
 import dnnlib  # noqa: E402
+import tiny_networks  # noqa: E402
+from cli_checks import make_read_only  # noqa: E402
+from training.dataset import DatasetError  # noqa: E402
 
 TORCHRUN_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -270,7 +274,7 @@ def test_metrics_default_to_fid50k_full_and_detectors_are_recorded(tmp_path, dat
 
 def test_an_unavailable_detector_is_reported_before_training(tmp_path, data, monkeypatch):
     monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'empty-cache'))
-    monkeypatch.setattr(dnnlib.util, '_download', lambda url, num_attempts, verbose: (_ for _ in ()).throw(OSError('offline')))
+    monkeypatch.setattr(dnnlib.util, '_download', lambda url, *args, **kwargs: (_ for _ in ()).throw(OSError('offline')))
     args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]
     message = assert_error(invoke(tmp_path / 'out', *args, '--metrics=fid2k_full'), tmp_path / 'out', '--metrics=none')
     assert 'pt_inception-2015-12-05' in message and str(tmp_path / 'empty-cache' / 'downloads') in message
@@ -311,12 +315,18 @@ def test_grid(tmp_path, data):
 
 
 @pytest.mark.parametrize('option', ['--gamma=nan', '--gamma=inf', '--glr=nan', '--dlr=inf', '--p=nan',
-                                    '--target=nan', '--kimg=inf', '--tick=nan'])
+                                    '--target=nan', '--kimg=inf', '--tick=nan', '--glr=-inf'])
 def test_non_finite_numbers(tmp_path, data, option):
+    """The option type (dnnlib.cli.FiniteFloat) refuses them: click's usage error, as for any other bad value."""
     args = [a for a in base_args(data['cameras']) if not a.startswith('--gamma=')]
     if not option.startswith('--gamma='):
         args.append('--gamma=1')
-    assert_error(invoke(tmp_path / 'out', *args, option), tmp_path / 'out', option, 'finite')
+    result = invoke(tmp_path / 'out', *args, option)
+    name, value = option.split('=')
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert 'Traceback' not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: Invalid value for '{name}': '{value}' is not a finite number")
+    assert_no_run_dir(tmp_path / 'out')
 
 
 def test_outdir_that_is_a_file(tmp_path, data):
@@ -325,6 +335,17 @@ def test_outdir_that_is_a_file(tmp_path, data):
     result = invoke(outdir, *base_args(data['cameras']))
     assert_error(result, tmp_path / 'nothing', f'--outdir={outdir}')
     assert outdir.read_text() == 'a file\n'
+
+
+def test_outdir_that_cannot_be_written(tmp_path, data, monkeypatch):
+    """dnnlib.cli.check_output_path in _validate (also for --dry-run): under a file, or in a read-only folder."""
+    (tmp_path / 'file').write_text('x')
+    outdir = tmp_path / 'file' / 'runs'
+    assert_error(invoke(outdir, *base_args(data['cameras'])), outdir, f'--outdir={outdir}', 'which is a file')
+    (tmp_path / 'locked').mkdir()
+    locked = make_read_only(tmp_path / 'locked', monkeypatch)  # as root, os.access is made to honour the mode bits
+    assert_error(invoke(locked / 'runs', *base_args(data['cameras'])), locked / 'runs', f'--outdir={locked / "runs"}', 'not writable')
+    assert_error(invoke(locked, *base_args(data['cameras'], '--dry-run')), locked, f'--outdir={locked}', 'not writable', before=[])
 
 
 def test_desc_with_a_path_separator(tmp_path, data):
@@ -379,6 +400,36 @@ def test_resume_pickle_with_code_is_refused_without_running_it(tmp_path, data):
     path.write_bytes(pickle.dumps({'G': _WritesAFile(str(marker))}))
     assert_error(invoke(tmp_path / 'out', *base_args(data['cameras'], f'--resume={path}')), tmp_path / 'out', str(path))
     assert not marker.exists()
+
+
+@pytest.fixture(scope='module')
+def untrained_snapshots(tmp_path_factory):
+    """Snapshots of tiny 16x16 generators: RGB unconditional, grayscale, and with 2 classes."""
+    root = tmp_path_factory.mktemp('snapshots')
+    return dict(rgb=tiny_networks.save_snapshot(root / 'rgb.pkl', tiny_networks.stylegan2_generator()),
+                gray=tiny_networks.save_snapshot(root / 'gray.pkl', tiny_networks.stylegan2_generator(channels=1)),
+                classes=tiny_networks.save_snapshot(root / 'classes.pkl', tiny_networks.stylegan2_generator(c_dim=2)))
+
+
+@pytest.mark.parametrize('snapshot, dataset, extra, words', [
+    ('rgb', 'res32', [], ['16x16 images', '32x32 images']),
+    ('gray', 'classes', [], ['1 channel(s)', '3 channel(s)']),
+    ('rgb', 'classes', ['--cond=1'], ['no labels', '2-dimensional labels with --cond=1']),
+    ('classes', 'classes', [], ['2-dimensional labels', 'no labels with --cond=0']),
+])
+def test_resume_from_a_network_for_other_data(tmp_path, data, untrained_snapshots, snapshot, dataset, extra, words):
+    """Checked in build_run against the dataset's facts, before any run directory exists."""
+    path = write_png_folder(tmp_path / 'res32', 32) if dataset == 'res32' else data[dataset]
+    pkl = untrained_snapshots[snapshot]
+    assert_error(invoke(tmp_path / 'out', *base_args(path, f'--resume={pkl}', *extra)), tmp_path / 'out',
+                 f'--resume={pkl}', f'--data={path}', *words)
+
+
+def test_resume_from_a_network_for_the_same_data_or_one_the_config_widens(tmp_path, data, untrained_snapshots):
+    dry_run(tmp_path / 'out', *base_args(data['classes'], f'--resume={untrained_snapshots["rgb"]}'))
+    # Ray Conditioning starts from 2D StyleGAN weights: its camera labels may meet a network without labels.
+    args = [a for a in base_args(data['cameras'], '--cond=1', f'--resume={untrained_snapshots["rgb"]}') if a != '--cfg=stylegan2']
+    dry_run(tmp_path / 'out', '--cfg=raycond2', *args)
 
 
 def test_resume_without_options_needs_a_training_state(tmp_path, data):
@@ -562,3 +613,165 @@ def test_metrics_none_mixed_with_names(tmp_path, data):
     args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]
     message = assert_error(invoke(tmp_path / 'out', *args, '--metrics=none,fid50k_full'), tmp_path / 'out', 'mixes "none"')
     assert 'use --metrics=none' not in message
+
+
+# ----------------------------------------------------------------------------------------------
+# Label values, checked when the dataset is inspected: before any run directory exists.
+
+
+def write_labelled_folder(folder, labels):
+    write_png_folder(folder, 16, count=len(labels), labels=False)
+    with open(os.path.join(folder, 'dataset.json'), 'w') as f:
+        json.dump({'labels': [[f'{i}.png', label] for i, label in enumerate(labels)]}, f)  # NaN is written as NaN
+    return str(folder)
+
+
+def test_a_nan_label_fails_before_training_naming_the_image(tmp_path):
+    folder = write_labelled_folder(tmp_path / 'nan', [[0.5, 1.0], [0.5, float('nan')], [0.5, 2.0], [0.5, 3.0]])
+    message = assert_error(invoke(tmp_path / 'out', *base_args(folder, '--cond=1')), tmp_path / 'out',
+                           '1.png', folder, 'NaN or infinite')
+    assert 'learning rate' not in message
+
+
+def test_raycond_on_25_floats_that_are_not_cameras_says_what_is_wrong(tmp_path):
+    from training import cameras
+    labels = [label[:22] + [0.0, 0.0, 2.0] for label in cameras.lookat_labels([0.0] * 4, [0.1] * 4).tolist()]
+    folder = write_labelled_folder(tmp_path / 'poses', labels)
+    args = [a for a in base_args(folder, '--cond=1') if not a.startswith('--cfg=')]
+    message = assert_error(invoke(tmp_path / 'out', *args, '--cfg=raycond2'), tmp_path / 'out',
+                           '--cfg=raycond2', "'0.png'", 'not a valid camera', 'last intrinsics row must be (0, 0, 1)')
+    assert 'pass --cond=1' not in message
+
+
+# ----------------------------------------------------------------------------------------------
+# A run that ends before its first snapshot leaves no run directory (or says why it keeps it).
+
+
+@pytest.fixture
+def fake_loop(monkeypatch):
+    """Replace the training loop with `behaviour(run_dir)`; -> a function running train._worker in-process."""
+    import training.training_loop as loop_module
+
+    def run(behaviour, outdir):
+        monkeypatch.setattr(loop_module, 'training_loop', lambda run_dir, **kwargs: behaviour(run_dir))
+        train._worker(dnnlib.EasyDict(device='cpu', total_kimg=1), str(outdir), 'fake', [])
+    return run
+
+
+def _raises(error):
+    def behaviour(run_dir):
+        raise error
+    return behaviour
+
+
+def _writes_then_raises(name, error):
+    def behaviour(run_dir):
+        with open(os.path.join(run_dir, name), 'w') as f:
+            f.write('x')
+        raise error
+    return behaviour
+
+
+def test_a_bug_during_start_up_removes_the_run_dir_and_shows_its_traceback(tmp_path, fake_loop, capsys):
+    with pytest.raises(RuntimeError, match='a bug'):
+        fake_loop(_writes_then_raises('reals.png', RuntimeError('a bug')), tmp_path / 'out')
+    assert os.listdir(tmp_path / 'out') == []
+    assert f'Removed the run directory {tmp_path / "out" / "00000-fake"}, which held no snapshot yet.' in capsys.readouterr().err
+
+
+def test_ctrl_c_during_start_up_removes_the_run_dir_in_one_line(tmp_path, fake_loop, capsys):
+    with pytest.raises(SystemExit) as info:
+        fake_loop(_raises(KeyboardInterrupt()), tmp_path / 'out')
+    assert info.value.code == 130
+    assert os.listdir(tmp_path / 'out') == []
+    err = capsys.readouterr().err
+    assert err == f'Interrupted. Removed the run directory {tmp_path / "out" / "00000-fake"}, which held no snapshot yet.\n'
+
+
+@pytest.mark.parametrize('behaviour, code, words', [
+    (_writes_then_raises('network-snapshot-000000.pkl', KeyboardInterrupt()), 130, ['Interrupted.', 'it holds a network snapshot']),
+    (_writes_then_raises('my-notes.txt', DatasetError('Image x is broken.')), 1,
+     ['Error: Image x is broken.', 'it holds my-notes.txt, which this run did not write']),
+])
+def test_a_run_dir_with_something_of_value_is_kept_saying_why(tmp_path, fake_loop, capsys, behaviour, code, words):
+    with pytest.raises(SystemExit) as info:
+        fake_loop(behaviour, tmp_path / 'out')
+    assert info.value.code == code
+    run_dir = tmp_path / 'out' / '00000-fake'
+    assert run_dir.is_dir() and (run_dir / 'training_options.json').is_file()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and f'The run directory {run_dir} is kept: ' in lines[0], lines
+    for word in words:
+        assert word in lines[0]
+    assert (run_dir / 'log.txt').read_text().endswith(lines[0] + '\n')
+
+
+def test_a_non_finite_loss_before_the_first_snapshot_keeps_the_log(tmp_path, fake_loop, capsys):
+    from training.training_loop import NonFiniteLossError
+    with pytest.raises(SystemExit) as info:
+        fake_loop(_raises(NonFiniteLossError('A non-finite loss appeared.')), tmp_path / 'out')
+    assert info.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith('Error: A non-finite loss appeared. The run directory ') and 'its log' in line
+    assert os.path.isfile(tmp_path / 'out' / '00000-fake' / 'log.txt')
+
+
+def _silent_server():
+    """A TCP server that accepts one connection and never answers; -> (port, event set once it accepted, socket)."""
+    import socket
+    import threading
+    server = socket.socket()
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    accepted, connections = threading.Event(), []
+
+    def serve():
+        try:
+            connections.append(server.accept()[0])
+            accepted.set()
+        except OSError:  # closed by the test
+            pass
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], accepted, server, connections
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_during_start_up_removes_the_run_dir(tmp_path, data, signum):
+    """The run starts, makes its run directory and blocks downloading --resume from a server that never answers
+    (before the training loop's first step); then the signal comes."""
+    port, accepted, server, connections = _silent_server()
+    outdir = tmp_path / 'out'
+    env = {key: value for key, value in os.environ.items() if key not in TORCHRUN_VARIABLES}
+    env.update(OMP_NUM_THREADS='1', DNNLIB_CACHE_DIR=str(tmp_path / 'cache'))
+    proc = subprocess.Popen([sys.executable, 'train.py', f'--outdir={outdir}',
+                             *base_args(data['cameras'], '--batch=4', '--kimg=1', *TINY),
+                             f'--resume=http://127.0.0.1:{port}/network-snapshot.pkl'],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert accepted.wait(120), 'train.py did not start downloading --resume'
+        (name,) = os.listdir(outdir)
+        assert os.path.isfile(outdir / name / 'training_options.json')
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        server.close()
+        for connection in connections:
+            connection.close()
+    assert proc.returncode == 128 + signum, (proc.returncode, out[-2000:], err[-2000:])
+    assert 'Traceback' not in out + err
+    prefix = 'Interrupted.' if signum == signal.SIGINT else 'Interrupted by SIGTERM.'
+    assert err.splitlines() == [f'{prefix} Removed the run directory {outdir / name}, which held no snapshot yet.'], err
+    assert os.listdir(outdir) == []
+
+
+def test_ctrl_c_before_the_run_exits_130_in_one_line(tmp_path, data, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, 'build_run', interrupted)
+    result = invoke(tmp_path / 'out', *base_args(data['cameras']))
+    assert result.exit_code == 130 and result.stderr == 'Interrupted.\n' and result.stdout == ''
+    assert_no_run_dir(tmp_path / 'out')

@@ -28,6 +28,7 @@ import datetime
 import os
 import signal
 import socket
+import sys
 import threading
 
 import torch
@@ -272,6 +273,15 @@ def _run_here(fn, args, init_kwargs):
         cleanup()
 
 def _spawned_worker(rank, fn, args, init_kwargs):
-    _run_here(fn, args, dict(init_kwargs, rank=rank, local_rank=rank))
+    # SIGTERM (which the parent forwards) unwinds through `fn`'s clean-up as Ctrl-C does; and a stopped worker
+    # exits 128 + signum, where torch.multiprocessing would report a KeyboardInterrupt as a success.
+    from dnnlib import signals
+    try:
+        with signals.unwind_on_stop_signals():
+            _run_here(fn, args, dict(init_kwargs, rank=rank, local_rank=rank))
+    except KeyboardInterrupt as error:
+        if rank == 0:
+            print(signals.message(error), file=sys.stderr, flush=True)
+        raise SystemExit(signals.exit_status(error)) from None
 
 #----------------------------------------------------------------------------

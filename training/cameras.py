@@ -53,30 +53,48 @@ def validate(c, atol=1e-3):
 
     Checks: shape [N, 25], finite values, a rotation block that is orthonormal with determinant +1,
     a last cam2world row of (0, 0, 0, 1), positive focal lengths and an intrinsics last row of (0, 0, 1).
+    The sentence names the first invalid label and what is wrong with it (`problems`).
+    """
+    for index, problem in enumerate(problems(c, atol)):
+        if problem is not None:
+            raise ValueError(f'Camera label #{index}: {problem}.')
+
+
+def problems(c, atol=1e-3):
+    """What is wrong with each label of `c` ([N, 25]) as a camera: a list of N phrases, None for a valid one.
+
+    A label gets the phrase of the first check it fails, in the order `validate` lists them.
     """
     cam2world, intrinsics = unpack(c)
-    c = torch.as_tensor(c, dtype=torch.float64)
-    cam2world, intrinsics = cam2world.double(), intrinsics.double()
-    if not torch.isfinite(c).all():
-        raise ValueError(f'Camera label {_first_bad(~torch.isfinite(c).all(dim=1))} contains NaN or infinite values.')
-    rot = cam2world[:, :3, :3]
+    c = torch.as_tensor(c, dtype=torch.float64).cpu()
+    cam2world, intrinsics = cam2world.double().cpu(), intrinsics.double().cpu()
+    found = [None] * c.shape[0]
+
+    def note(bad, describe):
+        for index in bad.nonzero()[:, 0].tolist():
+            if found[index] is None:
+                found[index] = describe(index)
+
+    finite = torch.isfinite(c).all(dim=1)
+    note(~finite, lambda i: 'it contains NaN or infinite values')
+    rot = torch.where(finite[:, None, None], cam2world[:, :3, :3], torch.eye(3, dtype=torch.float64))
+    det = torch.linalg.det(rot)
     eye = torch.eye(3, dtype=rot.dtype)
-    bad = ((rot @ rot.transpose(1, 2) - eye).abs().amax(dim=(1, 2)) > atol) | ((torch.linalg.det(rot) - 1).abs() > atol)
-    if bad.any():
-        raise ValueError(f'Camera label {_first_bad(bad)}: the cam2world rotation is not orthonormal with determinant +1.')
-    bottom = torch.tensor([0, 0, 0, 1], dtype=rot.dtype)
-    bad = (cam2world[:, 3] - bottom).abs().amax(dim=1) > atol
-    if bad.any():
-        raise ValueError(f'Camera label {_first_bad(bad)}: the last cam2world row must be (0, 0, 0, 1).')
+    bad = ((rot @ rot.transpose(1, 2) - eye).abs().amax(dim=(1, 2)) > atol) | ((det - 1).abs() > atol)
+    note(bad & finite, lambda i: f'the cam2world rotation is not orthonormal with determinant +1 (its determinant '
+                                 f'is {float(det[i]):.3g})')
+    bad = (cam2world[:, 3] - torch.tensor([0, 0, 0, 1], dtype=rot.dtype)).abs().amax(dim=1) > atol
+    note(bad & finite, lambda i: f'the last cam2world row must be (0, 0, 0, 1), not {_row(cam2world[i, 3])}')
     bad = (intrinsics[:, 2] - torch.tensor([0, 0, 1], dtype=rot.dtype)).abs().amax(dim=1) > atol
-    bad |= (intrinsics[:, 0, 0] <= 0) | (intrinsics[:, 1, 1] <= 0)
-    if bad.any():
-        raise ValueError(f'Camera label {_first_bad(bad)}: the intrinsics need positive focal lengths and a last row '
-                         f'of (0, 0, 1).')
+    note(bad & finite, lambda i: f'the last intrinsics row must be (0, 0, 1), not {_row(intrinsics[i, 2])}')
+    bad = (intrinsics[:, 0, 0] <= 0) | (intrinsics[:, 1, 1] <= 0)
+    note(bad & finite, lambda i: f'the intrinsics need positive focal lengths, not '
+                                 f'{float(intrinsics[i, 0, 0]):.4g} and {float(intrinsics[i, 1, 1]):.4g}')
+    return found
 
 
-def _first_bad(mask):
-    return f'#{int(mask.nonzero()[0, 0])}'
+def _row(values):
+    return '(' + ', '.join(f'{float(v):.4g}' for v in values) + ')'
 
 # ----------------------------------------------------------------------------------------------
 # Poses.

@@ -96,6 +96,10 @@ def _raycond3_r(c, opts):
     return defaults
 
 def _raycond_common(c, opts, class_name):
+    problem = opts.get('camera_label_problem')  # 25-float labels that are not cameras: why (naming an image)
+    if opts.cond and not opts.camera_labels and problem:
+        raise ValueError(f'--cfg={opts.cfg} needs camera labels, but {problem[:1].lower() + problem[1:]}; fix the '
+                         f'dataset.json of --data={opts.data}.')
     if not (opts.cond and opts.camera_labels):
         raise ValueError(f'--cfg={opts.cfg} needs camera labels: pass --cond=1 with a dataset whose dataset.json holds '
                          f'25-float cameras (e.g. dataset_tool.py --source=synthetic:shapes).')
@@ -112,7 +116,8 @@ def build_training_options(opts):
     batch_gpu, gamma, cbase, cmax, glr, dlr, map_depth, mbstd_group, freezed, fp32, kimg, tick,
     snap (None: the config's default), seed, workers, nobench, metrics, metric_detectors (optional), device,
     and the dataset facts `resolution`,
-    `camera_labels` (whether the labels are 25-float cameras) and `dataset_size`.
+    `camera_labels` (whether the labels are 25-float cameras), `camera_label_problem` (optional: why 25-float
+    labels are not cameras) and `dataset_size`.
     """
     if opts.cfg not in _registry:
         raise ValueError(f'Unknown --cfg={opts.cfg!r}; choose one of {", ".join(_registry)}.')

@@ -32,6 +32,10 @@ except ImportError:
 class DatasetError(ValueError):
     """A problem with the dataset the user pointed at; the message is one sentence naming the file and the fix."""
 
+
+class MissingLabelsError(DatasetError):
+    """Labels were asked for but dataset.json holds none (as opposed to labels that are there but unusable)."""
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -53,7 +57,8 @@ class Dataset(torch.utils.data.Dataset):
         self._xflip_camera_labels = xflip_camera_labels
         self._raw_labels = None
         self._label_shape = None
-        self._camera_labels = None
+        self._camera_labels = None          # set by _check_float_labels
+        self._camera_label_problem = None
 
         self._raw_idx = np.arange(self._raw_shape[0], dtype=np.int64)
         if max_size is not None:
@@ -82,7 +87,7 @@ class Dataset(torch.utils.data.Dataset):
             labels = self._load_raw_labels() if self._use_labels else None
             if labels is None:
                 if self._use_labels:
-                    raise DatasetError(f"Dataset '{self._source()}' has no labels in dataset.json; train without "
+                    raise MissingLabelsError(f"Dataset '{self._source()}' has no labels in dataset.json; train without "
                                        f"--cond or re-pack the dataset with labels using dataset_tool.py.")
                 labels = np.zeros([self._raw_shape[0], 0], dtype=np.float32)
             self._check_raw_labels(labels)
@@ -100,6 +105,31 @@ class Dataset(torch.utils.data.Dataset):
         elif labels.dtype != np.float32 or labels.ndim != 2:
             raise DatasetError(f"Dataset '{self._source()}' has labels of type {labels.dtype} and shape "
                                f"{list(labels.shape)}, not class integers or float vectors; fix its dataset.json.")
+        else:
+            self._check_float_labels(labels)
+
+    def _check_float_labels(self, labels):
+        """Refuse NaN or infinite values, and camera labels of which some are not valid cameras; note whether the
+        labels are cameras (`has_camera_labels`) and, for 25 floats that are not, why (`camera_label_problem`)."""
+        nonfinite = np.flatnonzero(~np.isfinite(labels).all(axis=1))
+        if nonfinite.size:
+            raise DatasetError(f"{self._describe_raw_image(int(nonfinite[0]))} has NaN or infinite values in its label "
+                               f"in dataset.json; labels must be finite numbers, so fix or remove that label (and "
+                               f"re-pack the dataset with dataset_tool.py).")
+        self._camera_labels = False
+        self._camera_label_problem = None
+        if labels.shape[1] != cameras.LABEL_DIM or labels.shape[0] == 0:
+            return
+        problems = cameras.problems(torch.from_numpy(labels))
+        invalid = [index for index, problem in enumerate(problems) if problem is not None]
+        if invalid and len(invalid) < len(problems):
+            raise DatasetError(f"{self._describe_raw_image(invalid[0])} has a 25-float label that is not a valid camera, "
+                               f"while {len(problems) - len(invalid)} other label(s) of the dataset are: "
+                               f"{problems[invalid[0]]}; fix that camera in dataset.json or remove the image.")
+        self._camera_labels = not invalid
+        if invalid:
+            self._camera_label_problem = (f"{self._describe_raw_image(invalid[0])} has a 25-float label that is not a "
+                                          f"valid camera: {problems[invalid[0]]}")
 
     def close(self):  # to be overridden by subclass
         pass
@@ -204,17 +234,15 @@ class Dataset(torch.utils.data.Dataset):
 
     @property
     def has_camera_labels(self):
-        """True when every label is a valid 25-float camera (`cameras.validate`)."""
-        if self._camera_labels is None:
-            raw_labels = self._get_raw_labels()
-            self._camera_labels = False
-            if raw_labels.dtype == np.float32 and raw_labels.shape[1:] == (cameras.LABEL_DIM,):
-                try:
-                    cameras.validate(torch.from_numpy(raw_labels))
-                    self._camera_labels = True
-                except ValueError:
-                    pass
-        return self._camera_labels
+        """True when every label is a valid 25-float camera (`cameras.problems`)."""
+        self._get_raw_labels()
+        return bool(self._camera_labels)
+
+    @property
+    def camera_label_problem(self):
+        """For 25-float labels that are not cameras: what is wrong with the first (naming its image); else None."""
+        self._get_raw_labels()
+        return self._camera_label_problem
 
 # ----------------------------------------------------------------------------------------------
 

@@ -29,10 +29,13 @@ def choose_device(name=None):
     return torch.device(name)
 
 
-def load_generator(network, device, trust_code=False):
-    """G_ema of a network pickle (path or URL) on `device`, in eval mode, without executing embedded code unless trusted."""
+def load_generator(network, device, trust_code=False, trust_option='--trust-code'):
+    """G_ema of a network pickle (path or URL) on `device`, in eval mode, without executing embedded code unless trusted.
+
+    A refusal names `trust_option`, the option of the calling script that sets `trust_code`.
+    """
     try:
-        data = snapshots.open_network_pkl(network, trust_code=trust_code)
+        data = snapshots.open_network_pkl(network, trust_code=trust_code, trust_option=trust_option)
     except snapshots.NetworkPickleError as error:
         raise GenerationError(str(error)) from None
     return data['G_ema'].to(device).eval().requires_grad_(False)
@@ -42,7 +45,8 @@ def load_generator(network, device, trust_code=False):
 # Inputs.
 
 def parse_seeds(text):
-    """'0-3,7' -> [0, 1, 2, 3, 7]; seeds are what np.random.RandomState accepts (0 to 2^32 - 1)."""
+    """'0-3,7' -> [0, 1, 2, 3, 7]; seeds are what np.random.RandomState accepts (0 to 2^32 - 1), at most
+    dnnlib.util.MAX_RANGE_LENGTH of them (checked before the list is made)."""
     try:
         seeds = dnnlib.util.parse_range(text)
     except ValueError as error:
@@ -77,9 +81,11 @@ def class_label(G, class_idx):
 
 def poses_from_json(data, source='the poses file'):
     """[N, 25] camera labels from parsed JSON: a list of 25-float lists, or a dataset.json {"labels": [[name, label], ...]}."""
+    names = None
     if isinstance(data, dict):
-        data = [entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else entry
-                for entry in (data.get('labels') or [])]
+        entries = data.get('labels') or []
+        names = [entry[0] if isinstance(entry, (list, tuple)) and len(entry) == 2 else None for entry in entries]
+        data = [entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else entry for entry in entries]
     try:
         labels = torch.tensor(data, dtype=torch.float32)
     except (TypeError, ValueError):
@@ -87,10 +93,10 @@ def poses_from_json(data, source='the poses file'):
     if labels is None or labels.ndim != 2 or labels.shape[0] == 0 or labels.shape[1] != cameras.LABEL_DIM:
         raise GenerationError(f'{source} must hold a non-empty list of {cameras.LABEL_DIM}-float camera labels '
                               f'(or a dataset.json with such labels).')
-    try:
-        cameras.validate(labels)
-    except ValueError as error:
-        raise GenerationError(f'{source}: {error}') from None
+    for index, problem in enumerate(cameras.problems(labels)):
+        if problem is not None:
+            which = f"the label of '{names[index]}'" if names and names[index] is not None else f'camera label #{index}'
+            raise GenerationError(f'{source}: {which} is not a valid camera: {problem}.')
     return labels
 
 

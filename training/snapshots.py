@@ -130,14 +130,25 @@ def _register_no_exec_classes():
     for module in configs.network_modules():
         importlib.import_module(module)
 
-def load_network_pkl(f, force_fp16=False, trust_code=False, name=None):
+def _refusal_text(error, trust_option):
+    """The no-exec loader's refusal, its advice naming `trust_option` (e.g. a script's '--trust-code') when given."""
+    text = str(error)
+    if trust_option is None:
+        return text  # Python callers read the loader's own advice: trust_code=True
+    advice = f'if you trust the file and its author, pass {trust_option}'
+    if persistence._TRUST_HINT in text:
+        return text.replace(persistence._TRUST_HINT, advice)
+    return f'{text.rstrip(".")}; {advice}.'
+
+def load_network_pkl(f, force_fp16=False, trust_code=False, name=None, trust_option=None):
     """Read a network pickle from the binary file `f`: a dict with G, D, G_ema, augment_pipe, training_set_kwargs.
 
     Our snapshots and the official StyleGAN2-ADA / StyleGAN3 pickles are rebuilt from our classes
     without executing the code embedded in them unless `trust_code`; StyleGAN2 TensorFlow pickles
     (G, D, Gs) are converted to our StyleGAN2 networks without TensorFlow. `force_fp16` rebuilds the
     networks with fp16 on the four highest resolutions and clamping at 256, as the official option.
-    Problems raise NetworkPickleError with one sentence naming `name`.
+    Problems raise NetworkPickleError with one sentence naming `name`; a refusal to run embedded code
+    advises `trust_code=True`, or `trust_option` when given (the scripts pass '--trust-code').
     """
     from training import tf_stylegan2
     _register_no_exec_classes()
@@ -145,7 +156,8 @@ def load_network_pkl(f, force_fp16=False, trust_code=False, name=None):
     try:
         data = persistence.load(f, trust_code=trust_code, stand_ins=tf_stylegan2.STAND_INS)
     except persistence.UnsafePickleError as error:
-        raise NetworkPickleError(f'Cannot load {name} without executing code from it: {error}') from None
+        raise NetworkPickleError(f'Cannot load {name} without executing code from it: '
+                                 f'{_refusal_text(error, trust_option)}') from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as error:
         raise NetworkPickleError(f'Cannot read {name} ({type(error).__name__}: {error}); the file is damaged or '
                                  f'not a network pickle.') from None
@@ -180,20 +192,20 @@ def _with_fp16(module, name):
     misc.copy_params_and_buffers(module, rebuilt, require_all=True)
     return rebuilt
 
-def open_network_pkl(source, force_fp16=False, trust_code=False):
+def open_network_pkl(source, force_fp16=False, trust_code=False, trust_option=None):
     """load_network_pkl for a path or URL (downloaded through the dnnlib cache)."""
     if not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
         raise NetworkPickleError(f'{source} does not exist or is not a file; pass the path or URL of a network pickle.')
     try:
         with dnnlib.util.open_url(source) as f:
-            return load_network_pkl(f, force_fp16=force_fp16, trust_code=trust_code, name=source)
+            return load_network_pkl(f, force_fp16=force_fp16, trust_code=trust_code, name=source, trust_option=trust_option)
     except OSError as error:  # includes dnnlib.util.DownloadError
         raise NetworkPickleError(f'Cannot open {source} ({error}).') from None
 
-def load_network_snapshot(source, trust_code=False):
+def load_network_snapshot(source, trust_code=False, trust_option=None):
     """Read a snapshot pickle (path or URL) for --resume, without executing embedded code unless `trust_code`."""
     try:
-        return open_network_pkl(source, trust_code=trust_code)
+        return open_network_pkl(source, trust_code=trust_code, trust_option=trust_option)
     except NetworkPickleError as error:
         raise ResumeError(f'Cannot resume from {source}: {error}') from None
 

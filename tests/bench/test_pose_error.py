@@ -181,3 +181,30 @@ def test_cli_errors_are_one_sentence(tmp_path, capsys):
     missing_data = tmp_path / "missing.zip"
     assert "missing.zip" in _cli_error(capsys, f"--network={camera}", f"--data={missing_data}", "--device=cpu")
     assert "--num" in _cli_error(capsys, f"--network={camera}", "--num=0")
+
+
+def test_25_float_labels_that_are_not_cameras_are_named_not_called_missing(tmp_path, capsys):
+    import zipfile
+    import numpy as np
+    import PIL.Image
+    path = tmp_path / "poses.zip"
+    labels = [label[:22] + [0.0, 0.0, 2.0] for label in cameras.lookat_labels([0.0] * 2, [0.1] * 2).tolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(2):
+            with archive.open(f"img{i}.png", "w") as f:
+                PIL.Image.fromarray(np.zeros([16, 16, 3], np.uint8)).save(f, format="png")
+        archive.writestr("dataset.json", json.dumps({"labels": [[f"img{i}.png", labels[i]] for i in range(2)]}))
+    camera = tiny_networks.save_snapshot(tmp_path / "camera.pkl", tiny_networks.camera_generator())
+    message = _cli_error(capsys, f"--network={camera}", f"--data={path}", "--device=cpu")
+    assert "img0.png" in message and "last intrinsics row must be (0, 0, 1)" in message and "no 25-float" not in message
+
+
+def test_ctrl_c_exits_130_in_one_line(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+        yield
+    monkeypatch.setattr(pose_error, "run", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        pose_error.main(["--network=network.pkl", "--device=cpu"])
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "Interrupted.\n"

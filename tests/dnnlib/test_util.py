@@ -41,6 +41,17 @@ def test_parse_range_rejects_bad_input_with_a_message(text):
         util.parse_range(text)
 
 
+def test_parse_range_refuses_more_numbers_than_the_limit_before_making_them():
+    with pytest.raises(ValueError, match=r"^'0-4000000000' lists 4000000001 numbers, more than the 1000000 allowed"):
+        util.parse_range("0-4000000000")  # would need > 100 GB as a list
+    with pytest.raises(ValueError, match="1000001 numbers"):
+        util.parse_range("0-999999,5")
+    with pytest.raises(ValueError, match="more than the 2 allowed"):
+        util.parse_range("1-3", max_count=2)
+    assert len(util.parse_range("0-999999")) == util.MAX_RANGE_LENGTH == 1_000_000
+    assert util.parse_range("0-9", max_count=None) == list(range(10))
+
+
 def test_parse_vec2():
     assert util.parse_vec2("0.5,-1") == (0.5, -1.0)
     assert util.parse_vec2((1, 2)) == (1.0, 2.0)

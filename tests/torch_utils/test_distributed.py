@@ -165,3 +165,15 @@ def test_torchrun_env_two_cpu_processes(tmp_path, layout):
         assert _lines(out, 'AFTER ') == [dict(returned=rank, group=False)]
 
 #----------------------------------------------------------------------------
+
+
+def test_a_spawned_worker_stopped_by_a_signal_exits_128_plus_signum(capsys):
+    """torch.multiprocessing counts a KeyboardInterrupt in a worker as a success; ours exits 128 + signum."""
+    from dnnlib import signals
+
+    def stopped():
+        raise signals.Interrupted(15)
+    with pytest.raises(SystemExit) as info:
+        distributed._spawned_worker(0, stopped, (), dict(world_size=1, device_type='cpu'))
+    assert info.value.code == 143
+    assert capsys.readouterr().err == 'Interrupted by SIGTERM.\n'

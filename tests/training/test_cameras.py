@@ -187,3 +187,17 @@ def test_legacy_raycond_rays_reproduce_the_official_quirks():
     assert square[0, 3, 1, 0] != square[0, 1, 3, 0]
     m = cameras.plucker_map(cameras.pack(c2w, K), H, W, legacy=True)
     torch.testing.assert_close(m[0, :3].permute(1, 2, 0), dirs[0])
+
+
+def test_problems_says_what_is_wrong_with_each_label():
+    c = cameras.pack(_random_poses(5), cameras.fov_to_intrinsics(30))
+    c[1, 5] = float('inf')
+    c[2, :3] = 0  # a singular rotation
+    c[3, 22:25] = torch.tensor([0.1, 0.0, 1.0])  # an intrinsics row that is not (0, 0, 1)
+    found = cameras.problems(c)
+    assert found[0] is None and found[4] is None
+    assert 'NaN or infinite' in found[1]
+    assert 'not orthonormal' in found[2] and 'its determinant is 0' in found[2]
+    assert found[3] == 'the last intrinsics row must be (0, 0, 1), not (0.1, 0, 1)'
+    with pytest.raises(ValueError, match=r'^Camera label #1: it contains NaN or infinite values\.$'):
+        cameras.validate(c)

@@ -408,3 +408,52 @@ def test_base_class_reports_wrong_image_shapes():
     ds = Shaky('shaky', [2, 3, 4, 4])
     assert ds[0][0].shape == (3, 4, 4)
     assert_one_sentence(raise_message(ds.__getitem__, 1), "Image #1 of dataset 'shaky'", '[3, 4, 5]')
+
+# ----------------------------------------------------------------------------------------------
+# Label values: finite numbers, and cameras that are cameras.
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), -float('inf')])
+def test_non_finite_labels_are_refused_naming_the_image(tmp_path, value):
+    labels = [[0.5, 1.0], [0.5, value], [0.5, 2.0]]
+    folder = write_folder(tmp_path, random_images(3, [4, 4, 3]),
+                          {'labels': [[f'img{i:03d}.png', label] for i, label in enumerate(labels)]})
+    message = raise_message(ImageFolderDataset, folder, use_labels=True)
+    assert_one_sentence(message, 'img001.png', folder, 'NaN or infinite', 'dataset.json')
+    assert 'img000.png' not in message
+    assert ImageFolderDataset(folder).label_dim == 0  # labels unused: nothing to check
+
+
+def _camera_labels(count):
+    return cameras.lookat_labels([0.2 * i for i in range(count)], [0.1] * count).tolist()
+
+
+CORRUPTIONS = [
+    (lambda c: [2 * v for v in c[:3]] + c[3:], ['cam2world rotation is not orthonormal']),             # non-rigid
+    (lambda c: [0.0, 0.0, 0.0] + c[3:], ['cam2world rotation', 'its determinant is 0']),               # singular
+    (lambda c: [-v for v in c[:3]] + c[3:], ['cam2world rotation', 'its determinant is -1']),           # a reflection
+    (lambda c: c[:22] + [0.0, 0.0, 2.0], ['last intrinsics row must be (0, 0, 1), not (0, 0, 2)']),
+]
+
+
+@pytest.mark.parametrize('corrupt, words', CORRUPTIONS)
+def test_a_camera_that_is_not_valid_among_cameras_is_named(tmp_path, corrupt, words):
+    labels = _camera_labels(4)
+    labels[2] = corrupt(labels[2])
+    folder = write_folder(tmp_path, random_images(4, [4, 4, 3]),
+                          {'labels': [[f'img{i:03d}.png', label] for i, label in enumerate(labels)]})
+    message = raise_message(ImageFolderDataset, folder, use_labels=True)
+    assert_one_sentence(message, 'img002.png', folder, 'not a valid camera', '3 other label(s)', *words)
+    assert 'no labels' not in message
+
+
+@pytest.mark.parametrize('corrupt, words', CORRUPTIONS)
+def test_25_floats_that_are_never_cameras_are_a_vector_that_says_why(tmp_path, corrupt, words):
+    labels = [corrupt(label) for label in _camera_labels(2)]
+    folder = write_folder(tmp_path, random_images(2, [4, 4, 3]),
+                          {'labels': [[f'img{i:03d}.png', label] for i, label in enumerate(labels)]})
+    ds = ImageFolderDataset(folder, use_labels=True)
+    assert ds.label_dim == 25 and not ds.has_camera_labels
+    assert_one_sentence(ds.camera_label_problem + '.', 'img000.png', 'not a valid camera', *words)
+    assert ImageFolderDataset(write_folder(tmp_path / 'ok', random_images(2, [4, 4, 3]), {'labels': [
+        [f'img{i:03d}.png', label] for i, label in enumerate(_camera_labels(2))]}), use_labels=True).camera_label_problem is None
