@@ -33,3 +33,28 @@ def make_read_only(folder, monkeypatch):
             return real_access(path, mode, *args, **kwargs)
         monkeypatch.setattr(os, 'access', access)
     return folder
+
+
+def signal_when_ready(command, ready, signum, timeout=120, **popen_kwargs):
+    """Run `command` in its own session, send `signum` once `ready()` is true, return (returncode, stdout, stderr).
+
+    SIGINT is left at its default in the child, as in a terminal (a background job would ignore it). The
+    child is killed if it is still there at the end, so a test never leaves it behind.
+    """
+    import signal
+    import subprocess
+    import time
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen_kwargs)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    return proc.returncode, out, err

@@ -8,7 +8,6 @@ import pickle
 import sys
 import signal
 import tarfile
-import time
 import zipfile
 
 import numpy as np
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dataset_tool  # noqa: E402
-from cli_checks import make_read_only  # noqa: E402
+from cli_checks import make_read_only, signal_when_ready  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
@@ -525,26 +524,14 @@ def test_subprocess_error_is_one_line_without_traceback(tmp_path):
 def test_stop_signal_while_writing_removes_the_temporary_output(tmp_path, signum, dest_name):
     """A real signal while the tool writes: the second image is a named pipe that nobody writes, so the tool
     waits on it with its hidden temporary output open until the signal comes."""
-    import subprocess
     root = tmp_path / 'src'
     save_image(str(root / 'a.png'), random_image((4, 4, 3)))
     os.mkfifo(root / 'b.png')
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'dataset_tool.py')
-    proc = subprocess.Popen([sys.executable, script, '--source', str(root), '--dest', str(tmp_path / dest_name)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
-    try:
-        deadline = time.monotonic() + 60
-        while not any(name.startswith(f'.{dest_name}.') for name in os.listdir(tmp_path)):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 128 + signum, (proc.returncode, err)
+    returncode, out, err = signal_when_ready(
+        [sys.executable, script, '--source', str(root), '--dest', str(tmp_path / dest_name)],
+        lambda: any(name.startswith(f'.{dest_name}.') for name in os.listdir(tmp_path)), signum, timeout=60)
+    assert returncode == 128 + signum, (returncode, err)
     assert 'Traceback' not in err and out == ''
     assert err.strip() == ('Interrupted.' if signum == signal.SIGINT else 'Interrupted by SIGTERM.')
     assert sorted(os.listdir(tmp_path)) == ['src'], 'temporary output left behind'

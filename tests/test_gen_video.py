@@ -3,9 +3,7 @@
 import math
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import imageio.v3 as iio
 import numpy as np
@@ -19,7 +17,7 @@ sys.path.insert(0, REPO)
 import gen_video  # noqa: E402
 import tiny_networks  # noqa: E402
 from cli_checks import assert_cli_error as assert_error  # noqa: E402
-from cli_checks import make_read_only  # noqa: E402
+from cli_checks import make_read_only, signal_when_ready  # noqa: E402
 from training import cameras, generation  # noqa: E402
 
 
@@ -161,22 +159,11 @@ def test_stop_signal_while_encoding_removes_the_partial_video(nets, tmp_path, si
     """A real signal once the hidden partial file exists (the video is far from done): no file is left."""
     output = tmp_path / 'lerp.mp4'
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'gen_video.py'), '--network', nets['sg2'], '--seeds=0-1',
-                             '--w-frames=100000', '--device=cpu', '--output', str(output)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 120
-        while not any(name.startswith('.lerp.partial-') for name in os.listdir(tmp_path)):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 128 + signum, (proc.returncode, err)
+    returncode, out, err = signal_when_ready(
+        [sys.executable, os.path.join(REPO, 'gen_video.py'), '--network', nets['sg2'], '--seeds=0-1',
+         '--w-frames=100000', '--device=cpu', '--output', str(output)],
+        lambda: any(name.startswith('.lerp.partial-') for name in os.listdir(tmp_path)), signum, cwd=REPO, env=env)
+    assert returncode == 128 + signum, (returncode, err)
     assert 'Traceback' not in out + err
     assert err.strip() == ('Interrupted.' if signum == signal.SIGINT else 'Interrupted by SIGTERM.'), err
     assert os.listdir(tmp_path) == [], 'partial video left behind'

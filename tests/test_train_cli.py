@@ -24,7 +24,7 @@ import dataset_tool  # noqa: E402
 import train  # noqa: E402
 import dnnlib  # noqa: E402
 import tiny_networks  # noqa: E402
-from cli_checks import make_read_only  # noqa: E402
+from cli_checks import make_read_only, signal_when_ready  # noqa: E402
 from training.dataset import DatasetError  # noqa: E402
 
 TORCHRUN_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
@@ -743,25 +743,24 @@ def test_stop_signal_during_start_up_removes_the_run_dir(tmp_path, data, signum)
     outdir = tmp_path / 'out'
     env = {key: value for key, value in os.environ.items() if key not in TORCHRUN_VARIABLES}
     env.update(OMP_NUM_THREADS='1', DNNLIB_CACHE_DIR=str(tmp_path / 'cache'))
-    proc = subprocess.Popen([sys.executable, 'train.py', f'--outdir={outdir}',
-                             *base_args(data['cameras'], '--batch=4', '--kimg=1', *TINY),
-                             f'--resume=http://127.0.0.1:{port}/network-snapshot.pkl'],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    run_dirs = []
+
+    def started():  # downloading --resume, with its run directory made
+        if accepted.is_set() and not run_dirs:
+            (name,) = os.listdir(outdir)
+            assert os.path.isfile(outdir / name / 'training_options.json')
+            run_dirs.append(name)
+        return bool(run_dirs)
     try:
-        assert accepted.wait(120), 'train.py did not start downloading --resume'
-        (name,) = os.listdir(outdir)
-        assert os.path.isfile(outdir / name / 'training_options.json')
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
+        returncode, out, err = signal_when_ready(
+            [sys.executable, 'train.py', f'--outdir={outdir}', *base_args(data['cameras'], '--batch=4', '--kimg=1', *TINY),
+             f'--resume=http://127.0.0.1:{port}/network-snapshot.pkl'], started, signum, cwd=REPO, env=env)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
         server.close()
         for connection in connections:
             connection.close()
-    assert proc.returncode == 128 + signum, (proc.returncode, out[-2000:], err[-2000:])
+    (name,) = run_dirs
+    assert returncode == 128 + signum, (returncode, out[-2000:], err[-2000:])
     assert 'Traceback' not in out + err
     prefix = 'Interrupted.' if signum == signal.SIGINT else 'Interrupted by SIGTERM.'
     assert err.splitlines() == [f'{prefix} Removed the run directory {outdir / name}, which held no snapshot yet.'], err
