@@ -37,6 +37,7 @@ Prints one JSON object per configuration.
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import gc
 import importlib
@@ -56,10 +57,12 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [p for p in (BENCH_DIR, os.path.dirname(BENCH_DIR)) if p not in sys.path]
 
 from ops_cpu import official_filtered_lrelu, official_upfirdn2d  # noqa: E402  (the baseline lives there)
+from torch_utils.ops import conv2d_resample  # noqa: E402
 from torch_utils.ops import filtered_lrelu as fl_ops  # noqa: E402
 from torch_utils.ops import upfirdn2d as up_ops  # noqa: E402
+from training import networks_stylegan2 as sg2  # noqa: E402
 
-ORIGINAL_OPS = (up_ops.upfirdn2d, fl_ops.filtered_lrelu)
+ORIGINAL_OPS = (up_ops.upfirdn2d, fl_ops.filtered_lrelu, sg2.modulated_conv2d)
 
 # ----------------------------------------------------------------------------------------------
 # Configurations.
@@ -74,7 +77,7 @@ OFFICIAL = {
 def generator_kwargs(arch, resolution, quick):
     """Constructor arguments as the official train.py builds them (conv_clamp 256, 4 fp16
     resolutions, which stay fp32 on CPU), with a small channel base."""
-    base, cmax = (1024, 512) if quick else (8192, 512)
+    base, cmax = (1024, 512) if quick else (16384 if arch == 'stylegan2' else 8192, 512)
     if arch == 'stylegan3-r':
         base, cmax = base * 2, cmax * 2
     module = 'networks_stylegan2' if arch == 'stylegan2' else 'networks_stylegan3'
@@ -109,11 +112,52 @@ def build_generator(G_kwargs):
 # Reference: the official algorithm patched into the network.
 
 
+def official_modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None,
+                              demodulate=True, flip_weight=True, fused_modconv=True):
+    """The official StyleGAN2 modulated convolution, step by step: the per-sample weights are materialised and
+    squared for the demodulation coefficients, and `fused_modconv` always means one grouped convolution."""
+    batch_size = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:
+        weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
+    w = dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
+        x = conv2d_resample.conv2d_resample(x=x, w=weight.to(x.dtype), f=resample_filter, up=up, down=down,
+                                            padding=padding, flip_weight=flip_weight)
+        if demodulate and noise is not None:
+            x = x * dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1) + noise.to(x.dtype)
+        elif demodulate:
+            x = x * dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1)
+        elif noise is not None:
+            x = x.add_(noise.to(x.dtype))
+        return x
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, in_channels, kh, kw)
+    x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                                        groups=batch_size, flip_weight=flip_weight)
+    x = x.reshape(batch_size, -1, *x.shape[2:])
+    if noise is not None:
+        x = x.add_(noise)
+    return x
+
+
 @contextlib.contextmanager
 def official_ops():
-    """Within the block, upfirdn2d and filtered_lrelu run the official algorithm; yields the number
-    of calls each patched function received."""
-    calls = dict(upfirdn2d=0, filtered_lrelu=0)
+    """Within the block, upfirdn2d, filtered_lrelu and StyleGAN2's modulated convolution run the official
+    algorithm; yields the number of calls each patched function received."""
+    calls = dict(upfirdn2d=0, filtered_lrelu=0, modulated_conv2d=0)
+
+    def modulated_conv2d(*args, **kwargs):
+        calls['modulated_conv2d'] += 1
+        return official_modulated_conv2d(*args, **kwargs)
 
     def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cuda'):
         calls['upfirdn2d'] += 1
@@ -129,12 +173,12 @@ def official_ops():
         b = x.new_zeros([x.shape[1]]) if b is None else b
         return official_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp)
 
-    saved = up_ops.upfirdn2d, fl_ops.filtered_lrelu
-    up_ops.upfirdn2d, fl_ops.filtered_lrelu = upfirdn2d, filtered_lrelu
+    saved = up_ops.upfirdn2d, fl_ops.filtered_lrelu, sg2.modulated_conv2d
+    up_ops.upfirdn2d, fl_ops.filtered_lrelu, sg2.modulated_conv2d = upfirdn2d, filtered_lrelu, modulated_conv2d
     try:
         yield calls
     finally:
-        up_ops.upfirdn2d, fl_ops.filtered_lrelu = saved
+        up_ops.upfirdn2d, fl_ops.filtered_lrelu, sg2.modulated_conv2d = saved
 
 
 def _identity_if_none(f):
@@ -195,7 +239,7 @@ def run_config(spec):
             img_ref = forward()
         # The reference must really have gone through the official algorithm, and only it.
         assert ref_calls['upfirdn2d' if spec['arch'] == 'stylegan2' else 'filtered_lrelu'] > 0, ref_calls
-        assert (up_ops.upfirdn2d, fl_ops.filtered_lrelu) == ORIGINAL_OPS
+        assert (up_ops.upfirdn2d, fl_ops.filtered_lrelu, sg2.modulated_conv2d) == ORIGINAL_OPS
 
         # Interleaved timings; the first of each also gives the peak memory.
         times, peak_mb = dict(ours=[], ref=[]), {}
@@ -215,6 +259,7 @@ def run_config(spec):
         # processes held the cores and the timings are inflated.
         cpu_per_wall = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
 
+    train = train_step_record(G, spec) if spec['arch'] == 'stylegan2' else {}
     t_ours, t_ref = statistics.median(times['ours']), statistics.median(times['ref'])
     ours_img_s, ref_img_s = spec['batch'] / t_ours, spec['batch'] / t_ref
     official, required = OFFICIAL.get((spec['arch'], spec['resolution'], spec['G_kwargs']['channel_base']),
@@ -232,8 +277,41 @@ def run_config(spec):
         required_vs_official=required,
         peak_mem_mb=_round(peak_mb['ours'], 1), ref_peak_mem_mb=_round(peak_mb['ref'], 1),
         max_abs_diff=_sig(diff), max_abs_diff_rel=_sig(diff / img_ref.abs().max().item()),
-        ref_calls_per_forward=ref_calls,
+        ref_calls_per_forward=ref_calls, **train,
     )
+
+
+def train_step_record(G_eval, spec):
+    """StyleGAN2 only: one G+D training step (G in training mode, whose modulated convolutions are then not
+    fused, as the official 'inference_only' default; D on fakes and reals; backward of both losses), ours
+    against the official algorithm, interleaved; median seconds and the speedup."""
+    G = copy.deepcopy(G_eval).train().requires_grad_(True)
+    torch.manual_seed(2)
+    D = sg2.Discriminator(c_dim=0, img_resolution=spec['resolution'], img_channels=3,
+                          channel_base=spec['G_kwargs']['channel_base'], channel_max=spec['G_kwargs']['channel_max'],
+                          conv_clamp=256, num_fp16_res=4).train().requires_grad_(True)
+    z = torch.randn([spec['batch'], G.z_dim], generator=torch.Generator().manual_seed(3))
+    reals = torch.rand([spec['batch'], 3, spec['resolution'], spec['resolution']],
+                       generator=torch.Generator().manual_seed(4)) * 2 - 1
+
+    def step():
+        G.zero_grad(set_to_none=True)
+        D.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.softplus(-D(G(z, None), None)).sum() + torch.nn.functional.softplus(D(reals, None)).sum()
+        loss.backward()
+        return loss.detach()
+
+    step()
+    with official_ops():
+        step()
+    times = dict(ours=[], ref=[])
+    for _ in range(spec['repeats']):
+        for name in ('ours', 'ref'):
+            with official_ops() if name == 'ref' else contextlib.nullcontext():
+                times[name].append(timed(step))
+    t_ours, t_ref = statistics.median(times['ours']), statistics.median(times['ref'])
+    return dict(ours_train_step_s=round(t_ours, 4), ref_train_step_s=round(t_ref, 4),
+                train_step_speedup=round(t_ref / t_ours, 2))
 
 
 def _round(v, digits):

@@ -444,10 +444,19 @@ def test_mapping_psi_zero_gives_w_avg():
 # 3. modulated_conv2d.
 
 
+@pytest.fixture(params=['auto', 'grouped', 'batched'])
+def cpu_route(request, monkeypatch):
+    """On the CPU a fused modulated conv takes the grouped or the batched route, whichever is cheaper for the
+    shape: both are checked whatever the shapes below would choose."""
+    if request.param != 'auto':
+        monkeypatch.setattr(ns, '_batched_is_cheaper', lambda *args: request.param == 'batched')
+    return request.param
+
+
 @pytest.mark.parametrize('fused', [True, False])
 @pytest.mark.parametrize('demodulate', [True, False])
 @pytest.mark.parametrize('up,flip_weight', [(1, True), (1, False), (2, False), (2, True)])
-def test_modulated_conv2d(fused, demodulate, up, flip_weight):
+def test_modulated_conv2d(fused, demodulate, up, flip_weight, cpu_route):
     N, I, O, H = 3, 5, 4, 6
     x = randn(N, I, H, H, seed=11)
     weight = randn(O, I, 3, 3, seed=12)
@@ -459,6 +468,22 @@ def test_modulated_conv2d(fused, demodulate, up, flip_weight):
     want = modulated_conv2d_ref(np64(x), np64(weight), np64(styles), noise=np64(noise), up=up, padding=1,
                                 demodulate=demodulate, flip_weight=flip_weight)
     assert_close(got, want)
+
+
+def test_demodulation_coefficients_without_modulated_weights():
+    weight, styles = randn(7, 5, 3, 3, seed=40), randn(3, 5, seed=41)
+    want = 1 / np.sqrt(((np64(weight)[None] * np64(styles)[:, None, :, None, None]) ** 2).sum(axis=(2, 3, 4)) + 1e-8)
+    assert_close(ns._demodulation_coefficients(weight, styles), want, rtol=1e-6)
+
+
+def test_cpu_route_choice():
+    """Batched where the feature maps are small next to the weights, grouped where they are large, never off the CPU."""
+    def route(channels_in, channels_out, size, up=1, device='cpu'):
+        x = torch.empty([4, channels_in, size, size], device=device)
+        return ns._batched_is_cheaper(x, torch.empty([channels_out, channels_in, 3, 3], device=device), up, 1)
+    assert route(512, 512, 8) and route(512, 512, 32) and route(512, 256, 32, up=2)
+    assert not route(64, 64, 256) and not route(128, 64, 128, up=2) and not route(256, 256, 64)
+    assert not route(512, 512, 8, device='meta')
 
 
 def test_modulated_conv2d_without_noise_1x1():
