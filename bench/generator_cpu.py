@@ -1,15 +1,20 @@
 """CPU benchmark of whole generators (StyleGAN2, StyleGAN3-T, StyleGAN3-R) against the official algorithm, same run.
 
 Forward throughput (images/s, fp32, `G(z, None, noise_mode='const')` under `torch.no_grad()`) and
-peak memory of our generators, next to the same generators with the two ops they lean on swapped
+peak memory of our generators, next to the same generators with the parts they lean on swapped
 for the official *algorithm*: `official_upfirdn2d` and `official_filtered_lrelu` from
-`bench/ops_cpu.py` (materialised zero-stuffed images, pad + crop, depthwise conv2d, plain autograd).
+`bench/ops_cpu.py` (materialised zero-stuffed images, pad + crop, depthwise conv2d, plain autograd),
+and `official_modulated_conv2d` below (StyleGAN2's modulated convolution: per-sample weights
+materialised and squared for the demodulation, one grouped convolution when fused).
 The swap patches the module attributes `torch_utils.ops.upfirdn2d.upfirdn2d` (reached by
-conv2d_resample and by upsample2d/downsample2d/filter2d through their module globals) and
+conv2d_resample and by upsample2d/downsample2d/filter2d through their module globals),
 `torch_utils.ops.filtered_lrelu.filtered_lrelu` (reached by networks_stylegan3 as
-`filtered_lrelu.filtered_lrelu`); the patched functions count their calls and each record asserts
+`filtered_lrelu.filtered_lrelu`) and `training.networks_stylegan2.modulated_conv2d` (reached by its
+layers as a module global); the patched functions count their calls and each record asserts
 that the reference forward went through them. Everything else (weights, convolutions, bias_act,
-mapping) is shared, so the ratio isolates the two ops in their network context.
+mapping) is shared, so the ratio isolates those parts in their network context. For StyleGAN2 the
+record also times one G+D training step (G in training mode, D on fakes and reals, backward),
+ours against the same swap (`train_step_speedup`).
 
 Each configuration runs in a fresh subprocess, so that peaks of earlier configurations cannot
 mask later ones. There, after building G, one warm-up forward each of ours and of the reference
