@@ -370,6 +370,20 @@ def test_official_ray_function_matches_its_definition():
         np.testing.assert_allclose(got.double().numpy(), expected_plucker(c, height, width, legacy=True), atol=2e-5)
 
 
+def test_official_helpers_the_official_source_imports():
+    """raycond3's embedded source imports three helpers: a trusted load needs them all to import."""
+    from training.plucker import origin_dir_embedding, plucker_embedding, two_plane_embedding  # noqa: F401
+    c = two_cameras()
+    cam2world, intrinsics = c[:, :16].view(-1, 4, 4), c[:, 16:].view(-1, 3, 3)
+    got = origin_dir_embedding(5, 7, intrinsics, cam2world).double().numpy()
+    expected_dirs = expected_plucker(c, 5, 7, legacy=True)[:, :3]
+    origins = c.double().numpy()[:, [3, 7, 11]][:, :, None, None] * np.ones([1, 1, 5, 7])
+    np.testing.assert_allclose(got[:, :3], origins, atol=1e-6)
+    np.testing.assert_allclose(got[:, 3:], expected_dirs, atol=2e-5)
+    with pytest.raises(NotImplementedError, match='used by none of its networks'):
+        two_plane_embedding(5, 7, intrinsics, cam2world)
+
+
 def test_pickle_written_by_official_code_loads_without_exec_and_gives_the_official_image(official_module, monkeypatch):
     torch.manual_seed(0)
     G = official_module.Generator(z_dim=8, c_dim=25, w_dim=8, img_resolution=16, img_channels=3,
