@@ -3,8 +3,9 @@
 For each registered config, `train.py --dry-run` on the official README's command line, and on
 variants of it that exercise the options, must print the training-loop arguments that the official
 train.py builds from the same command line: NVlabs/stylegan3 for stylegan2 / stylegan3-t /
-stylegan3-r, and echen01/ray-conditioning (StyleGAN3's train.py plus the raycond configs) for
-raycond2 / raycond3-t / raycond3-r. Every key of the official dict must be printed with an equal
+stylegan3-r, echen01/ray-conditioning (StyleGAN3's train.py plus the raycond configs) for
+raycond2 / raycond3-t / raycond3-r, and VinAIResearch/CREPS (StyleGAN3's train.py plus the creps
+config) for creps. Every key of the official dict must be printed with an equal
 value; every extra key, missing key or other value must be an entry of DELIBERATE_DIFFERENCES,
 and every entry there that applies to a command line must still be a difference of it.
 
@@ -49,6 +50,9 @@ COMMAND_LINES = {
     'raycond2': ['--cfg=raycond2', *_RAYCOND_COMMAND],
     'raycond3-t': ['--cfg=raycond3-t', *_RAYCOND_COMMAND],
     'raycond3-r': ['--cfg=raycond3-r', *_RAYCOND_COMMAND],
+    # VinAIResearch/CREPS train.py --help, "Train CREPS for FFHQ at 1024x1024 resolution using 8 GPUs" (its
+    # --aug=noaug is a variant below).
+    'creps': ['--cfg=creps', *_STYLEGAN_COMMAND],
 }
 OUR_EXTRA_ARGS = ['--device=cpu']  # ours only; the official train.py always trains on CUDA
 
@@ -56,6 +60,7 @@ STYLEGAN_CONFIGS = ('stylegan2', 'stylegan3-t', 'stylegan3-r')
 RAYCOND_CONFIGS = ('raycond2', 'raycond3-t', 'raycond3-r')
 SG3_CONFIGS = ('stylegan3-t', 'stylegan3-r', 'raycond3-t', 'raycond3-r')
 R_CONFIGS = ('stylegan3-r', 'raycond3-r')
+TWO_D_CONFIGS = STYLEGAN_CONFIGS + ('creps',)
 
 # ----------------------------------------------------------------------------------------------
 # What the official train.py prints (`c`, less the launcher's run_dir) for those command lines.
@@ -178,6 +183,18 @@ OFFICIAL = {
         'loss_kwargs': dict(class_name='training.ray_loss.StyleGAN2Loss', blur_init_sigma=10, blur_fade_kimg=200.0),
         'image_snapshot_ticks': 100, 'network_snapshot_ticks': 100,
     }, use_labels=True, xflip=False),
+    # VinAIResearch/CREPS train.py: "if opts.cfg in ['stylegan2', 'creps']:" (class
+    # f'training.networks_{opts.cfg}.Generator', G_reg_interval 4, pl_weight 2) and its "if opts.cfg == 'creps':"
+    # part (G channel_base and channel_max *= 2, after D's were set); map_depth 8 and glr 0.002 for creps;
+    # --snap default 50. No style mixing, no fused_modconv_default, no pl_no_weight_grad.
+    'creps': _official({
+        'G_kwargs': dict(class_name='training.networks_creps.Generator', mapping_kwargs=dict(num_layers=8),
+                         channel_base=65536, channel_max=1024),
+        'G_opt_kwargs': dict(lr=0.002),
+        'loss_kwargs': dict(class_name='training.loss.StyleGAN2Loss', pl_weight=2),
+        'G_reg_interval': 4,
+        'image_snapshot_ticks': 50, 'network_snapshot_ticks': 50,
+    }, use_labels=False, xflip=True),
 }
 
 
@@ -206,7 +223,9 @@ VARIANTS = [
     Variant('fixed-p', ['--aug=fixed', '--p=0.3'], None, {'ada_target': ABSENT, 'augment_p': 0.3}),
     # "if opts.aug == 'ada': c.ada_target = opts.target".
     Variant('ada-target', ['--target=0.7'], None, {'ada_target': 0.7}),
-    # "if opts.fp32: c.G_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0; ... conv_clamp = None".
+    # "if opts.fp32: c.G_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0; ... conv_clamp = None". CREPS's
+    # train.py sets G's with the keys swapped ("if opts.cfg != 'creps': c.G_kwargs.fc_clamp = None else:
+    # c.G_kwargs.conv_clamp = None"): for creps that is G_kwargs.conv_clamp = None, as here.
     Variant('fp32', ['--fp32=1'], None, {'G_kwargs.num_fp16_res': 0, 'D_kwargs.num_fp16_res': 0,
                                          'G_kwargs.conv_clamp': None, 'D_kwargs.conv_clamp': None}),
     # "if opts.nobench: c.cudnn_benchmark = False".
@@ -219,8 +238,8 @@ VARIANTS = [
     Variant('snap', ['--snap=7'], None, {'image_snapshot_ticks': 7, 'network_snapshot_ticks': 7}),
     # "c.G_kwargs.channel_base = c.D_kwargs.channel_base = opts.cbase" (cmax alike), then "*= 2" for -R's G only.
     Variant('cbase-cmax', ['--cbase=16384', '--cmax=256'], None, {
-        'G_kwargs.channel_base': ByConfig(16384, _each(R_CONFIGS, 32768)),
-        'G_kwargs.channel_max': ByConfig(256, _each(R_CONFIGS, 512)),
+        'G_kwargs.channel_base': ByConfig(16384, _each(R_CONFIGS + ('creps',), 32768)),
+        'G_kwargs.channel_max': ByConfig(256, _each(R_CONFIGS + ('creps',), 512)),
         'D_kwargs.channel_base': 16384, 'D_kwargs.channel_max': 256}),
     # Batch formulas: batch_gpu = --batch-gpu, "c.ema_kimg = c.batch_size * 10 / 32", "magnitude_ema_beta =
     # 0.5 ** (c.batch_size / (20 * 1e3))" (StyleGAN3 generators), "blur_fade_kimg = c.batch_size * 200 / 32" (-R).
@@ -241,7 +260,7 @@ VARIANTS = [
     Variant('resume', ['--resume=<snapshot>'], None, {
         'resume_pkl': '<snapshot>', 'ada_kimg': 100, 'ema_rampup': None, 'loss_kwargs.blur_init_sigma': 0}),
     # The StyleGAN configs on camera-labelled data with --cond=1: "c.training_set_kwargs.use_labels = opts.cond".
-    Variant('cond', ['--cond=1', '--mirror-cameras=1'], STYLEGAN_CONFIGS, {'training_set_kwargs.use_labels': True}),
+    Variant('cond', ['--cond=1', '--mirror-cameras=1'], TWO_D_CONFIGS, {'training_set_kwargs.use_labels': True}),
     # The raycond configs with --mirror=1: "c.training_set_kwargs.xflip = opts.mirror".
     Variant('mirror', ['--mirror=1', '--mirror-cameras=1'], RAYCOND_CONFIGS, {'training_set_kwargs.xflip': True}),
 ]
@@ -255,6 +274,7 @@ CONDITIONS = {
     'always': lambda o: True,
     'on --device=cpu': lambda o: o.get('device') == 'cpu',
     'without --fp32=1': lambda o: o.get('fp32') != '1',
+    'with --fp32=1': lambda o: o.get('fp32') == '1',
     'without --nobench=1': lambda o: o.get('nobench') != '1',
     'without --mirror-cameras=1': lambda o: o.get('mirror-cameras') != '1',
     'with --mirror-cameras=1': lambda o: o.get('mirror-cameras') == '1',
@@ -265,7 +285,8 @@ CONDITIONS = {
         lambda o: o.get('cond') == '1' and o.get('aug', 'ada') != 'noaug',
 }
 
-ALL_CONFIGS = STYLEGAN_CONFIGS + RAYCOND_CONFIGS
+ALL_CONFIGS = STYLEGAN_CONFIGS + RAYCOND_CONFIGS + ('creps',)
+CONV_CLAMP_CONFIGS = STYLEGAN_CONFIGS + RAYCOND_CONFIGS  # generators whose clamp is conv_clamp
 Difference = collections.namedtuple('Difference', 'path configs when ours reason')
 DELIBERATE_DIFFERENCES = [
     # Keys only ours has.
@@ -293,10 +314,16 @@ DELIBERATE_DIFFERENCES = [
     Difference('resume_state', ALL_CONFIGS, 'with --resume', None,
                'the training state beside the snapshot (exact continuation); None for a weights-only pickle, which '
                'gets the official fine-tuning settings'),
-    *[Difference(f'{net}_kwargs.{key}', ALL_CONFIGS, 'without --fp32=1', value,
+    *[Difference(f'{net}_kwargs.{key}', configs_, 'without --fp32=1', value,
                  'explicit class default: the official train.py leaves it unset and the classes default to the same '
                  '(fp16 on the 4 highest resolutions, clamp 256)')
-      for net in ('G', 'D') for key, value in (('num_fp16_res', 4), ('conv_clamp', 256))],
+      for net, configs_ in (('G', CONV_CLAMP_CONFIGS), ('D', ALL_CONFIGS))
+      for key, value in (('num_fp16_res', 4), ('conv_clamp', 256))],
+    Difference('G_kwargs.conv_clamp', ('creps',), 'with --fp32=1', ABSENT,
+               "the official --fp32 branch passes conv_clamp=None to the CREPS generator, whose layers take no such "
+               "argument (the run would fail); ours turns the clamp off under its one name, fc_clamp"),
+    Difference('G_kwargs.fc_clamp', ('creps',), 'with --fp32=1', None,
+               'the CREPS clamp, off with --fp32 (the official train.py meant this: see G_kwargs.conv_clamp)'),
     # Values that differ.
     Difference('data_loader_kwargs.pin_memory', ALL_CONFIGS, 'on --device=cpu', False,
                'pinned host memory only helps copies to CUDA; ours pins on --device=cuda only'),

@@ -14,6 +14,12 @@ Two ways to load:
   rebuilds every persistent object from a class registered with `register_no_exec_module`, using the
   object's recorded constructor arguments and tensors, and resolves the few function references that
   official networks keep to functions of ours registered with `register_no_exec_global`.
+  Plain (not persistent) torch modules inside a persistent one are pickled as references to their
+  class; the loader admits `torch.nn.Sequential`, `ModuleList` and `ModuleDict`, and the classes
+  registered with `register_no_exec_plain_module` (CREPS's `SynthesisInput`), as state holders only:
+  such a reference yields an inert object that keeps the pickled state, and the rebuilt network takes
+  the tensors of that submodule from it by name, as from any other submodule. Nothing of the class
+  runs, and a plain module anywhere but among the submodules of a persistent object is refused.
 
 Code a trusted load executes cannot change what later no-exec loads build: registrations made by an
 executed embedded source are ignored.
@@ -308,15 +314,101 @@ def _reconstruct_without_exec(meta: Any) -> _Pending:
                     dict(state.get("_init_kwargs") or {}), state, what)
 
 
-def _pending_children(pending: _Pending, prefix: str = ""):
-    """(qualified name, pending) for the object and every pending submodule below it."""
+# ----------------------------------------------------------------------------
+# Plain torch modules inside persistent objects: state holders, never instances of their class.
+
+# Dotted names of the plain module classes the no-exec loader admits as state holders.
+_no_exec_plain_modules = {
+    "torch.nn.modules.container.Sequential",
+    "torch.nn.modules.container.ModuleList",
+    "torch.nn.modules.container.ModuleDict",
+}
+
+
+def register_no_exec_plain_module(module: str, name: str) -> None:
+    """Let the no-exec loader admit the class reference `module.name` as a plain module's state holder.
+
+    For the few submodules official networks build from classes that are not `@persistent_class` (such
+    an object pickles as a reference to its class plus its `__dict__`, e.g. CREPS's
+    `training.networks_creps.SynthesisInput`). The reference resolves to an inert stand-in that only
+    keeps that state; nothing of the named class is imported or run. The stand-in is accepted only as a
+    submodule of a persistent object, whose registered class must build a submodule with the same
+    tensor names in the same place: the tensors are copied from the stand-in by name.
+    `torch.nn.Sequential`, `ModuleList` and `ModuleDict` are always admitted. Ignored when called by code
+    that a trusted load executed (see `_from_executed_source`).
+    """
+    caller = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
+    if caller in _executed_module_names:
+        return
+    _no_exec_plain_modules.add(f"{module}.{name}")
+
+
+class _PlainModuleState:
+    """What a file's reference to an admitted plain module class stands for: the pickled state, nothing else.
+
+    Pickle creates it with `cls.__new__(cls)` (NEWOBJ, pickle protocol 2 and later) and hands it the
+    module's `__dict__` through `__setstate__` (BUILD). It has no other behaviour; `_restore_module`
+    reads its tensors by name. (Protocols 0 and 1 spell NEWOBJ as a call of copyreg._reconstructor,
+    which the loader does not admit; torch and the official releases write protocol 2 or later.)
+    """
+
+    __slots__ = ("state",)
+    global_name = "a plain module"
+
+    def __new__(cls, *args, **kwargs):
+        if cls is _PlainModuleState or args or kwargs:
+            raise UnsafePickleError(f"The file creates the plain module '{cls.global_name}' with arguments, "
+                                    f"which the no-exec loader does not admit; {_TRUST_HINT}.")
+        obj = super().__new__(cls)
+        obj.state = None
+        return obj
+
+    def __setstate__(self, state):
+        if self.state is not None or not isinstance(state, dict):
+            raise UnsafePickleError(f"The plain module '{self.global_name}' in the file has a malformed state; {_TRUST_HINT}.")
+        self.state = state
+
+    @property
+    def what(self) -> str:
+        return f"the plain module '{self.global_name}'"
+
+
+_plain_module_classes: Dict[str, type] = {}
+
+
+def _plain_module_class(global_name: str) -> type:
+    """The stand-in class for one admitted plain module class (one per name, for clear messages)."""
+    cls = _plain_module_classes.get(global_name)
+    if cls is None:
+        cls = type(f"PlainModuleState[{global_name}]", (_PlainModuleState,), dict(__slots__=(), global_name=global_name))
+        _plain_module_classes[global_name] = cls
+    return cls
+
+
+def _state_group(node: Any, key: str) -> Dict:
+    """node.state[key] ('_modules', '_parameters', '_buffers') as a dict; absent or None gives {}."""
+    if not isinstance(node.state, dict):
+        raise UnsafePickleError(f"A submodule in the file ({node.what}) has no state; {_TRUST_HINT}.")
+    group = node.state.get(key)
+    if group is None:
+        return {}
+    if not isinstance(group, dict):
+        raise UnsafePickleError(f"The {key} of {node.what} in the file is not a dict; {_TRUST_HINT}.")
+    return group
+
+
+def _pending_children(pending: Any, prefix: str = "", ancestors: frozenset = frozenset()):
+    """(qualified name, node) for the object and every submodule below it: pending objects and plain modules."""
     yield prefix.rstrip("."), pending
-    for child_name, child in (pending.state.get("_modules") or {}).items():
+    ancestors = ancestors | {id(pending)}
+    for child_name, child in _state_group(pending, "_modules").items():
         if child is None:
             continue
-        if not isinstance(child, _Pending):
-            raise UnsafePickleError(f"Submodule '{prefix + child_name}' of {pending.what} is not an object the loader can rebuild.")
-        yield from _pending_children(child, f"{prefix}{child_name}.")
+        if not isinstance(child, (_Pending, _PlainModuleState)):
+            raise UnsafePickleError(f"Submodule '{prefix}{child_name}' of {pending.what} is not an object the loader can rebuild.")
+        if id(child) in ancestors:
+            raise UnsafePickleError(f"Submodule '{prefix}{child_name}' of {pending.what} contains itself; {_TRUST_HINT}.")
+        yield from _pending_children(child, f"{prefix}{child_name}.", ancestors)
 
 
 def _restore_module(obj, pending: _Pending) -> None:
@@ -324,9 +416,10 @@ def _restore_module(obj, pending: _Pending) -> None:
     import torch
     src, flags = {}, {}
     for module_name, node in _pending_children(pending):
+        groups = [_state_group(node, group) for group in ("_parameters", "_buffers")]
         flags[module_name] = bool(node.state.get("training", False))
-        for group in ("_parameters", "_buffers"):
-            for name, tensor in (node.state.get(group) or {}).items():
+        for group in groups:
+            for name, tensor in group.items():
                 if tensor is not None:
                     src[f"{module_name}.{name}" if module_name else name] = tensor
     dst = dict(list(obj.named_parameters()) + list(obj.named_buffers()))
@@ -373,6 +466,10 @@ def _materialize(obj: Any, memo: Dict[int, Any]) -> Any:
     """Replace every pending object in a loaded structure by the object it stands for."""
     if id(obj) in memo:
         return memo[id(obj)]
+    if isinstance(obj, _PlainModuleState):
+        raise UnsafePickleError(
+            f"The file holds {obj.what} outside the submodules of a network the no-exec loader rebuilds; "
+            f"only there can its tensors be restored without running its code; {_TRUST_HINT}.")
     if isinstance(obj, _Pending):
         result = _build(obj, memo)
     elif isinstance(obj, dict):  # dict, OrderedDict, EasyDict: keep the type.
@@ -426,6 +523,8 @@ def _admitted_global(module: str, name: str) -> Any:
         return _reconstruct_without_exec
     if module == "torch.storage" and name == "_load_from_bytes":
         return _load_storage_from_bytes
+    if f"{module}.{name}" in _no_exec_plain_modules:
+        return _plain_module_class(f"{module}.{name}")
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
         return getattr(np, "_core", getattr(np, "core", None)).multiarray.__dict__[name]
     admitted = {

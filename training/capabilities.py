@@ -26,6 +26,8 @@ OPTIONS = {
     'camera': 'c=[N, 25] camera labels: the camera is rendered',
     'transform': 'a user transform of the input grid, in G.synthesis.input.transform (StyleGAN3)',
     'scale': 'scale=s renders at s times img_resolution',
+    'size': 'size=(H, W) renders an H x W view at the pixel pitch of the scale (coordinate-based generators)',
+    'view': 'translate=(x, y) image sizes and zoom=z move and magnify the content (coordinate-based generators)',
     'noise_mode': "noise_mode='random'|'const'|'none'",
     'force_fp32': 'force_fp32=True runs fp16 layers in fp32',
     'render': 'render options of volume renderers (rendering_kwargs)',

@@ -108,6 +108,27 @@ def _raycond_common(c, opts, class_name):
     c.loss_kwargs.class_name = 'training.loss.RayConditioningLoss'
 
 #----------------------------------------------------------------------------
+# CREPS (Nguyen et al. 2023): the bi-line generator of VinAIResearch/CREPS, its train.py's
+# "if opts.cfg == 'creps':" branch: the StyleGAN2 recipe without style mixing, G's channels doubled
+# (D's not), and G's precision left at the class defaults.
+
+@register('creps', modules=['training.networks_creps'])
+def _creps(c, opts):
+    c.G_kwargs.class_name = 'training.networks_creps.Generator'
+    c.G_kwargs.channel_base *= 2
+    c.G_kwargs.channel_max *= 2
+    c.loss_kwargs.pl_weight = 2
+    c.G_reg_interval = 4
+    # The trunk runs in float32 and the per-pixel head in float16 (on CUDA) by the class defaults; the
+    # clamp is called fc_clamp. --fp32 turns it off under that name (the official --fp32 branch passes
+    # conv_clamp, which the CREPS layers do not take).
+    del c.G_kwargs.num_fp16_res, c.G_kwargs.conv_clamp
+    if opts.fp32:
+        c.G_kwargs.num_fp16_res = 0
+        c.G_kwargs.fc_clamp = None
+    return dict(map_depth=8, glr=0.002, snap=50)
+
+#----------------------------------------------------------------------------
 
 def build_training_options(opts):
     """Return the EasyDict of `training_loop` keyword arguments for the validated train.py `opts`.
@@ -151,6 +172,11 @@ def build_training_options(opts):
     c.device = opts.device
     c.cudnn_benchmark = not opts.nobench
 
+    # fp16 on the 4 highest resolutions (CUDA only; the networks run fp32 on the CPU anyway); a config
+    # whose generator has other precision arguments replaces these.
+    c.G_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0 if opts.fp32 else 4
+    c.G_kwargs.conv_clamp = c.D_kwargs.conv_clamp = None if opts.fp32 else 256
+
     defaults = _registry[opts.cfg](c, opts)
     if opts.camera_labels:
         # Deliberate (not in the official train.py): the generator declares that its label is a camera,
@@ -160,10 +186,6 @@ def build_training_options(opts):
     c.G_opt_kwargs.lr = opts.glr if opts.glr is not None else defaults['glr']
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap if opts.snap is not None else defaults['snap']
     c.D_opt_kwargs.lr = opts.dlr
-
-    # fp16 on the 4 highest resolutions (CUDA only; the networks run fp32 on the CPU anyway).
-    c.G_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0 if opts.fp32 else 4
-    c.G_kwargs.conv_clamp = c.D_kwargs.conv_clamp = None if opts.fp32 else 256
 
     if opts.aug != 'noaug':
         # Camera-labelled data gets colour augmentation only: geometric ones would break image-pose pairs.

@@ -371,3 +371,163 @@ def test_no_exec_loader_builds_each_object_once_and_keeps_the_callers_random_str
     # Two networks, each built once; the inner layers only by their parents' constructors.
     assert calls == {"Toy": 2, "Inner": 2}
     assert loaded["G"] is not loaded["G_ema"] and loaded["G"].inner is not loaded["G_ema"].inner
+
+
+# ----------------------------------------------------------------------------
+# Plain (not persistent) torch modules inside persistent ones: admitted as state holders only.
+
+# Official networks build a few submodules from plain classes (torch.nn.Sequential, CREPS's
+# SynthesisInput): a pickle refers to such a class by name and stores the instance's __dict__.
+PLAIN_SOURCE = textwrap.dedent('''
+    import torch
+    from torch_utils import persistence
+
+    with open(MARKER_PATH, "a") as _f:
+        _f.write("x")
+
+    @persistence.persistent_class
+    class Leaf(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(channels, channels))
+
+        def forward(self, x):
+            return x @ self.weight
+
+    class Plain(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.register_buffer("shift", torch.randn(channels))
+            self.scale = torch.nn.Parameter(torch.randn(channels))
+            self.leaf = Leaf(channels)
+
+        def forward(self, x):
+            return self.leaf(x) * self.scale + self.shift
+
+    @persistence.persistent_class
+    class Net(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.plain = Plain(channels)
+            self.seq = torch.nn.Sequential(Leaf(channels), torch.nn.Sequential(Leaf(channels)))
+            self.blocks = torch.nn.ModuleList([Leaf(channels), Leaf(channels)])
+            self.named = torch.nn.ModuleDict({"a": Leaf(channels)})
+
+        def forward(self, x):
+            x = self.seq(self.plain(x))
+            for block in self.blocks:
+                x = block(x)
+            return self.named["a"](x)
+''')
+
+
+@pytest.fixture
+def plain_toy(tmp_path, monkeypatch, registry):
+    """A module with a plain submodule class; Net and Leaf registered, Plain admitted as a state holder."""
+    marker = tmp_path / "plain_marker.txt"
+    name = f"plainnet_{os.urandom(4).hex()}"
+    _write_toy_module(str(tmp_path / "plain_mods"), name, marker, source=PLAIN_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path / "plain_mods"))
+    module = importlib.import_module(name)
+    monkeypatch.setattr(persistence, "_no_exec_plain_modules", set(persistence._no_exec_plain_modules))
+    registry.register_no_exec_module("plain", [module.Net, module.Leaf])
+    persistence.register_no_exec_plain_module(name, "Plain")
+    assert _count(marker) == 1
+    yield module, marker
+    sys.modules.pop(name, None)
+
+
+class _CraftingPickler(pickle.Pickler):
+    """Pickles instances of one class with a reduce tuple of the test's choosing (a tampered file)."""
+
+    def __init__(self, file, cls, recipe):
+        super().__init__(file, protocol=4)
+        self.cls, self.recipe = cls, recipe
+
+    def reducer_override(self, obj):
+        return self.recipe(obj) if type(obj) is self.cls else NotImplemented
+
+
+def _crafted(obj, cls, recipe):
+    buffer = io.BytesIO()
+    _CraftingPickler(buffer, cls, recipe).dump(obj)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_no_exec_loader_restores_plain_submodules_by_name(plain_toy, protocol):
+    module, marker = plain_toy
+    net = module.Net(3).eval()
+    net.plain.train()
+    net.plain.leaf.eval()
+    net.plain.scale.requires_grad_(False)
+    data = pickle.dumps({"G": net}, protocol=protocol)
+    G = persistence.load(io.BytesIO(data))["G"]
+    assert _count(marker) == 1
+    assert type(G) is module.Net and type(G.plain) is module.Plain and type(G.seq) is torch.nn.Sequential
+    for (name_a, a), (name_b, b) in zip(net.state_dict().items(), G.state_dict().items()):
+        assert name_a == name_b and torch.equal(a, b)
+    assert G.training is False and G.plain.training is True and G.plain.leaf.training is False
+    assert G.plain.scale.requires_grad is False and G.plain.leaf.weight.requires_grad is True
+    x = torch.randn(2, 3)
+    assert torch.equal(G(x), net(x))
+
+
+def test_no_exec_loader_refuses_a_plain_class_nobody_admitted(plain_toy, monkeypatch):
+    module, marker = plain_toy
+    data = pickle.dumps(module.Net(2))
+    monkeypatch.setattr(persistence, "_no_exec_plain_modules", {"torch.nn.modules.container.Sequential"})
+    with pytest.raises(persistence.UnsafePickleError, match=rf"'{module.__name__}\.Plain'.*does not admit.*trust_code=True"):
+        persistence.load(io.BytesIO(data))
+    assert _count(marker) == 1
+
+
+def test_no_exec_loader_refuses_plain_modules_outside_a_rebuilt_network(plain_toy, toy):
+    module, _ = plain_toy
+    toy_module, _ = toy
+    persistence.register_no_exec_module("toy", [toy_module.Toy, toy_module.Inner])
+    for obj in (torch.nn.Sequential(), module.Plain(2), {"G": module.Net(2), "extra": [torch.nn.ModuleList()]},
+                toy_module.Toy(2, extra=torch.nn.ModuleDict())):  # the last: in the constructor arguments
+        with pytest.raises(persistence.UnsafePickleError, match=r"plain module '[\w.]+' outside the submodules.*trust_code=True"):
+            persistence.load(io.BytesIO(pickle.dumps(obj)))
+
+
+def test_no_exec_plain_module_stand_ins_only_keep_a_well_formed_state(plain_toy):
+    import copyreg
+    module, marker = plain_toy
+    net = module.Net(2)
+    state = module.Plain.__getstate__
+    tampered = {
+        "with arguments": lambda obj: (copyreg.__newobj__, (type(obj), 1), state(obj)),
+        "with a state that is not a dict": lambda obj: (copyreg.__newobj__, (type(obj),), 5),
+        "without a state": lambda obj: (copyreg.__newobj__, (type(obj),)),
+        "containing itself": lambda obj: (copyreg.__newobj__, (type(obj),), dict(state(obj), _modules={"me": obj})),
+        "with _parameters not a dict": lambda obj: (copyreg.__newobj__, (type(obj),), dict(state(obj), _parameters=[1])),
+    }
+    messages = {"with arguments": "with arguments", "with a state that is not a dict": "malformed state",
+                "without a state": "has no state", "containing itself": "contains itself",
+                "with _parameters not a dict": "_parameters of the plain module.*not a dict"}
+    for how, recipe in tampered.items():
+        data = _crafted(net, module.Plain, recipe)
+        with pytest.raises(persistence.UnsafePickleError, match=messages[how]):
+            persistence.load(io.BytesIO(data))
+    assert _count(marker) == 1
+    # Protocol 1 creates plain objects through copyreg._reconstructor, which is not admitted.
+    with pytest.raises(persistence.UnsafePickleError, match=r"'copyreg\._reconstructor'.*does not admit"):
+        persistence.load(io.BytesIO(pickle.dumps(net, protocol=1)))
+
+
+def test_plain_module_registrations_by_executed_sources_are_ignored(monkeypatch):
+    monkeypatch.setattr(persistence, "_no_exec_plain_modules", set(persistence._no_exec_plain_modules))
+    before = set(persistence._no_exec_plain_modules)
+    source = ("from torch_utils import persistence\n"
+              f"persistence.register_no_exec_plain_module('evil_{os.urandom(4).hex()}', 'Thing')\n")
+    try:
+        persistence._src_to_module(source)  # What a trusted load does with an embedded source.
+    finally:
+        module = persistence._src_to_module_dict.pop(source)
+        persistence._module_to_src_dict.pop(module)
+        sys.modules.pop(module.__name__)
+    assert persistence._no_exec_plain_modules == before
+    persistence.register_no_exec_plain_module("ours", "Thing")  # From an imported module (this one): registered.
+    assert persistence._no_exec_plain_modules == before | {"ours.Thing"}

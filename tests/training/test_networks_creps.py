@@ -35,39 +35,111 @@ def render(G, z, **kwargs):
         return G(z, None, **kwargs)
 
 # ----------------------------------------------------------------------------------------------
-# The building blocks against float64 recomputations of their definitions.
+# The building blocks and the whole synthesis against float64 recomputations of their definitions.
+
+SQRT2 = np.sqrt(2)
 
 
-def compose_reference(biline):
-    """F[n,c,i,j] = 1/2 sum_r A[n,c,i,r] B[n,c,j,r], with A the first R slots and B the last R."""
-    x = biline.detach().numpy().astype(np.float64)
-    rank = x.shape[3] // 2
-    return 0.5 * np.einsum('ncir,ncjr->ncij', x[..., :rank], x[..., rank:])
+def lrelu(x):
+    return torch.nn.functional.leaky_relu(x, 0.2)  # torch's convention at 0 (slope 0.2), as bias_act's
 
 
-def test_compose_biline_is_half_the_sum_of_outer_products():
-    biline = torch.randn([2, 3, 5, 16], generator=torch.Generator().manual_seed(0))
-    ours = networks_creps.compose_biline(biline)
-    assert ours.shape == (2, 3, 5, 5)
-    np.testing.assert_allclose(ours.numpy(), compose_reference(biline), rtol=1e-5, atol=1e-5)
+def reference_synthesis(G, ws, ys, xs):
+    """The CREPS synthesis written out plainly in float64 from its definition, for sample coordinates ys, xs.
+
+    Lines A (height, slots 0..R-1) and B (width, slots R..2R-1); every layer pointwise; b4's ToRes unused;
+    F = 1/2 A B^T composed from b8 on; per-pixel MLPs; head blocks on the last w. Differentiable in ws.
+    """
+    S = G.synthesis
+    t = {name: v.detach().to(torch.float64) for name, v in list(S.named_parameters()) + list(S.named_buffers())}
+    ws = ws.to(torch.float64)
+
+    def dense(prefix, x, act):  # FullyConnectedLayer, lr multiplier 1: weight / sqrt(in), then bias
+        w = t[prefix + '.weight']
+        y = x @ (w / np.sqrt(w.shape[1])).t() + t[prefix + '.bias']
+        return lrelu(y) * SQRT2 if act else y
+
+    def modfc(prefix, x, w, demod, act):  # x [N, I, P] -> [N, O, P]
+        styles = dense(prefix + '.affine', w, act=False)
+        weight = t[prefix + '.weight']
+        if not demod:
+            styles = styles / np.sqrt(weight.shape[1])
+        wm = weight[None] * styles[:, None, :]
+        if demod:
+            wm = wm / torch.sqrt((wm ** 2).sum(dim=2, keepdim=True) + 1e-8)
+        y = wm @ x + t[prefix + '.bias'][None, :, None]
+        return (lrelu(y) * SQRT2 if act else y).clamp(-256, 256)
+
+    n, R = ws.shape[0], S.b4.input.rank
+    C = S.b4.input.channels
+    amp = t['b4.input.weight'] * dense('b4.input.affine', ws[:, 0], act=False).reshape(n, C, 1, 2 * R) / np.sqrt(C)
+    freqs = t['b4.input.freqs'].reshape(C // 2, 1, R)
+    parts = []
+    for line, u in enumerate((ys, xs)):
+        phase = 2 * np.pi * u.to(torch.float64).reshape(1, -1, 1) * freqs
+        parts.append(torch.cat([torch.sin(phase), torch.cos(phase)])[None] * amp[..., line * R:(line + 1) * R])
+    H, W = len(ys), len(xs)
+    x = torch.cat(parts, dim=2).reshape(n, C, -1)             # [N, C, (H + W) R]
+    x = modfc('b4.fc1', x, ws[:, 1], True, True)
+    w_idx, res, feature = 1, None, None
+    for block_res in S.block_resolutions[1:]:
+        x = modfc(f'b{block_res}.fc0', x, ws[:, w_idx], True, True)
+        x = modfc(f'b{block_res}.fc1', x, ws[:, w_idx + 1], True, True)
+        y = modfc(f'b{block_res}.tores', x, ws[:, w_idx + 2], False, False)
+        res = y if res is None else res + y
+        w_idx += 2
+        lines = res.reshape(n, -1, H + W, R)
+        F = 0.5 * torch.einsum('ncir,ncjr->nijc', lines[:, :, :H], lines[:, :, H:]).reshape(n * H * W, -1)
+        if feature is None:
+            feature = F
+        else:
+            for i in range(4):
+                feature = dense(f'decoder_{block_res}.{i}', feature, act=True)
+            feature = feature + F
+    for i in range(4):
+        feature = dense(f'decoder_last.{i}', feature, act=True)
+    img = dense('decoder_img', feature, act=False)
+    feature = feature.reshape(n, H * W, -1).transpose(1, 2)  # [N, 32, P]
+    img = img.reshape(n, H * W, -1).transpose(1, 2)
+    w_last = ws[:, -1]
+    for block in ('block0', 'block1'):
+        feature = modfc(f'{block}.fc0', feature, w_last, True, True)
+        feature = modfc(f'{block}.fc1', feature, w_last, True, True)
+        img = img + modfc(f'{block}.tores', feature, w_last, False, False)
+    return img.reshape(n, -1, H, W)
 
 
-def test_the_network_composes_each_accumulated_skip_biline(monkeypatch):
+def mixed_ws(G, n=2, seed=3):
+    """A different w per layer, so that a layer reading the wrong w shows."""
+    return torch.randn([n, G.num_ws, G.w_dim], generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize('view', [dict(), dict(scale=1.5), dict(size=(10, 23), translate=(0.3, -0.1), zoom=1.7)])
+def test_synthesis_is_its_definition(view):
     G = tiny()
-    calls = []
-    original = networks_creps.compose_biline
+    ws = mixed_ws(G)
+    ys, xs = networks_creps.line_coordinates(16, **view)
+    with torch.no_grad():
+        ours = G.synthesis(ws, **view)
+    expected = reference_synthesis(G, ws, ys, xs)
+    assert ours.shape == expected.shape == (2, 3, len(ys), len(xs))
+    torch.testing.assert_close(ours.to(torch.float64), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
 
-    def spy(biline):
-        out = original(biline)
-        calls.append((biline.clone(), out.clone()))
-        return out
 
-    monkeypatch.setattr(networks_creps, 'compose_biline', spy)
-    render(G, latents(G))
-    assert len(calls) == len(G.synthesis.block_resolutions)
-    for biline, out in calls:
-        assert biline.shape == (2, G.synthesis.biline_channels, 16, 16) and biline.dtype == torch.float32
-        np.testing.assert_allclose(out.numpy(), compose_reference(biline), rtol=1e-5, atol=1e-5)
+def test_gradients_are_those_of_the_definition():
+    # With autograd on, the layers take their out-of-place branches; the ws gradient is the definition's.
+    # On a slightly shifted grid: on the trained grid of this untrained net the gradient is ill-conditioned
+    # (measured: moving the coordinates by 1e-6 changes the definition's own gradient by 2%), so float32
+    # rounding alone would move it by more than the tolerance.
+    G = tiny()
+    ws = mixed_ws(G).requires_grad_(True)
+    view = dict(translate=(0.013, 0.021))
+    weights = torch.randn([2, 3, 16, 16], generator=torch.Generator().manual_seed(4))
+    (G.synthesis(ws, **view) * weights).sum().backward()
+    ws64 = ws.detach().to(torch.float64).requires_grad_(True)
+    ys, xs = networks_creps.line_coordinates(16, **view)
+    (reference_synthesis(G, ws64, ys, xs) * weights).sum().backward()
+    torch.testing.assert_close(ws.grad.to(torch.float64), ws64.grad, rtol=0, atol=1e-4 * ws64.grad.abs().max().item())
 
 
 @pytest.mark.parametrize('demodulate', [True, False])
@@ -85,24 +157,45 @@ def test_modulated_fc_matches_its_definition(demodulate):
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_synthesis_input_is_the_modulated_fourier_biline():
+def test_synthesis_input_is_the_modulated_fourier_lines():
     torch.manual_seed(0)
-    layer = networks_creps.SynthesisInput(w_dim=4, channels=6, size=5, rank=2, bandwidth=10)
+    layer = networks_creps.SynthesisInput(channels=6, w_dim=4, resolution=5, rank=2, bandwidth=10)
     with torch.no_grad():
         layer.weight.normal_()
     w = torch.randn([2, 4])
+    ys, xs = torch.linspace(0, 1, 5), torch.tensor([0.1, 0.7, 0.9])
     with torch.no_grad():
-        ours = layer(w).numpy()
+        ours = layer(w, coords=(ys, xs)).numpy()
+        default = layer(w).numpy()
+        expected_b = layer(w, coords=(xs, ys)).numpy()[:, :, 3:]  # line B at linspace(0, 1, 5)
         styles = layer.affine(w).numpy().astype(np.float64).reshape(2, 6, 1, 4)
 
-    coords = np.linspace(0, 1, 5)
     freqs = layer.freqs.numpy().astype(np.float64).reshape(3, 2)            # [C/2, R], shared by both lines
-    phase = 2 * np.pi * coords[None, :, None] * freqs[:, None, :]           # [C/2, L, R]
-    phase = np.concatenate([phase, phase], axis=2)                          # column slots, then row slots
-    feats = np.concatenate([np.sin(phase), np.cos(phase)], axis=0)[None]    # [1, C, L, 2R]
-    expected = feats * layer.weight.detach().numpy().astype(np.float64) * styles / np.sqrt(6)
-    assert ours.shape == (2, 6, 5, 4)
+    amplitude = layer.weight.detach().numpy().astype(np.float64) * styles / np.sqrt(6)
+    expected = []
+    for line, u in enumerate((ys.numpy(), xs.numpy())):
+        phase = 2 * np.pi * u.astype(np.float64)[None, :, None] * freqs[:, None, :]   # [C/2, L, R]
+        feats = np.concatenate([np.sin(phase), np.cos(phase)], axis=0)[None]          # [1, C, L, R]
+        expected.append(feats * amplitude[..., 2 * line:2 * line + 2])
+    expected = np.concatenate(expected, axis=2)
+    assert ours.shape == (2, 6, 8, 2)
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
+    # Without coordinates: the official bi-line layout [N, C, L, 2R] of the coords buffer (linspace on both lines).
+    assert default.shape == (2, 6, 5, 4)
+    np.testing.assert_allclose(default[..., :2], expected[:, :, :5], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(default[..., 2:], expected_b, rtol=0, atol=0)
+
+
+def test_line_coordinates():
+    ys, xs = networks_creps.line_coordinates(16, scale=2)
+    assert torch.equal(ys, torch.linspace(0, 1, 32)) and torch.equal(xs, ys)       # the official --scale rule, exactly
+    ys, xs = networks_creps.line_coordinates(16, scale=1.5, size=(5, 8), translate=(0.25, -0.5), zoom=2)
+    pitch = 1 / 23 / 2                                                              # int(16 * 1.5) = 24 samples on [0, 1]
+    np.testing.assert_allclose(xs.numpy(), 0.5 - 0.25 + (np.arange(8) - 3.5) * pitch, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(ys.numpy(), 0.5 + 0.5 + (np.arange(5) - 2) * pitch, rtol=0, atol=1e-7)
+    for bad in (dict(scale=0.01), dict(size=(0, 4)), dict(zoom=0), dict(zoom=float('nan')), dict(translate=(1, 2, 3))):
+        with pytest.raises(ValueError):
+            networks_creps.line_coordinates(16, **bad)
 
 # ----------------------------------------------------------------------------------------------
 # The whole network: shapes, w indexing, precision, capabilities.
@@ -139,7 +232,7 @@ def test_signatures_and_capabilities():
     entry = json.loads(SPEC.read_text())[0]
     assert str(inspect.signature(networks_creps.Generator.forward)).replace('self, ', '') == entry['signatures']['forward']
     assert str(inspect.signature(networks_creps.MappingNetwork.forward)).replace('self, ', '') == entry['signatures']['mapping']
-    assert networks_creps.Generator.synthesis_options == ('noise_mode', 'force_fp32', 'scale')
+    assert networks_creps.Generator.synthesis_options == ('noise_mode', 'force_fp32', 'scale', 'size', 'view')
     assert networks_creps.Generator.output_key is None
     assert tiny().label_kind == 'none'
     with pytest.raises(ValueError):
@@ -204,6 +297,70 @@ def test_scale_two_box_downsampled_is_close_to_scale_one():
     other = (render(G, latents(G, seed=5)) - img1).abs()
     assert diff.mean() < 0.1 * other.mean()
     assert diff.mean() < 0.1 * img1.std()
+
+def test_a_translation_by_whole_pixels_moves_the_image_by_those_pixels():
+    # Every layer is pointwise in the sample, so shifting the coordinates by k pixel pitches shifts the
+    # image by k pixels (the coordinates are equal up to float rounding).
+    G = tiny()
+    z = latents(G)
+    base = render(G, z)
+    moved = render(G, z, translate=(2 / 15, -1 / 15))    # content 2 px right, 1 px up; pitch 1/15 at 16 px
+    torch.testing.assert_close(moved[:, :, :-1, 2:], base[:, :, 1:, :-2], rtol=0, atol=1e-3)
+
+
+def test_zoom_and_size_give_the_finer_grid_of_a_larger_scale():
+    # zoom 2 halves the pitch about the centre: 31 samples of it span [0, 1], as scale 31/16 does.
+    G = tiny()
+    z = latents(G)
+    torch.testing.assert_close(render(G, z, zoom=2, size=(31, 31)), render(G, z, scale=31 / 16), rtol=0, atol=1e-3)
+    wide = render(G, z, size=(16, 40))                    # the same rows, 12 columns more on each side
+    assert wide.shape == (2, 3, 16, 40)
+    torch.testing.assert_close(wide[:, :, :, 12:28], render(G, z), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize('view', [dict(scale=5), dict(size=(37, 150), zoom=3)])
+def test_tiled_equals_untiled_exactly(view):
+    # 6400 and 5550 pixels: two chunks of the per-pixel stage; bands of one chunk (and the batch) vs one band.
+    G = tiny()
+    ws = mixed_ws(G)
+    with torch.no_grad():
+        whole = G.synthesis(ws, tile_pixels=10 ** 9, **view)
+        for tile_pixels in (1, 8192):
+            assert torch.equal(G.synthesis(ws, tile_pixels=tile_pixels, **view), whole)
+
+
+def test_the_per_pixel_stage_is_bounded_by_the_band(monkeypatch):
+    # No tensor of the per-pixel stage is larger than a band: chunk pixels x batch x the widest layer (128).
+    G = tiny()
+    ws = mixed_ws(G, n=1)
+    largest = []
+    original = networks_creps._pointwise_linear
+
+    def spy(x, *args, **kwargs):
+        out = original(x, *args, **kwargs)
+        largest.append(max(x.numel(), out.numel()))
+        return out
+
+    monkeypatch.setattr(networks_creps, '_pointwise_linear', spy)
+    with torch.no_grad():
+        img = G.synthesis(ws, scale=16, tile_pixels=4096)  # 256 x 256 pixels in 16 bands of 4096
+    assert img.shape == (1, 3, 256, 256)
+    trunk = G.synthesis.b4.input.channels * (256 + 256) * G.synthesis.b4.input.rank  # the lines, [1, C, H + W, R]
+    assert max(largest) <= max(trunk, 4096 * 128) < 256 * 256 * 128
+
+
+def test_w_avg_follows_the_official_creps_rule():
+    # Official CREPS: in training mode, every mapping call without update_emas moves w_avg; eval or
+    # update_emas=True leave it.
+    G = tiny().train()
+    z = latents(G, n=4)
+    for mode, update_emas, moves in (('train', False, True), ('train', True, False), ('eval', False, False)):
+        getattr(G.mapping, mode)()
+        before = G.mapping.w_avg.clone()
+        with torch.no_grad():
+            ws = G.mapping(z, None, update_emas=update_emas)
+        expected = ws[:, 0].mean(dim=0).lerp(before, 0.998) if moves else before
+        torch.testing.assert_close(G.mapping.w_avg, expected, rtol=0, atol=1e-7)
 
 # ----------------------------------------------------------------------------------------------
 # Pickles load without running their code.

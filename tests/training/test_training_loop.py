@@ -211,6 +211,29 @@ def test_resume_of_stylegan3_is_bit_identical(shapes_zip, tmp_path):
         for tensor_name, tensor in named_tensors(a[name]).items():
             assert torch.equal(tensor, named_tensors(b[name])[tensor_name]), f'{name}.{tensor_name}'
 
+def test_creps_trains_finite_and_resumes_bit_identically(shapes_zip, tmp_path):
+    # --cfg=creps on the CPU: path-length regularisation every 4 G steps, the official w_avg rule
+    # (updated by the G phases), float32 everywhere; a stop and resume continues exactly.
+    common = dict(cfg='creps', batch=4, batch_gpu=4)
+    straight = tiny_options(shapes_zip, tmp_path / 'straight', kimg=0.016, **common)
+    assert straight.G_kwargs.class_name == 'training.networks_creps.Generator' and straight.G_reg_interval == 4
+    training_loop(**straight)
+    first = tiny_options(shapes_zip, tmp_path / 'first', kimg=0.008, **common)
+    training_loop(**first)
+    pkl, state_path = snapshots.resolve_resume(first.run_dir)
+    second = tiny_options(shapes_zip, tmp_path / 'second', kimg=0.016, resume_pkl=pkl, resume_state=state_path, **common)
+    training_loop(**second)
+    a, a_state = final_snapshot(straight.run_dir)
+    b, _ = final_snapshot(second.run_dir)
+    for name in ['G', 'D', 'G_ema']:
+        for tensor_name, tensor in named_tensors(a[name]).items():
+            assert torch.isfinite(tensor).all(), f'{name}.{tensor_name}'
+            assert torch.equal(tensor, named_tensors(b[name])[tensor_name]), f'{name}.{tensor_name}'
+    assert a['G'].mapping.w_avg.abs().sum() > 0 and float(a_state['loss']['pl_mean']) > 0
+    with torch.no_grad():
+        img = a['G_ema'].eval()(torch.randn([2, a['G_ema'].z_dim]), None, scale=2)
+    assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
+
 def test_two_gloo_processes_equal_one_process(shapes_zip, tmp_path):
     """Same total batch (8) in chunks of 4: one process accumulates 2 chunks, two processes take one each.
 
