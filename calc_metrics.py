@@ -51,16 +51,23 @@ def dataset_kwargs_for(opts, G, training_set_kwargs):
         kwargs = dnnlib.EasyDict(training_set_kwargs)
     else:
         raise CommandError(f'{opts.network} records no training dataset; pass the reference images with --data.')
-    resolution = G.img_resolution if opts.scale is None else round(G.img_resolution * opts.scale)
-    kwargs.update(resolution=resolution, use_labels=G.c_dim != 0, max_size=None)
+    resolution = generation.scaled_side(G, opts.scale)  # int(img_resolution * scale), as the generator renders
+    kwargs.update(use_labels=G.c_dim != 0, max_size=None)
     if opts.mirror is not None:
         kwargs.update(xflip=opts.mirror, xflip_camera_labels=opts.mirror)  # a mirrored image has a mirrored camera
     kwargs.setdefault('xflip', False)
     hint = '' if opts.data is not None else ' (the dataset recorded in the pickle; pass --data to use another)'
     try:
-        dnnlib.util.construct_class_by_name(**dict(kwargs, use_labels=False)).close()
+        dataset = dnnlib.util.construct_class_by_name(**dict(kwargs, use_labels=False, resolution=None))
+        try:
+            found = dataset.resolution
+        finally:
+            dataset.close()
     except DatasetError as error:
         raise CommandError(f'{error}{hint}') from None
+    if found != resolution:
+        raise CommandError(resolution_mismatch(opts, G, kwargs.get('path'), found, resolution))
+    kwargs.update(resolution=resolution)
     if G.c_dim:
         try:
             dataset = dnnlib.util.construct_class_by_name(**dict(kwargs, xflip=False))
@@ -79,6 +86,17 @@ def dataset_kwargs_for(opts, G, training_set_kwargs):
         except DatasetError as error:
             raise CommandError(f'{error}{hint}') from None
     return kwargs
+
+
+def resolution_mismatch(opts, G, path, found, resolution):
+    """The sentence for reference images that are not the size the generator renders (int(img_resolution * scale))."""
+    source = f'Dataset {path}' if opts.data is not None else f'The dataset recorded in the pickle, {path},'
+    at_scale = '' if opts.scale is None else f' at --scale={opts.scale:.10g} (int({G.img_resolution} * {opts.scale:.10g}))'
+    fixes = [f'a dataset of {resolution}x{resolution} images with --data']
+    if capabilities.accepts(G, 'scale'):
+        fixes.insert(0, f'--scale={generation.scale_for_side(G.img_resolution, found)} to render {found}x{found}')
+    return (f'{source} has {found}x{found} images but the generator renders {resolution}x{resolution}{at_scale}; '
+            f'pass {" or ".join(fixes)}.')
 
 
 def run_dir_of(network):
@@ -119,7 +137,7 @@ def _worker(args):
 @click.option('--mirror', help='Mirror the dataset (legacy fid50k/kid50k/pr50k3 only)  [default: look up from the pickle]', type=bool, metavar='BOOL')
 @click.option('--gpus', help='Number of processes (GPUs, or CPU processes with --device=cpu)', type=click.IntRange(min=1), default=1, show_default=True)
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
-@click.option('--scale', help='Output scale for any-scale generators; the dataset must be at the scaled resolution', type=cli.FiniteFloat(min=0, min_open=True), metavar='FLOAT')
+@click.option('--scale', help='Output scale for any-scale generators: int(resolution * S) pixels per side, the resolution the dataset must have', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')
 @click.option('--detector', 'detectors', help='Local detector file: PATH (Inception) or KIND=PATH with KIND inception|vgg16; repeatable', metavar='[KIND=]PATH', multiple=True)
 @click.option('--seed', help='Seed for the generated samples', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--verbose', help='Print progress', type=bool, default=True, show_default=True, metavar='BOOL')
@@ -152,8 +170,8 @@ def main(**kwargs):
     opts = dnnlib.EasyDict(kwargs)
     try:
         args = prepare(opts)
-    except (CommandError, generation.GenerationError) as error:
-        print(f'Error: {error.message if isinstance(error, CommandError) else error}', file=sys.stderr)
+    except (click.ClickException, generation.GenerationError) as error:  # CommandError, dnnlib.cli.CliError
+        print(f'Error: {error.message if isinstance(error, click.ClickException) else error}', file=sys.stderr)
         sys.exit(1)
 
     torch.multiprocessing.set_start_method('spawn', force=True)
@@ -193,8 +211,8 @@ def prepare(opts):
     G = G.eval().requires_grad_(False).cpu()
     G_kwargs = dnnlib.EasyDict()
     if opts.scale is not None:
-        if not capabilities.accepts(G, 'scale'):
-            raise CommandError(f'--scale needs a generator whose synthesis takes scale=; this {type(G).__name__} has a fixed resolution.')
+        side = generation.check_scale(G, opts.scale)  # a generator that takes scale=, and at least one pixel
+        cli.check_image_size(side, side, getattr(G, 'img_channels', 3), '--scale')
         G_kwargs.scale = opts.scale
     dataset_kwargs = dataset_kwargs_for(opts, G, data.get('training_set_kwargs'))
     try:  # Before any work: a detector that cannot be found is reported now, not after the dataset pass.

@@ -10,6 +10,10 @@
 
     # A camera-conditioned network: a yaw sweep of 4 seeds as one grid (rows: seeds, columns: views).
     python gen_images.py --network=snapshot.pkl --seeds=0-3 --yaw=-0.4,-0.2,0,0.2,0.4 --pitch=-0.2 --grid --outdir=out
+
+    # An any-scale generator (CREPS): twice its resolution; a 16:9 view, moved and magnified.
+    python gen_images.py --network=creps.pkl --seeds=0-3 --scale=2 --outdir=out
+    python gen_images.py --network=creps.pkl --seeds=0-3 --size=1280x720 --translate=0.1,0 --zoom=1.5 --outdir=out
 """
 
 import json
@@ -125,6 +129,26 @@ def prepare_outdir(outdir, names, overwrite):
         raise CommandError(f'Cannot create --outdir={outdir} ({error.strerror}).') from None
 
 
+def check_view_size(G, opts, channels):
+    """The image-size limits (dnnlib.cli.check_image_size) for --scale and --size, checked before any work."""
+    if opts.scale is not None:
+        side = generation.scaled_side(G, opts.scale)
+        cli.check_image_size(side, side, channels, '--scale')
+    if opts.size is not None:
+        height, width = opts.size
+        cli.check_image_size(width, height, channels, '--size')
+
+
+def size_option(ctx, param, value):
+    """--size=WIDTHxHEIGHT -> (height, width), refused as a usage error (like the option types) when malformed."""
+    if value is None:
+        return None
+    try:
+        return generation.parse_view_size(value)
+    except generation.GenerationError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+
 def generate_images(opts):
     cli.check_output_path(opts.outdir, '--outdir', 'dir')
     try:
@@ -134,17 +158,13 @@ def generate_images(opts):
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
     views = labels_for(G, opts)
-    if opts.scale is not None and not capabilities.accepts(G, 'scale'):
-        raise CommandError(f'--scale needs a generator that renders at any resolution; this {type(G).__name__} '
-                           f'renders only {G.img_resolution}x{G.img_resolution}.')
-    side = G.img_resolution if opts.scale is None else int(G.img_resolution * opts.scale)
     channels = getattr(G, 'img_channels', 3)
-    if opts.scale is not None:
-        cli.check_image_size(side, side, channels, '--scale')
     try:
-        generation.set_input_transform(G, opts.translate, opts.rotate)
+        view, (height, width) = generation.prepare_view(G, scale=opts.scale, size=opts.size, translate=opts.translate,
+                                                        zoom=opts.zoom, rotate=opts.rotate)
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
+    check_view_size(G, opts, channels)
 
     num_views = views.shape[0]
     grid = None
@@ -152,7 +172,7 @@ def generate_images(opts):
         grid = parse_grid(opts.grid, (num_views, len(seeds)) if num_views > 1 else generation.grid_shape(len(seeds)))
         if grid[0] * grid[1] < len(seeds) * num_views:
             raise CommandError(f'--grid={opts.grid} has {grid[0] * grid[1]} cells for {len(seeds) * num_views} images.')
-        cli.check_image_size(grid[0] * side, grid[1] * side, channels, '--grid', max_side=None,
+        cli.check_image_size(grid[0] * width, grid[1] * height, channels, '--grid', max_side=None,
                              fix='pass fewer --seeds or a smaller --grid')
     names = output_names(seeds, num_views, grid)
     prepare_outdir(opts.outdir, names, opts.overwrite)
@@ -166,7 +186,7 @@ def generate_images(opts):
         z = generation.latents([seeds[i // num_views] for i in index], G.z_dim, device)
         part = generation.generate(G, z, views[[i % num_views for i in index]],
                                    truncation_psi=opts.trunc, truncation_cutoff=opts.trunc_cutoff,
-                                   noise_mode=opts.noise_mode, scale=opts.scale, batch=opts.batch)
+                                   noise_mode=opts.noise_mode, batch=opts.batch, view=view)
         part = generation.to_uint8(part)
         if grid is None:
             for offset, image in enumerate(part):
@@ -185,8 +205,9 @@ def generate_images(opts):
 @click.option('--trunc-cutoff', help='Truncate only the first N ws', type=click.IntRange(min=0), metavar='N')
 @click.option('--class', 'class_idx', help='Class label (class-conditional networks)', type=int, metavar='INT')
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
-@click.option('--translate', help='Move the content (StyleGAN3) by X,Y image sizes (+x right, +y down)', default='0,0', show_default=True, metavar='X,Y', type=cli.FiniteFloatList(count=2))
+@click.option('--translate', help='Move the content by X,Y image sizes (+x right, +y down): StyleGAN3 (input transform) or networks with a view (CREPS)', default='0,0', show_default=True, metavar='X,Y', type=cli.FiniteFloatList(count=2))
 @click.option('--rotate', help='Turn the content (StyleGAN3) counterclockwise, in degrees', type=cli.FiniteFloat(), default=0, show_default=True, metavar='ANGLE')
+@click.option('--zoom', help='Magnify the content about the image centre, for networks with a view (CREPS)  [default: 1]', type=cli.FiniteFloat(min=0, min_open=True), metavar='Z')
 @click.option('--yaw', help='Camera yaw(s) in radians from the frontal pose, comma-separated  [default: 0]', metavar='LIST', type=cli.FiniteFloatList())
 @click.option('--pitch', help='Camera pitch(es) in radians from the frontal pose, comma-separated (positive: from below)  [default: 0]', metavar='LIST', type=cli.FiniteFloatList())
 @click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=cli.FiniteFloat(min=0, min_open=True))
@@ -194,7 +215,8 @@ def generate_images(opts):
 @click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z', type=cli.FiniteFloatList(count=3))
 @click.option('--poses', help='JSON file of 25-float camera labels (a list, or a dataset.json)', metavar='FILE')
-@click.option('--scale', help=f'Output scale, for generators that render at any resolution (at most {cli.MAX_IMAGE_SIDE} pixels per side)', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--scale', help=f'Output scale, for generators that render at any resolution: int(resolution * S) pixels per side (at most {cli.MAX_IMAGE_SIDE})', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')
+@click.option('--size', help='Output width x height in pixels at the pixel pitch of --scale (a wider, taller or non-square view), for networks that render any shape (CREPS)', metavar='WxH', callback=size_option)
 @click.option('--grid', help='Write one grid.png instead of one file per image: --grid alone (near-square; with several camera views one row per seed) or --grid=COLSxROWS', is_flag=False, flag_value='auto', metavar='[COLSxROWS]')
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
@@ -207,7 +229,9 @@ def main(**kwargs):
 
     Writes <outdir>/seed<NNNN>.png for each seed (seed<NNNN>-view<VV>.png for several camera views),
     or one <outdir>/grid.png with --grid. Camera options apply to camera-conditioned networks (25-float
-    labels); yaw and pitch follow EG3D's convention on a sphere about the world origin. Numbers must be
+    labels); yaw and pitch follow EG3D's convention on a sphere about the world origin. The view options
+    apply to the networks that declare them: --scale to any-scale generators, --size, --zoom and
+    --translate to coordinate-based ones (CREPS), --translate and --rotate to StyleGAN3. Numbers must be
     finite (nan and inf are refused).
     """
     opts = dnnlib.EasyDict(kwargs)

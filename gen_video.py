@@ -7,6 +7,10 @@
     python gen_video.py --network=snapshot.pkl --seeds=0-3 --output=orbit.mp4
     # ... or a pure orbit around one identity.
     python gen_video.py --network=snapshot.pkl --seeds=0 --w-frames=120 --output=orbit.mp4
+
+    # An any-scale generator (CREPS) at twice its resolution; or a 16:9 view of it, magnified 1.5 times.
+    python gen_video.py --network=creps.pkl --seeds=0-7 --scale=2 --output=lerp.mp4
+    python gen_video.py --network=creps.pkl --seeds=0-7 --size=1280x720 --zoom=1.5 --output=wide.mp4
 """
 
 import os
@@ -90,6 +94,43 @@ def label_function(G, opts, num_frames):
     return orbit
 
 
+def size_option(ctx, param, value):
+    """--size=WIDTHxHEIGHT -> (height, width), refused as a usage error (like the option types) when malformed."""
+    if value is None:
+        return None
+    try:
+        return generation.parse_view_size(value)
+    except generation.GenerationError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+
+def frame_view(G, opts, grid):
+    """(synthesis keywords, (height, width) of one cell) of the view options, checked before any frame is rendered."""
+    try:
+        view, (height, width) = generation.prepare_view(G, scale=opts.scale, size=opts.size, translate=opts.translate,
+                                                        zoom=opts.zoom)
+    except generation.GenerationError as error:
+        raise CommandError(str(error)) from None
+    channels = getattr(G, 'img_channels', 3)
+    if opts.scale is not None:
+        side = generation.scaled_side(G, opts.scale)
+        cli.check_image_size(side, side, channels, '--scale')
+    if opts.size is not None:
+        cli.check_image_size(width, height, channels, '--size')
+    frame_width, frame_height = grid[0] * width, grid[1] * height
+    cli.check_image_size(frame_width, frame_height, channels, '--grid')
+    odd = (opts.size is not None or opts.scale is not None) and (frame_width % 2 or frame_height % 2)
+    if odd:  # An odd native resolution is left to imageio (it resizes it to even sides); a chosen one must fit H.264.
+        if opts.size is not None:
+            raise CommandError(f'--size={width}x{height} gives {frame_width}x{frame_height} frames, but an H.264 video '
+                               f'needs an even width and height; pass an even --size.')
+        side = generation.scaled_side(G, opts.scale)
+        raise CommandError(f'--scale={opts.scale:.10g} gives {frame_width}x{frame_height} frames ({side} pixels per cell), but an '
+                           f'H.264 video needs an even width and height; pass e.g. '
+                           f'--scale={generation.scale_for_side(G.img_resolution, side + 1)}.')
+    return view
+
+
 def claim_output(path, overwrite):
     if not path.lower().endswith('.mp4'):
         raise CommandError(f'--output={path} must end in .mp4.')
@@ -142,6 +183,10 @@ def write_video(path, frames, num_frames, fps, bitrate):
 @click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=cli.FiniteFloat(0, 180, min_open=True, max_open=True))
 @click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z', type=cli.FiniteFloatList(count=3))
+@click.option('--scale', help=f'Output scale, for generators that render at any resolution: int(resolution * S) pixels per side (at most {cli.MAX_IMAGE_SIDE})', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')
+@click.option('--size', help='Width x height in pixels of each video (grid cell) at the pixel pitch of --scale, for networks that render any shape (CREPS); the frame must have even sides', metavar='WxH', callback=size_option)
+@click.option('--translate', help='Move the content by X,Y image sizes (+x right, +y down): StyleGAN3 (input transform) or networks with a view (CREPS)', default='0,0', show_default=True, metavar='X,Y', type=cli.FiniteFloatList(count=2))
+@click.option('--zoom', help='Magnify the content about the image centre, for networks with a view (CREPS)  [default: 1]', type=cli.FiniteFloat(min=0, min_open=True), metavar='Z')
 @click.option('--fps', help='Frames per second', type=click.IntRange(min=1), default=60, show_default=True)
 @click.option('--bitrate', help='Video bitrate in bits per second, with an optional k, M or G suffix (1k to 10G)', type=cli.Bitrate(), default='12M', show_default=True)
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
@@ -155,8 +200,9 @@ def main(**kwargs):
 
     Each grid cell loops through its keyframes (num_keyframes * w_frames frames in all, cubic spline in
     W). For camera-conditioned networks the camera follows EG3D's orbit (yaw +-0.35, pitch -0.05 +- 0.25
-    radians around the frontal pose, one loop per video), or stays fixed with --camera=fixed. Numbers
-    must be finite (nan and inf are refused).
+    radians around the frontal pose, one loop per video), or stays fixed with --camera=fixed. --scale
+    applies to any-scale generators, --size, --zoom and --translate to coordinate-based ones (CREPS),
+    --translate to StyleGAN3 too. Numbers must be finite (nan and inf are refused).
     """
     opts = dnnlib.EasyDict(kwargs)
     try:
@@ -171,14 +217,14 @@ def main(**kwargs):
         G = generation.load_generator(opts.network, device, trust_code=opts.trust_code)
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
-    cli.check_image_size(grid[0] * G.img_resolution, grid[1] * G.img_resolution, getattr(G, 'img_channels', 3), '--grid')
+    view = frame_view(G, opts, grid)
     num_frames = seed_table.shape[1] * opts.w_frames
     label_at = label_function(G, opts, num_frames)
 
     z = torch.stack([generation.latents(row, G.z_dim, device) for row in seed_table])
     frames = generation.interpolation_frames(G, z, num_frames, opts.w_frames, label_at, grid,
                                              truncation_psi=opts.trunc, truncation_cutoff=opts.trunc_cutoff,
-                                             noise_mode=opts.noise_mode, batch=opts.batch)
+                                             noise_mode=opts.noise_mode, batch=opts.batch, view=view)
     write_video(opts.output, frames, num_frames, opts.fps, opts.bitrate)
     print(f'Wrote {opts.output} ({num_frames} frames)')
 

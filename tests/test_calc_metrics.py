@@ -183,3 +183,62 @@ def test_a_nan_label_is_named_not_reported_as_missing(files, tmp_path):
     message = assert_error(invoke(f'--network={files["conditional"]}', f'--data={data}', '--device=cpu'),
                            'img00002.png', 'NaN or infinite')
     assert 'no labels' not in message
+
+
+# ----------------------------------------------------------------------------------------------
+# --scale and the resolution of the reference images.
+
+@pytest.fixture(scope='module')
+def scaled(tmp_path_factory):
+    root = tmp_path_factory.mktemp('scaled')
+    data = {side: fx.write_dataset(root / f'data{side}.zip', 3, resolution=side) for side in (16, 24, 32)}
+    creps = tiny_networks.creps_generator()
+    return dict(data=data, creps=save_snapshot(root / 'creps.pkl', creps, data[16]),
+                sg2=save_snapshot(root / 'sg2.pkl', tiny_networks.stylegan2_generator(), data[16]))
+
+
+@pytest.mark.parametrize('net, data, scale, words', [
+    ('creps', 16, '--scale=2', ['data16.zip has 16x16 images', 'renders 32x32 at --scale=2 (int(16 * 2))',
+                                '--scale=1 to render 16x16', 'a dataset of 32x32 images with --data']),
+    ('creps', 24, None, ['data24.zip has 24x24 images', 'renders 16x16;', '--scale=1.5 to render 24x24',
+                         'a dataset of 16x16 images']),
+    ('creps', 24, '--scale=1.6', ['renders 25x25 at --scale=1.6', '--scale=1.5']),
+    ('sg2', 32, None, ['data32.zip has 32x32 images', 'renders 16x16;', 'pass a dataset of 16x16 images with --data']),
+])
+def test_dataset_at_another_resolution_is_one_sentence_naming_both(scaled, net, data, scale, words, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError('the detectors were fetched before the resolutions were checked')
+    monkeypatch.setattr(calc_metrics.metric_main, 'fetch_detectors', no_work)
+    args = [f'--network={scaled[net]}', f'--data={scaled["data"][data]}', '--device=cpu'] + ([scale] if scale else [])
+    message = assert_error(invoke(*args), *words)
+    assert 'Traceback' not in message and (net == 'creps' or '--scale=' not in message)
+
+
+def test_the_dataset_recorded_in_the_pickle_is_named_as_such(scaled):
+    assert_error(invoke(f'--network={scaled["creps"]}', '--scale=2', '--device=cpu'),
+                 'The dataset recorded in the pickle', 'data16.zip', 'renders 32x32')
+
+
+@pytest.mark.parametrize('scale, data', [('1.5', 24), ('1.55', 24), ('2', 32)])
+def test_scale_goes_to_the_generator_at_the_int_resolution(scaled, scale, data, monkeypatch):
+    """int(16 * 1.55) = 24, as CREPS renders (round would ask for 25); the samples are rendered at that scale."""
+    monkeypatch.setattr(calc_metrics.metric_main, 'fetch_detectors', lambda *args, **kwargs: None)
+    opts = dict(network=scaled['creps'], metrics='fid2k_full', data=scaled['data'][data], mirror=None, gpus=1, device='cpu',
+                scale=float(scale), detectors=(), seed=0, verbose=False, trust_code=False)
+    args = calc_metrics.prepare(type('Opts', (), opts))
+    assert args.G_kwargs.scale == float(scale) and args.dataset_kwargs.resolution == data
+    from metrics import metric_utils
+    sampling = metric_utils.MetricOptions(G=args.G, G_kwargs=args.G_kwargs, dataset_kwargs=args.dataset_kwargs,
+                                          device=torch.device('cpu'))
+    z = torch.randn([2, args.G.z_dim])
+    with torch.no_grad():
+        images = metric_utils.run_generator(sampling, z, torch.zeros([2, 0]))
+    assert images.shape == (2, 3, data, data)
+    with torch.no_grad():
+        torch.testing.assert_close(images, args.G(z, None, scale=float(scale)))
+
+
+@pytest.mark.parametrize('scale, words', [('0.01', ['--scale=0.01', '0 pixels', '--scale=0.0625']),
+                                          ('2000', ['--scale', '32000x32000', '16384 pixels per side'])])
+def test_scale_without_pixels_or_beyond_the_limit(scaled, scale, words):
+    assert_error(invoke(f'--network={scaled["creps"]}', f'--scale={scale}', '--device=cpu'), *words)

@@ -33,6 +33,7 @@ def nets(tmp_path_factory):
         camera=tiny_networks.save_snapshot(folder / 'camera.pkl', tiny_networks.camera_generator()),
         sg3r=tiny_networks.save_snapshot(folder / 'sg3r.pkl', tiny_networks.stylegan3_generator()),
         raycond2=tiny_networks.save_snapshot(folder / 'raycond2.pkl', _tiny_raycond2()),
+        creps=tiny_networks.save_snapshot(folder / 'creps.pkl', tiny_networks.creps_generator()),
     )
 
 
@@ -295,6 +296,87 @@ def test_translate_and_rotate_need_an_input_transform(nets, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# The view of a coordinate-based generator (CREPS): scale, size, translate, zoom.
+
+@pytest.mark.parametrize('scale, side', [(2, 32), (1.5, 24), (1.55, 24), (0.5, 8)])
+def test_creps_scale_renders_int_resolution_times_scale(nets, tmp_path, scale, side):
+    """The official CREPS rule, side int(img_resolution * scale) (1.55: int(24.8) = 24, not round's 25)."""
+    ok('--network', nets['creps'], '--seeds=3', f'--scale={scale}', '--outdir', tmp_path)
+    written = read_png(tmp_path / 'seed0003.png')
+    assert written.shape == (side, side, 3)
+    assert np.array_equal(written, expected_images(load_G(nets['creps']), [3], torch.zeros([1, 0]), scale=scale)[0])
+
+
+def test_creps_size_renders_a_non_square_view(nets, tmp_path):
+    """--size=WIDTHxHEIGHT -> a HEIGHT x WIDTH PNG, G(..., size=(H, W)) at the pixel pitch of --scale; grids tile it."""
+    G = load_G(nets['creps'])
+    ok('--network', nets['creps'], '--seeds=0-1', '--size=40x20', '--outdir', tmp_path / 'wide')
+    wide = read_png(tmp_path / 'wide' / 'seed0001.png')
+    assert wide.shape == (20, 40, 3)
+    assert np.array_equal(wide, expected_images(G, [0, 1], torch.zeros([1, 0]), size=(20, 40))[1])
+    # The view is centred on the trained image: its middle 16 columns at the default pitch are the plain image (to rounding).
+    plain = expected_images(G, [1], torch.zeros([1, 0]))[0]
+    assert np.abs(wide[2:18, 12:28].astype(int) - plain.astype(int)).max() <= 1
+    ok('--network', nets['creps'], '--seeds=0', '--scale=1.5', '--size=10x30', '--outdir', tmp_path / 'tall')
+    tall = read_png(tmp_path / 'tall' / 'seed0000.png')
+    assert tall.shape == (30, 10, 3)
+    assert np.array_equal(tall, expected_images(G, [0], torch.zeros([1, 0]), scale=1.5, size=(30, 10))[0])
+    ok('--network', nets['creps'], '--seeds=0-1', '--size=40x20', '--grid', '--outdir', tmp_path / 'grid')
+    grid = read_png(tmp_path / 'grid' / 'grid.png')
+    assert grid.shape == (20, 80, 3) and np.array_equal(grid[:, 40:], wide)
+
+
+def test_creps_translate_and_zoom_match_the_generator(nets, tmp_path):
+    G = load_G(nets['creps'])
+    ok('--network', nets['creps'], '--seeds=2', '--outdir', tmp_path / 'base')
+    ok('--network', nets['creps'], '--seeds=2', '--translate=0.25,-0.125', '--outdir', tmp_path / 'moved')
+    ok('--network', nets['creps'], '--seeds=2', '--zoom=2', '--outdir', tmp_path / 'zoomed')
+    ok('--network', nets['creps'], '--seeds=2', '--translate=0.1,0.2', '--zoom=0.5', '--scale=2', '--outdir', tmp_path / 'all')
+    base, moved, zoomed, both = (read_png(tmp_path / name / 'seed0002.png') for name in ('base', 'moved', 'zoomed', 'all'))
+    none = torch.zeros([1, 0])
+    assert np.array_equal(moved, expected_images(G, [2], none, translate=(0.25, -0.125))[0])
+    assert np.array_equal(zoomed, expected_images(G, [2], none, zoom=2)[0])
+    assert np.array_equal(both, expected_images(G, [2], none, translate=(0.1, 0.2), zoom=0.5, scale=2)[0])
+    assert both.shape == (32, 32, 3)
+    assert not np.array_equal(moved, base) and not np.array_equal(zoomed, base)
+
+
+@pytest.mark.parametrize('option, words', [
+    ('--scale=0.01', ['--scale=0.01', 'int(16 * 0.01) = 0', '--scale=0.0625']),
+    ('--scale=2000', ['--scale', '32000x32000', '16384 pixels per side']),
+    ('--size=20000x2', ['--size', '20000x2', '16384 pixels per side']),
+    ('--scale=1024.0625', ['--scale', '16385x16385', '16384 pixels per side']),
+    ('--size=16384x16385', ['--size', '16384x16385', '16384 pixels per side']),
+])
+def test_creps_view_beyond_the_limits_is_one_sentence(nets, tmp_path, option, words):
+    assert_error(run('--network', nets['creps'], '--seeds=0', option, '--outdir', tmp_path / 'out'), *words)
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('option', ['--scale=0', '--scale=-1', '--scale=nan', '--size=0x20', '--size=20x0', '--size=1.5x20',
+                                    '--size=20', '--size=20x20x3', '--size=-4x4', '--zoom=0', '--zoom=-2', '--zoom=inf'])
+def test_bad_view_values_are_usage_errors(nets, tmp_path, option):
+    name = option.split('=')[0]
+    assert_usage_error(run('--network', nets['creps'], '--seeds=0', option, '--outdir', tmp_path / 'out'), f"'{name}'")
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('net, option, words', [
+    ('sg2', '--size=32x16', ['--size', 'networks_stylegan2.Generator', '16x16']),
+    ('sg2', '--zoom=2', ['--zoom', 'networks_stylegan2.Generator']),
+    ('sg2', '--zoom=1', ['--zoom']),
+    ('sg2', '--translate=0.1,0', ['--translate', 'StyleGAN3', 'CREPS', 'neither']),
+    ('sg3r', '--zoom=2', ['--zoom', 'networks_stylegan3.Generator']),
+    ('sg3r', '--size=32x16', ['--size']),
+    ('camera', '--size=8x4', ['--size', 'CameraGenerator']),
+    ('creps', '--rotate=10', ['--rotate', 'StyleGAN3', '--translate and --zoom']),
+])
+def test_view_options_need_the_capability(nets, tmp_path, net, option, words):
+    assert_error(run('--network', nets[net], '--seeds=0', option, '--outdir', tmp_path / 'out'), *words)
+    assert not (tmp_path / 'out').exists()
+
+
+# ----------------------------------------------------------------------------------------------
 # Outputs and inputs that are wrong.
 
 def test_existing_images_are_not_replaced_without_overwrite(nets, tmp_path):
@@ -436,3 +518,17 @@ def test_poses_from_a_dataset_json_name_the_image_whose_camera_is_not_valid():
         generation.poses_from_json({'labels': [['a.png', poses[0]], ['b.png', poses[1]]]}, source='--poses=d.json')
     assert str(info.value) == ("--poses=d.json: the label of 'b.png' is not a valid camera: the last intrinsics row "
                                "must be (0, 0, 1), not (0, 0, 2).")
+
+
+@pytest.mark.parametrize('resolution, side', [(16, 1), (49, 1), (48, 1), (16, 24), (48, 100), (1024, 1), (256, 16384)])
+def test_suggested_scales_render_the_side_they_name(resolution, side):
+    """The scales the messages suggest give exactly that side under int(resolution * scale) (1/49 itself gives 0)."""
+    text = generation.scale_for_side(resolution, side)
+    assert int(resolution * float(text)) == side and len(text) <= 8, text
+
+
+def test_view_sizes_are_width_x_height():
+    assert generation.parse_view_size('320x180') == (180, 320)  # (H, W), the order of G.synthesis(size=)
+    for text in ('0x5', '5x0', '1.5x2', '5', '5x5x5', 'axb', ''):
+        with pytest.raises(generation.GenerationError, match='WIDTHxHEIGHT'):
+            generation.parse_view_size(text)

@@ -28,6 +28,7 @@ def nets(tmp_path_factory):
         sg2=tiny_networks.save_snapshot(folder / 'sg2.pkl', tiny_networks.stylegan2_generator()),
         classes=tiny_networks.save_snapshot(folder / 'classes.pkl', tiny_networks.stylegan2_generator(c_dim=5)),
         camera=tiny_networks.save_snapshot(folder / 'camera.pkl', tiny_networks.camera_generator()),
+        creps=tiny_networks.save_snapshot(folder / 'creps.pkl', tiny_networks.creps_generator()),
     )
 
 
@@ -231,3 +232,58 @@ def test_output_that_cannot_be_written(nets, tmp_path, monkeypatch, no_rendering
     for output in (locked / 'a.mp4', locked / 'new' / 'a.mp4'):
         assert_error(run('--network', nets['sg2'], '--seeds=0', '--output', output), f'--output={output}', 'not writable')
     assert not os.listdir(locked)
+
+
+# ----------------------------------------------------------------------------------------------
+# The view of any-scale and coordinate-based generators (CREPS).
+
+def test_creps_scale_and_view_set_the_frame_size(nets, tmp_path, monkeypatch):
+    calls = []
+    original = generation.synthesize
+
+    def spy(G, ws, c=None, **kwargs):
+        calls.append(kwargs)
+        return original(G, ws, c, **kwargs)
+    monkeypatch.setattr(generation, 'synthesize', spy)
+    ok('--network', nets['creps'], '--seeds=0', '--w-frames=2', '--scale=1.5', '--output', tmp_path / 'scaled.mp4')
+    assert iio.imread(tmp_path / 'scaled.mp4').shape == (2, 24, 24, 3)  # int(16 * 1.5)
+    assert all(kwargs['scale'] == 1.5 for kwargs in calls)
+    calls.clear()
+    ok('--network', nets['creps'], '--seeds=0-1', '--grid=2x1', '--num-keyframes=1', '--w-frames=2', '--size=20x12',
+       '--translate=0.1,0', '--zoom=2', '--output', tmp_path / 'view.mp4')
+    assert iio.imread(tmp_path / 'view.mp4').shape == (2, 12, 40, 3)  # two 20x12 cells side by side
+    assert all(kwargs['size'] == (12, 20) and kwargs['translate'] == (0.1, 0) and kwargs['zoom'] == 2 for kwargs in calls)
+
+
+def test_creps_scaled_frames_are_the_scaled_images(nets):
+    G = tiny_networks.creps_generator()
+    z = generation.latents([5], G.z_dim).reshape(1, 1, -1)
+    label = torch.zeros([1, 0])
+    [frame] = generation.interpolation_frames(G, z, 1, 1, lambda frame: label, grid=(1, 1), view=dict(scale=2))
+    assert frame.shape == (32, 32, 3)
+    still = generation.to_uint8(generation.generate(G, z[0], label, scale=2))[0]
+    assert torch.equal(frame, still)
+
+
+@pytest.mark.parametrize('net, option, words', [
+    ('sg2', '--scale=2', ['--scale', '16x16']),
+    ('sg2', '--size=32x16', ['--size']),
+    ('sg2', '--zoom=2', ['--zoom']),
+    ('sg2', '--translate=0.1,0', ['--translate', 'StyleGAN3']),
+    ('creps', '--scale=0.01', ['--scale=0.01', '0 pixels', '--scale=0.0625']),
+    ('creps', '--scale=1.1', ['--scale=1.1', '17x17', 'even', '--scale=1.125']),
+    ('creps', '--size=21x20', ['--size=21x20', 'even']),
+    ('creps', '--scale=2000', ['--scale', '32000x32000', '16384 pixels per side']),
+])
+def test_view_options_are_refused_before_rendering(nets, tmp_path, net, option, words, no_rendering):
+    assert_error(run('--network', nets[net], '--seeds=0', option, '--output', tmp_path / 'a.mp4'), *words)
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('option', ['--scale=0', '--scale=nan', '--size=0x4', '--size=4', '--zoom=0', '--zoom=nan',
+                                    '--translate=0,inf'])
+def test_bad_view_values_are_usage_errors(nets, tmp_path, option, no_rendering):
+    result = run('--network', nets['creps'], '--seeds=0', option, '--output', tmp_path / 'a.mp4')
+    assert result.exit_code == 2, result.output
+    assert_error(result, f"'{option.split('=')[0]}'")
+    assert not os.listdir(tmp_path)

@@ -87,6 +87,14 @@ def stylegan3_generator(resolution=32, radial=True, seed=0):
                                         **extra).eval()
 
 
+def creps_generator(resolution=16, seed=0):
+    """A tiny CREPS generator: any scale, any view shape, translate and zoom (the 'scale', 'size' and 'view' options)."""
+    from training import networks_creps
+    torch.manual_seed(seed)
+    return networks_creps.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=resolution, img_channels=3,
+                                    mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=32).eval()
+
+
 def camera_generator(seed=0, **kwargs):
     torch.manual_seed(seed)
     return CameraGenerator(**kwargs).eval()

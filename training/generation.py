@@ -3,8 +3,12 @@
 The pieces `gen_images.py` and `gen_video.py` are made of. They work with any generator that follows
 the generator contract (`G(z, c)`, `G.mapping`, `G.synthesis`), and read what the network can do
 from its declarations (`training.capabilities`): whether its label is a camera, whether its
-synthesis takes the camera (`c=`), an output scale (`scale=`), or a user transform of its input.
+synthesis takes the camera (`c=`), an output scale (`scale=`), a view of another shape (`size=`), a
+moved or magnified view (`translate=`, `zoom=`), or a user transform of its input (StyleGAN3).
 """
+
+import math
+import re
 
 import numpy as np
 import scipy.interpolate
@@ -125,10 +129,109 @@ def set_input_transform(G, translate=(0, 0), rotate=0):
 
 
 # ----------------------------------------------------------------------------------------------
+# The output view: scale, size, translation, zoom, rotation.
+
+def scaled_side(G, scale=None):
+    """The side of G's output at `scale`: int(G.img_resolution * scale), the CREPS rule; G.img_resolution without one."""
+    return G.img_resolution if scale is None else int(G.img_resolution * scale)
+
+
+def scale_for_side(resolution, side):
+    """The shortest decimal text s with int(resolution * s) == side (for messages: --scale=s renders that side)."""
+    exact = side / resolution
+    candidates = [f'{exact:.{digits}g}' for digits in range(1, 18)] + [repr(math.nextafter(exact, math.inf))]
+    for text in candidates:
+        if int(resolution * float(text)) == side:
+            return text
+    return candidates[-1]
+
+
+def parse_view_size(text, option='--size'):
+    """'320x180' (WIDTHxHEIGHT, positive integers, as image tools write sizes) -> (180, 320), the (H, W) of size=."""
+    match = re.fullmatch(r'(\d+)x(\d+)', str(text).strip().lower())
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise GenerationError(f'{str(text)!r} is not WIDTHxHEIGHT in pixels (positive integers), e.g. {option}=320x180.')
+    return int(match.group(2)), int(match.group(1))
+
+
+def network_name(G):
+    """'networks_stylegan2.Generator': the class of G and the last part of its module, for messages."""
+    return f'{type(G).__module__.rsplit(".", 1)[-1]}.{type(G).__name__}'
+
+
+def check_scale(G, scale):
+    """Refuse a --scale that G cannot render or that gives less than one pixel; returns the side int(img_resolution * scale)."""
+    if scale is None:
+        return G.img_resolution
+    if not capabilities.accepts(G, 'scale'):
+        raise GenerationError(f'--scale needs a generator that renders at any resolution; this {network_name(G)} '
+                              f'renders only {G.img_resolution}x{G.img_resolution}.')
+    side = scaled_side(G, scale)
+    if not scale > 0 or side < 1:
+        raise GenerationError(f'--scale={scale:.10g} gives int({G.img_resolution} * {scale:.10g}) = {max(side, 0)} pixels per side; '
+                              f'pass --scale={scale_for_side(G.img_resolution, 1)} or more.')
+    return side
+
+
+def prepare_view(G, scale=None, size=None, translate=(0, 0), zoom=None, rotate=0):
+    """Check the view options against what G declares; returns (synthesis keywords, (height, width) of the output).
+
+    scale:     'scale': side int(G.img_resolution * scale).
+    size:      (height, width) pixels at the pixel pitch of the scale, 'size' (a non-square or larger view).
+    translate: (x, y) image sizes, the content moving right and down. A network with StyleGAN3's input
+               transform ('transform') gets it there, with `rotate` (degrees, counterclockwise): this
+               writes the transform into G, the identity when both are 0. Others take it as the 'view'
+               keyword translate=.
+    zoom:      magnification about the view centre, 'view' (None: not asked for).
+    An option the network cannot use, or a value out of range, raises GenerationError (one sentence).
+    The image-size limits are the scripts' (dnnlib.cli.check_image_size on the returned size).
+    """
+    name = network_name(G)
+    kwargs = {}
+    side = check_scale(G, scale)
+    if scale is not None:
+        kwargs['scale'] = scale
+    height, width = side, side
+    if size is not None:
+        if not capabilities.accepts(G, 'size'):
+            raise GenerationError(f'--size needs a generator that renders views of any shape (coordinate-based, such as '
+                                  f'CREPS); this {name} renders only {G.img_resolution}x{G.img_resolution} images.')
+        height, width = int(size[0]), int(size[1])
+        if height < 1 or width < 1:
+            raise GenerationError(f'--size={width}x{height} has no pixels; pass a positive width and height.')
+        kwargs['size'] = (height, width)
+    translate = tuple(float(v) for v in translate)
+    moved = translate != (0.0, 0.0)
+    if capabilities.accepts(G, 'transform'):
+        set_input_transform(G, translate, rotate)
+    else:
+        if rotate != 0:
+            takes = ' (it takes --translate and --zoom)' if capabilities.accepts(G, 'view') else ''
+            raise GenerationError(f'--rotate needs a network with an input transform (StyleGAN3); this {name} has none{takes}.')
+        if moved:
+            if not capabilities.accepts(G, 'view'):
+                raise GenerationError(f'--translate needs a network that can move its content (StyleGAN3\'s input transform, '
+                                      f'or the view of a coordinate-based generator such as CREPS); this {name} has neither.')
+            kwargs['translate'] = translate
+    if zoom is not None:
+        if not capabilities.accepts(G, 'view'):
+            raise GenerationError(f'--zoom needs a network that can magnify its view (a coordinate-based generator such as '
+                                  f'CREPS); this {name} cannot.')
+        if not (math.isfinite(zoom) and zoom > 0):
+            raise GenerationError(f'--zoom={zoom} must be a finite number above 0.')
+        kwargs['zoom'] = float(zoom)
+    return kwargs, (height, width)
+
+
+# ----------------------------------------------------------------------------------------------
 # Images.
 
 def synthesize(G, ws, c=None, noise_mode='const', scale=None, **kwargs):
-    """The image of G.synthesis, passing the camera, the noise mode and the scale only to networks that take them."""
+    """The image of G.synthesis, passing the camera and the noise mode only to networks that take them.
+
+    scale and **kwargs (size=, translate=, zoom=, ...) go to G.synthesis as they are: check them first
+    (`prepare_view`, `check_scale`).
+    """
     if c is not None and capabilities.accepts(G, 'camera'):
         kwargs['c'] = c
     if capabilities.accepts(G, 'noise_mode'):
@@ -139,12 +242,18 @@ def synthesize(G, ws, c=None, noise_mode='const', scale=None, **kwargs):
 
 
 @torch.no_grad()
-def generate(G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', scale=None, batch=8):
-    """Float images [N, C, H, W] (about [-1, 1]) for latents z [N, z_dim] and labels c [N, c_dim], `batch` at a time."""
+def generate(G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', scale=None, batch=8, view=None):
+    """Float images [N, C, H, W] (about [-1, 1]) for latents z [N, z_dim] and labels c [N, c_dim], `batch` at a time.
+
+    view: more synthesis keywords (those of `prepare_view`: size, translate, zoom; scale may be among them).
+    """
+    keywords = dict(view or {})
+    if scale is not None:
+        keywords['scale'] = scale
     images = []
     for z_part, c_part in zip(z.split(batch), c.split(batch)):
         ws = G.mapping(z_part, c_part, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        images.append(synthesize(G, ws, c_part, noise_mode=noise_mode, scale=scale).float().cpu())
+        images.append(synthesize(G, ws, c_part, noise_mode=noise_mode, **keywords).float().cpu())
     return torch.cat(images)
 
 
@@ -186,13 +295,14 @@ def keyframe_weights(num_keyframes, t, wraps=2, kind='cubic'):
 
 @torch.no_grad()
 def interpolation_frames(G, z, num_frames, frames_per_keyframe, label_at, grid, truncation_psi=1,
-                         truncation_cutoff=None, noise_mode='const', batch=8):
+                         truncation_cutoff=None, noise_mode='const', batch=8, view=None):
     """Yield [H, W, C] uint8 video frames that loop through keyframe latents in W.
 
     z: [cells, num_keyframes, z_dim], one row of keyframes per grid cell (cells = cols * rows of `grid`).
     label_at(frame) -> [1, c_dim]: the label of every cell at that frame (a moving camera, or a fixed class).
     Keyframe k is shown at frame k * frames_per_keyframe; between them W follows a periodic cubic spline.
     The mapping is re-run on a frame only when the label changed (a moving camera may condition it).
+    view: more synthesis keywords for every frame (those of `prepare_view`: scale, size, translate, zoom).
     """
     cells, num_keyframes, z_dim = z.shape
     flat_z = z.reshape(cells * num_keyframes, z_dim)
@@ -206,6 +316,7 @@ def interpolation_frames(G, z, num_frames, frames_per_keyframe, label_at, grid, 
             previous_label = label
         weights = torch.from_numpy(keyframe_weights(num_keyframes, frame / frames_per_keyframe)).to(keyframe_ws)
         ws = torch.einsum('k,nk...->n...', weights, keyframe_ws)
-        images = torch.cat([synthesize(G, part, label.expand(part.shape[0], -1), noise_mode=noise_mode).float().cpu()
+        images = torch.cat([synthesize(G, part, label.expand(part.shape[0], -1), noise_mode=noise_mode,
+                                       **(view or {})).float().cpu()
                             for part in ws.split(batch)])
         yield tile(to_uint8(images), *grid)
