@@ -48,8 +48,9 @@ from torch_utils.ops import bias_act
 # ----------------------------------------------------------------------------------------------
 
 _LRELU_SLOPE = 0.2
-_DEFAULT_TILE_PIXELS = 2 ** 18  # Per band of the per-pixel stage: 128 channels x 4 bytes -> 128 MiB a tensor.
-_CHUNK_PIXELS = 4096            # Pixels per matmul column block of the per-pixel stage.
+_DEFAULT_TILE_PIXELS = 2 ** 15  # Per band of the per-pixel stage: 128 channels x 4 bytes -> 16 MiB a tensor,
+                                # under glibc's mmap threshold, so band buffers are reused, not faulted in anew.
+_CHUNK_PIXELS = 4096            # Pixels (whole rows) per matmul column block of the per-pixel stage.
 
 
 @misc.profiled_function
@@ -113,19 +114,20 @@ def modulated_fc(
     return _pointwise_linear(x, w, torch.zeros([w.shape[1]], device=x.device))
 
 
-def _compose_at(a, b, rows, cols, k, chunk):
-    """The composed map at pixels (rows[p], cols[p]), as [N * k, C, chunk]; a [N, R, C, H], b [N, R, C, W].
+def _compose_rows(a, b, rows, k):
+    """The composed map at image rows `rows` (k chunks of equal height, in turn), as [N * k, C, rows/k * W].
 
-    Summed slot by slot in a fixed order (elementwise products, no matmul), so every pixel's value is
-    the same whichever band it is computed in.
+    a [N, R, C, H] (line A per slot), b [N, R, C, W]. F[n,c,i,j] = 1/2 sum_r a[n,r,c,i] b[n,r,c,j], summed
+    slot by slot in a fixed order with elementwise products (no matmul), so a pixel's value does not
+    depend on the band it is computed in.
     """
     n, rank, channels = a.shape[:3]
-    a = a[..., rows].reshape(n, rank, channels, k, chunk)
-    b = b[..., cols].reshape(n, rank, channels, k, chunk)
-    out = a[:, 0] * b[:, 0]
+    a = a[..., rows].reshape(n, rank, channels, k, -1).transpose(2, 3)  # [N, R, k, C, h]
+    b = b[:, :, None, :, None, :]                                          # [N, R, 1, C, 1, W]
+    out = a[:, 0, ..., None] * b[:, 0]
     for r in range(1, rank):
-        out = out.addcmul_(a[:, r], b[:, r]) if not torch.is_grad_enabled() else out.addcmul(a[:, r], b[:, r])
-    return out.mul_(0.5).transpose(1, 2).reshape(n * k, channels, chunk)
+        out = out.addcmul_(a[:, r, ..., None], b[:, r]) if not torch.is_grad_enabled() else out.addcmul(a[:, r, ..., None], b[:, r])
+    return out.mul_(0.5).reshape(n * k, channels, -1)
 
 
 def _block_dtype(use_fp16, device, force_fp32):
@@ -580,7 +582,7 @@ class SynthesisNetwork(torch.nn.Module):
         """ws [N, num_ws, w_dim] -> image [N, img_channels, H, W] (float32).
 
         scale, size, translate, zoom: the view (see `line_coordinates`); by default the trained grid.
-        tile_pixels: most pixels (over the batch) per band of the per-pixel stage; None = 2**18.
+        tile_pixels: most pixels (over the batch) per band of the per-pixel stage; None = 2**15.
         noise_mode is accepted for interface compatibility (CREPS has no noise inputs).
         """
         del update_emas
@@ -610,29 +612,32 @@ class SynthesisNetwork(torch.nn.Module):
     def render_pixels(self, lines, head_w, height, tile_pixels=None, **block_kwargs):
         """Composition, decoders and head; lines from `lines()`, head_w [N, w_dim] -> [N, img_channels, H, W].
 
-        The H*W pixels (row-major) are cut into chunks of Q = min(H*W, 4096) pixels, the last one padded
-        by repeating the last pixel, and each per-pixel layer is one batched matmul over [chunks, C, Q].
+        The image rows are cut into chunks of h = max(1, 4096 // W') rows (the last one padded by
+        repeating the last row; W' is W padded to a multiple of 16), and each per-pixel layer is one
+        batched matmul over [chunks, C, h*W'].
         Every matmul thus has the same shape whatever the band, so the result is bit for bit independent
         of `tile_pixels`, which only bounds how many chunks (times the batch) a band holds.
         """
         n, width = head_w.shape[0], lines[-1].shape[2] - height
-        total = height * width
-        chunk = min(total, _CHUNK_PIXELS)
-        num_chunks = -(-total // chunk)
-        chunks_per_band = max(1, (tile_pixels or _DEFAULT_TILE_PIXELS) // (n * chunk))
+        # Rows padded to a multiple of 16 pixels (the last column repeated): no tensor of the stage has a
+        # ragged end, where vectorised kernels would switch to a scalar tail that may round differently.
+        padded_width = -(-width // 16) * 16
+        cols = torch.arange(padded_width, device=head_w.device).clamp_(max=width - 1)
+        chunk_rows = min(height, max(1, _CHUNK_PIXELS // padded_width))
+        num_chunks = -(-height // chunk_rows)
+        chunks_per_band = max(1, (tile_pixels or _DEFAULT_TILE_PIXELS) // (n * chunk_rows * padded_width))
         head_ws = head_w.unsqueeze(1).repeat(1, 3, 1)  # Both head blocks use the last w for all three layers.
-        # [N, R, C, H] and [N, R, C, W]: each line pair, ready to be gathered at the rows and columns of a band.
-        line_pairs = [(line[:, :, :height].permute(0, 3, 1, 2), line[:, :, height:].permute(0, 3, 1, 2))
+        # [N, R, C, H] and [N, R, C, W]: each line pair, ready to be sliced at the rows of a band.
+        line_pairs = [(line[:, :, :height].permute(0, 3, 1, 2), line[:, :, height:].permute(0, 3, 1, 2)[..., cols])
                       for line in lines if line is not None]
         block_resolutions = [res for res, line in zip(self.block_resolutions, lines) if line is not None]
         bands = []
         for first in range(0, num_chunks, chunks_per_band):
             k = min(chunks_per_band, num_chunks - first)
-            pixel = torch.arange(first * chunk, (first + k) * chunk, device=head_w.device).clamp_(max=total - 1)
-            rows, cols = pixel // width, pixel % width
+            rows = torch.arange(first * chunk_rows, (first + k) * chunk_rows, device=head_w.device).clamp_(max=height - 1)
             feature = None
             for block_res, (a, b) in zip(block_resolutions, line_pairs):
-                composed = _compose_at(a, b, rows, cols, k, chunk)
+                composed = _compose_rows(a, b, rows, k)
                 if feature is None:
                     feature = composed
                 else:
@@ -642,9 +647,10 @@ class SynthesisNetwork(torch.nn.Module):
             img = self.decoder_img.pointwise(feature)
             x, img = self.block0(feature, img, head_ws, **block_kwargs)
             x, img = self.block1(x, img, head_ws, **block_kwargs)
-            bands.append(img.reshape(n, k, self.img_channels, chunk).transpose(1, 2).reshape(n, self.img_channels, k * chunk))
+            img = img.reshape(n, k, self.img_channels, chunk_rows, padded_width).transpose(1, 2)
+            bands.append(img.reshape(n, self.img_channels, k * chunk_rows, padded_width))
         img = bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
-        return img[:, :, :total].reshape(n, self.img_channels, height, width)
+        return img[:, :, :height, :width]
 
     def extra_repr(self):
         return (f'w_dim={self.w_dim:d}, num_ws={self.num_ws:d}, img_resolution={self.img_resolution:d}, '
