@@ -23,7 +23,9 @@ buffer stays, for compatibility, and is used at the trained size.
 
 The per-pixel stage (composition, decoders, head) dominates at high resolution, so it runs in bands
 of rows of at most `tile_pixels` pixels (all samples of the batch together): memory is bounded by the
-band, and, every per-pixel layer being pointwise, the result does not depend on the band height.
+band, not by the image. A band is a whole number of chunks of rows of one fixed shape per image
+size, and every per-pixel layer is pointwise, so the result is bit for bit the same for any band
+size (see `render_pixels`).
 
 Speed: each modulated or dense layer is one batched matmul with the bias added in the same call and
 the activation gain folded into the weights (lrelu(g z) = g lrelu(z) for g > 0), then an in-place
