@@ -139,16 +139,6 @@ def check_view_size(G, opts, channels):
         cli.check_image_size(width, height, channels, '--size')
 
 
-def size_option(ctx, param, value):
-    """--size=WIDTHxHEIGHT -> (height, width), refused as a usage error (like the option types) when malformed."""
-    if value is None:
-        return None
-    try:
-        return generation.parse_view_size(value)
-    except generation.GenerationError as error:
-        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
-
-
 def generate_images(opts):
     cli.check_output_path(opts.outdir, '--outdir', 'dir')
     try:
@@ -216,7 +206,7 @@ def generate_images(opts):
 @click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z', type=cli.FiniteFloatList(count=3))
 @click.option('--poses', help='JSON file of 25-float camera labels (a list, or a dataset.json)', metavar='FILE')
 @click.option('--scale', help=f'Output scale, for generators that render at any resolution: int(resolution * S) pixels per side (at most {cli.MAX_IMAGE_SIDE})', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')
-@click.option('--size', help='Output width x height in pixels at the pixel pitch of --scale (a wider, taller or non-square view), for networks that render any shape (CREPS)', metavar='WxH', callback=size_option)
+@click.option('--size', help='Output width x height in pixels at the pixel pitch of --scale (a wider, taller or non-square view), for networks that render any shape (CREPS)', metavar='WxH', type=cli.ViewSize())
 @click.option('--grid', help='Write one grid.png instead of one file per image: --grid alone (near-square; with several camera views one row per seed) or --grid=COLSxROWS', is_flag=False, flag_value='auto', metavar='[COLSxROWS]')
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))

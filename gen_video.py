@@ -94,16 +94,6 @@ def label_function(G, opts, num_frames):
     return orbit
 
 
-def size_option(ctx, param, value):
-    """--size=WIDTHxHEIGHT -> (height, width), refused as a usage error (like the option types) when malformed."""
-    if value is None:
-        return None
-    try:
-        return generation.parse_view_size(value)
-    except generation.GenerationError as error:
-        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
-
-
 def frame_view(G, opts, grid):
     """(synthesis keywords, (height, width) of one cell) of the view options, checked before any frame is rendered."""
     try:
@@ -184,7 +174,7 @@ def write_video(path, frames, num_frames, fps, bitrate):
 @click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z', type=cli.FiniteFloatList(count=3))
 @click.option('--scale', help=f'Output scale, for generators that render at any resolution: int(resolution * S) pixels per side (at most {cli.MAX_IMAGE_SIDE})', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')
-@click.option('--size', help='Width x height in pixels of each video (grid cell) at the pixel pitch of --scale, for networks that render any shape (CREPS); the frame must have even sides', metavar='WxH', callback=size_option)
+@click.option('--size', help='Width x height in pixels of each video (grid cell) at the pixel pitch of --scale, for networks that render any shape (CREPS); the frame must have even sides', metavar='WxH', type=cli.ViewSize())
 @click.option('--translate', help='Move the content by X,Y image sizes (+x right, +y down): StyleGAN3 (input transform) or networks with a view (CREPS)', default='0,0', show_default=True, metavar='X,Y', type=cli.FiniteFloatList(count=2))
 @click.option('--zoom', help='Magnify the content about the image centre, for networks with a view (CREPS)  [default: 1]', type=cli.FiniteFloat(min=0, min_open=True), metavar='Z')
 @click.option('--fps', help='Frames per second', type=click.IntRange(min=1), default=60, show_default=True)

@@ -63,6 +63,21 @@ class FiniteFloatList(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
+class ViewSize(click.ParamType):
+    """An output size WIDTHxHEIGHT in pixels, as image tools write it: '320x180' -> (180, 320), the (H, W) order of size=."""
+    name = 'size'
+    _PATTERN = re.compile(r'(\d+)x(\d+)')
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        match = self._PATTERN.fullmatch(str(value).strip().lower())
+        if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+            option = param.opts[0] if param is not None else '--size'
+            self.fail(f'{str(value)!r} is not WIDTHxHEIGHT in pixels (positive integers), e.g. {option}=320x180.', param, ctx)
+        return int(match.group(2)), int(match.group(1))
+
+
 class Bitrate(click.ParamType):
     """A video bitrate as ffmpeg reads it: bits per second, with an optional k, M or G suffix ('12M', '800k', '1200000')."""
     name = 'bitrate'

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import click
 import numpy as np
 import PIL.Image
 import pytest
@@ -18,6 +19,7 @@ import gen_images  # noqa: E402
 import tiny_networks  # noqa: E402
 from cli_checks import assert_cli_error as assert_error  # noqa: E402
 from cli_checks import make_read_only  # noqa: E402
+from dnnlib import cli  # noqa: E402
 from training import cameras, generation  # noqa: E402
 
 
@@ -528,7 +530,8 @@ def test_suggested_scales_render_the_side_they_name(resolution, side):
 
 
 def test_view_sizes_are_width_x_height():
-    assert generation.parse_view_size('320x180') == (180, 320)  # (H, W), the order of G.synthesis(size=)
+    size = cli.ViewSize()
+    assert size.convert('320x180', None, None) == (180, 320)  # (H, W), the order of G.synthesis(size=)
     for text in ('0x5', '5x0', '1.5x2', '5', '5x5x5', 'axb', ''):
-        with pytest.raises(generation.GenerationError, match='WIDTHxHEIGHT'):
-            generation.parse_view_size(text)
+        with pytest.raises(click.BadParameter, match='WIDTHxHEIGHT'):
+            size.convert(text, None, None)

@@ -8,7 +8,6 @@ moved or magnified view (`translate=`, `zoom=`), or a user transform of its inpu
 """
 
 import math
-import re
 
 import numpy as np
 import scipy.interpolate
@@ -144,14 +143,6 @@ def scale_for_side(resolution, side):
         if int(resolution * float(text)) == side:
             return text
     return candidates[-1]
-
-
-def parse_view_size(text, option='--size'):
-    """'320x180' (WIDTHxHEIGHT, positive integers, as image tools write sizes) -> (180, 320), the (H, W) of size=."""
-    match = re.fullmatch(r'(\d+)x(\d+)', str(text).strip().lower())
-    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
-        raise GenerationError(f'{str(text)!r} is not WIDTHxHEIGHT in pixels (positive integers), e.g. {option}=320x180.')
-    return int(match.group(2)), int(match.group(1))
 
 
 def network_name(G):
