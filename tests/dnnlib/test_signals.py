@@ -20,6 +20,7 @@ def test_sigterm_unwinds_through_finally_and_a_second_signal_is_ignored():
     proc = run_python('''
         import os, signal
         from dnnlib import signals
+        before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)  # SIG_IGN under a background job
         try:
             with signals.unwind_on_stop_signals():
                 try:
@@ -30,7 +31,7 @@ def test_sigterm_unwinds_through_finally_and_a_second_signal_is_ignored():
                     print('cleaned up')
         except KeyboardInterrupt as error:
             print(type(error).__name__, error.signum, signals.exit_status(error), signals.message(error))
-        print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, signal.getsignal(signal.SIGINT) == signal.default_int_handler)
+        print(signal.getsignal(signal.SIGTERM) == before[0], signal.getsignal(signal.SIGINT) == before[1])
     ''')
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ['cleaned up', 'Interrupted 15 143 Interrupted by SIGTERM.', 'True True']
