@@ -6,7 +6,8 @@ Ctrl-C (KeyboardInterrupt) reaches but SIGTERM, whose default action kills the p
 not. While `unwind_on_stop_signals()` is active, SIGTERM and SIGINT both raise `Interrupted` (a
 KeyboardInterrupt) in the main thread, so one clean-up path serves failures, Ctrl-C and SIGTERM alike.
 Only the first signal raises: later ones are ignored, so that the clean-up itself is not cut short
-(SIGKILL still ends the process).
+(SIGKILL still ends the process). A signal that lands where Python would drop the exception (a weakref
+callback such as importlib's module-lock callback, a `__del__`) is delivered again 50 ms later.
 
 `exit_on_interrupt` wraps a click command's callback: inside it the signals unwind as above, and an
 interruption ends the command with one line on stderr ('Interrupted.' for Ctrl-C) and the exit status
@@ -21,6 +22,7 @@ interruption ends the command with one line on stderr ('Interrupted.' for Ctrl-C
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 import threading
@@ -52,6 +54,23 @@ def message(error):
     return 'Interrupted.' if signum == signal.SIGINT else f'Interrupted by {signal.Signals(signum).name}.'
 
 
+_REDELIVERY_DELAY = 0.05  # seconds
+
+
+def _swallows_exceptions(frame):
+    """Whether an exception raised in `frame` would be dropped rather than unwind the program.
+
+    Python ignores (prints and drops) exceptions from weakref callbacks and `__del__`; a signal that
+    arrives while one runs, e.g. the module-lock callback of importlib, must not raise there.
+    """
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == '__del__' or code.co_filename.startswith('<frozen importlib'):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _is_ours(handler):
     return getattr(handler, '_unwinds_stop_signals', False)
 
@@ -68,10 +87,16 @@ def unwind_on_stop_signals():
         return
     fired = []
 
-    def handle(signum, _frame):
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(signum)
+    def handle(signum, frame):
+        if fired:
+            return
+        if _swallows_exceptions(frame):
+            # Raised here, the exception would be printed and dropped ("Exception ignored in ..."), and the
+            # tool would go on as if no signal had come: deliver the signal again a moment later instead.
+            threading.Timer(_REDELIVERY_DELAY, os.kill, (os.getpid(), signum)).start()
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
     handle._unwinds_stop_signals = True
 
     previous = dict()

@@ -37,6 +37,30 @@ def test_sigterm_unwinds_through_finally_and_a_second_signal_is_ignored():
     assert proc.stdout.splitlines() == ['cleaned up', 'Interrupted 15 143 Interrupted by SIGTERM.', 'True True']
 
 
+def test_a_signal_inside_a_destructor_still_unwinds():
+    # Python drops exceptions raised in __del__ (and in weakref callbacks, e.g. importlib's module-lock
+    # callback): the signal is delivered again after it, instead of being lost there.
+    proc = run_python('''
+        import os, signal, time
+        from dnnlib import signals
+
+        class Resource:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.01)
+
+        try:
+            with signals.unwind_on_stop_signals():
+                Resource()
+                time.sleep(5)
+                print('not reached')
+        except KeyboardInterrupt as error:
+            print(signals.message(error))
+    ''')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == 'Interrupted by SIGTERM.\n' and 'Exception ignored' not in proc.stderr, (proc.stdout, proc.stderr)
+
+
 def test_an_ignored_signal_stays_ignored():
     proc = run_python('''
         import os, signal
