@@ -53,17 +53,14 @@ Timings are only as good as the machine is quiet: `cpu_s_per_wall_s` well below 
 means other processes held the cores; `OMP_WAIT_POLICY=PASSIVE` (recorded) avoids the worst of
 OpenMP's busy-waiting under contention. Linux only (reads /proc). Prints one JSON object per record.
 
-    python bench/creps_cpu.py           # 256 and 512, scales 1-8 (about 20 minutes on 2 quiet cores)
+    python bench/creps_cpu.py           # 256 and 512, scales 1-8 (about 8 minutes on 2 quiet cores)
     python bench/creps_cpu.py --quick   # 16x16, tiny channels, about 15 s (five fresh processes)
 """
 
 import argparse
 import contextlib
-import ctypes
-import gc
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -72,11 +69,12 @@ import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
-sys.path[:0] = [p for p in (REPO_ROOT,) if p not in sys.path]
+sys.path[:0] = [p for p in (BENCH_DIR, REPO_ROOT) if p not in sys.path]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from generator_cpu import peak_rss_increase, timed  # noqa: E402  (the memory method lives there)
 from torch_utils.ops import bias_act  # noqa: E402
 from training import networks_creps  # noqa: E402
 
@@ -307,7 +305,7 @@ def our_stage_timer(G, stage_times):
 def stage_record(run):
     """{stage: seconds} of one forward `run(times)` that adds its stage times to `times`, with 'other' and 'total'."""
     times = {}
-    total = _timed(lambda: run(times))
+    total = timed(lambda: run(times))
     times['other'] = max(total - sum(times.values()), 0.0)
     times['total'] = total
     order = ('mapping', 'trunk', 'composition', 'decoders', 'head', 'other', 'total')
@@ -346,43 +344,7 @@ def official_peak_model_mb(G_kwargs, batch, side):
     return batch * side * side * 4 * (4 * 4 * biline + biline + 2 * G_kwargs['img_channels']) / 2 ** 20
 
 # ----------------------------------------------------------------------------------------------
-# Memory and timing helpers (the method of bench/generator_cpu.py).
-
-
-def _status_kb(field):
-    with open('/proc/self/status') as file:
-        return int(re.search(rf'^{field}:\s+(\d+) kB', file.read(), re.M).group(1))
-
-
-def _release_free_memory():
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-
-
-def _reset_peak_rss():
-    try:
-        with open('/proc/self/clear_refs', 'w') as file:
-            file.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_increase(fn):
-    """fn(), and the process peak RSS increase during it in MiB (None where the high-water mark cannot be reset)."""
-    _release_free_memory()
-    reset = _reset_peak_rss()
-    before_kb = _status_kb('VmRSS')
-    out = fn()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-    return out, (peak_kb - before_kb) / 1024 if reset else None
-
-
-def _timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+# Helpers.
 
 
 def _sig(v, digits=4):
@@ -424,7 +386,7 @@ def run_speed(spec):
         for i in range(spec['repeats']):
             for name in (('ours', 'ref') if i % 2 == 0 else ('ref', 'ours')):
                 faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                times[name].append(_timed(fns[name]))
+                times[name].append(timed(fns[name]))
                 faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0)
         cpu_per_wall = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
         ours_stages = stage_record(lambda times: _ours_staged(G, z, times, **tile))

@@ -195,28 +195,10 @@ def test_stop_and_resume_is_bit_identical(shapes_zip, tmp_path):
                 assert torch.equal(value[moment], b_state['optimizers'][opt_name]['state'][key][moment])
     assert torch.equal(a_state['loss']['pl_mean'], b_state['loss']['pl_mean']) and float(a_state['loss']['pl_mean']) > 0
 
-def test_resume_of_stylegan3_is_bit_identical(shapes_zip, tmp_path):
-    # StyleGAN3 adds magnitude EMAs (buffers updated during training) and the D-input blur schedule.
-    common = dict(cfg='stylegan3-t', batch=4, batch_gpu=4)
+def _straight_and_resumed(shapes_zip, tmp_path, cfg):
+    """(snapshot, state) of a straight 16-image run, and the snapshot of the same run stopped at 8 and resumed."""
+    common = dict(cfg=cfg, batch=4, batch_gpu=4)
     straight = tiny_options(shapes_zip, tmp_path / 'straight', kimg=0.016, **common)
-    training_loop(**straight)
-    first = tiny_options(shapes_zip, tmp_path / 'first', kimg=0.008, **common)
-    training_loop(**first)
-    pkl, state_path = snapshots.resolve_resume(first.run_dir)
-    second = tiny_options(shapes_zip, tmp_path / 'second', kimg=0.016, resume_pkl=pkl, resume_state=state_path, **common)
-    training_loop(**second)
-    a, _ = final_snapshot(straight.run_dir)
-    b, _ = final_snapshot(second.run_dir)
-    for name in ['G', 'D', 'G_ema']:
-        for tensor_name, tensor in named_tensors(a[name]).items():
-            assert torch.equal(tensor, named_tensors(b[name])[tensor_name]), f'{name}.{tensor_name}'
-
-def test_creps_trains_finite_and_resumes_bit_identically(shapes_zip, tmp_path):
-    # --cfg=creps on the CPU: path-length regularisation every 4 G steps, the official w_avg rule
-    # (updated by the G phases), float32 everywhere; a stop and resume continues exactly.
-    common = dict(cfg='creps', batch=4, batch_gpu=4)
-    straight = tiny_options(shapes_zip, tmp_path / 'straight', kimg=0.016, **common)
-    assert straight.G_kwargs.class_name == 'training.networks_creps.Generator' and straight.G_reg_interval == 4
     training_loop(**straight)
     first = tiny_options(shapes_zip, tmp_path / 'first', kimg=0.008, **common)
     training_loop(**first)
@@ -225,6 +207,21 @@ def test_creps_trains_finite_and_resumes_bit_identically(shapes_zip, tmp_path):
     training_loop(**second)
     a, a_state = final_snapshot(straight.run_dir)
     b, _ = final_snapshot(second.run_dir)
+    return a, a_state, b
+
+def test_resume_of_stylegan3_is_bit_identical(shapes_zip, tmp_path):
+    # StyleGAN3 adds magnitude EMAs (buffers updated during training) and the D-input blur schedule.
+    a, _, b = _straight_and_resumed(shapes_zip, tmp_path, cfg='stylegan3-t')
+    for name in ['G', 'D', 'G_ema']:
+        for tensor_name, tensor in named_tensors(a[name]).items():
+            assert torch.equal(tensor, named_tensors(b[name])[tensor_name]), f'{name}.{tensor_name}'
+
+def test_creps_trains_finite_and_resumes_bit_identically(shapes_zip, tmp_path):
+    # --cfg=creps on the CPU: path-length regularisation every 4 G steps, the official w_avg rule
+    # (updated by the G phases), float32 everywhere; a stop and resume continues exactly.
+    c = tiny_options(shapes_zip, tmp_path / 'options', cfg='creps')
+    assert c.G_kwargs.class_name == 'training.networks_creps.Generator' and c.G_reg_interval == 4
+    a, a_state, b = _straight_and_resumed(shapes_zip, tmp_path, cfg='creps')
     for name in ['G', 'D', 'G_ema']:
         for tensor_name, tensor in named_tensors(a[name]).items():
             assert torch.isfinite(tensor).all(), f'{name}.{tensor_name}'
