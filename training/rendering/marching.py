@@ -47,11 +47,13 @@ def compositing_weights(densities, depths, clamp_mode='softplus'):
     return alpha * transmittance
 
 
-def march_rays(colors, densities, depths, white_back=False, clamp_mode='softplus'):
+def march_rays(colors, densities, depths, white_back=False, clamp_mode='softplus', depth_range=None):
     """Composite samples along rays, as EG3D's MipRayMarcher2.
 
     colors: [N, R, S, C]; densities: [N, R, S, 1] (raw, pre-activation); depths: [N, R, S, 1],
     increasing along S. Any number of leading dims works; samples are on dim -2.
+    depth_range: (lo, hi) for the depth clamp instead of (min(depths), max(depths)); a renderer that
+    marches a batch in chunks passes the range of the whole batch, as EG3D clamps it.
     Returns (rgb [N, R, C] scaled to [-1, 1] by rgb * 2 - 1, depth [N, R, 1], weights [N, R, S - 1, 1]).
     """
     if colors.shape[-2] < 2 or densities.shape[-2] != colors.shape[-2] or depths.shape[-2] != colors.shape[-2]:
@@ -62,7 +64,8 @@ def march_rays(colors, densities, depths, white_back=False, clamp_mode='softplus
     weight_total = weights.sum(dim=-2)
     depth = torch.sum(weights * mid_points(depths), dim=-2) / weight_total
     depth = torch.nan_to_num(depth, nan=float('inf'))
-    depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
+    lo, hi = (torch.min(depths), torch.max(depths)) if depth_range is None else depth_range
+    depth = torch.clamp(depth, lo, hi)
     if white_back:
         rgb = rgb + 1 - weight_total
     rgb = rgb * 2 - 1
