@@ -3,9 +3,11 @@
 The expected values are recorded in tests/data/spec/ (see its README.md for how):
 stylegan_official_tensors.json, built with the classes of the official StyleGAN3 repository, and
 raycond_official_tensors.json, with those of the official Ray Conditioning release, and
-creps_official_tensors.json (the CREPS generator, and the StyleGAN2 discriminator it trains with).
-Official weights transfer by name only if this holds. The other spec files there (EG3D, EpiGRAF,
-GRAM) describe networks this project does not build yet; here they are only checked to parse.
+creps_official_tensors.json (the CREPS generator, and the StyleGAN2 discriminator it trains with),
+and eg3d_official_tensors.json (EG3D's TriPlaneGenerator and DualDiscriminator, in our
+training/networks_triplane.py). Official weights transfer by name only if this holds. The other spec
+files there (EpiGRAF, GRAM) describe networks this project does not build yet; here they are only
+checked to parse.
 """
 
 import importlib
@@ -29,7 +31,11 @@ EXPECTED_ENTRIES = {
     'gram_official_tensors.json': 6,
 }
 # The files whose networks this project builds; every entry of them is built and compared below.
-BUILT_SPECS = ('stylegan_official_tensors.json', 'raycond_official_tensors.json', 'creps_official_tensors.json')
+BUILT_SPECS = ('stylegan_official_tensors.json', 'raycond_official_tensors.json', 'creps_official_tensors.json',
+               'eg3d_official_tensors.json')
+# Official files whose classes live in one of our modules under another name.
+OUR_MODULES = {'eg3d/training/triplane.py': 'training.networks_triplane',
+               'eg3d/training/dual_discriminator.py': 'training.networks_triplane'}
 # The older spec files, whose entries the spec README does not count.
 UNCOUNTED_SPECS = ('stylegan_official_tensors.json', 'raycond_official_tensors.json')
 ENTRY_FIELDS = ('module', 'cls', 'kwargs', 'parameters', 'buffers')
@@ -88,7 +94,8 @@ def test_entry_counts_match_the_spec_readme():
 @pytest.fixture(scope='module', params=ENTRIES, ids=[_entry_id(e) for e in ENTRIES])
 def built(request):
     entry = request.param
-    module = importlib.import_module(entry['module'].removesuffix('.py').replace('/', '.'))
+    module = importlib.import_module(OUR_MODULES.get(entry['module'],
+                                                     entry['module'].removesuffix('.py').replace('/', '.')))
     torch.manual_seed(0)
     return entry, getattr(module, entry['cls'])(**entry['kwargs'])
 
@@ -115,3 +122,24 @@ def test_attributes(built):
         assert net.synthesis.block_resolutions == entry['block_resolutions']
     if 'layer_names' in entry:
         assert net.synthesis.layer_names == entry['layer_names']
+
+
+def _attribute(net, dotted):
+    for part in dotted.split('.'):
+        net = getattr(net, part)
+    return net
+
+
+@pytest.mark.parametrize('entry', [e for e in _load_spec('eg3d_official_tensors.json') if e['role'] == 'G'],
+                         ids=lambda e: e['name'])
+def test_triplane_generator_attributes(entry):
+    # The recorded attributes of the official generator: backbone, planes, super-resolution input.
+    from training import networks_triplane
+    G = networks_triplane.TriPlaneGenerator(**entry['kwargs'])
+    attrs = entry['attrs']
+    for name in ('backbone.num_ws', 'backbone.synthesis.block_resolutions', 'backbone.synthesis.img_channels',
+                 'backbone.img_resolution', 'superresolution.input_resolution', 'neural_rendering_resolution',
+                 'rendering_kwargs'):
+        assert _attribute(G, name) == attrs[name], name
+    cls = type(G.superresolution)
+    assert f'training.superresolution.{cls.__name__}' == attrs['superresolution_class']
