@@ -144,7 +144,7 @@ class SynthesisBlockNoUp(sg2.SynthesisBlock):
         x = self.conv0(x, w0, fused_modconv=fused_modconv, **layer_kwargs)
         x = self.conv1(x, w1, fused_modconv=fused_modconv, **layer_kwargs)
         if w_rgb:
-            y = self.torgb(x, w_rgb[0], fused_modconv=fused_modconv).to(torch.float32, torch.contiguous_format)
+            y = self.torgb(x, w_rgb[0], fused_modconv=fused_modconv).to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = img.add_(y) if img is not None else y
         return x, img
 
@@ -242,6 +242,8 @@ class TriPlaneGenerator(torch.nn.Module):
     label_kind = 'camera'
     synthesis_options = ('camera', 'noise_mode', 'force_fp32', 'render')
     output_key = 'image'
+    # Plain attributes that G_ema takes from G after every step (EG3D's training loop copies them).
+    ema_attributes = ('neural_rendering_resolution', 'rendering_kwargs')
 
     def __init__(self,
         z_dim,                      # Input latent (Z) dimensionality.
@@ -255,8 +257,11 @@ class TriPlaneGenerator(torch.nn.Module):
         sr_kwargs           = {},   # Arguments for the super-resolution module.
         triplane_resolution = 256,  # (ours) Resolution of the planes.
         triplane_channels   = 32,   # (ours) Features per plane.
+        label_kind          = 'camera', # (ours) What c is; a tri-plane generator renders cameras only.
         **synthesis_kwargs,         # Arguments for the backbone's SynthesisNetwork.
     ):
+        if label_kind != 'camera':
+            raise ValueError(f"TriPlaneGenerator renders 25-float camera labels, not label_kind={label_kind!r}.")
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
