@@ -47,6 +47,8 @@ from training.dataset import DatasetError
 class OptionError(ValueError):
     """Inconsistent or missing command-line options; the message is one sentence."""
 
+_EG3D = configs.EG3D_OPTION_DEFAULTS
+
 # Options that may change when resuming without changing what the next steps compute.
 _BOOKKEEPING_OPTIONS = {'outdir', 'resume', 'dry_run', 'device', 'trust_code', 'kimg', 'tick', 'snap', 'metrics', 'detector',
                         'metric_detectors',
@@ -187,6 +189,12 @@ def build_run(opts, given):
                                             f'--resume={resume_pkl} with all training options instead.')
             opts = _merge_resumed_options(opts, given, state['options'])
     _validate(opts)
+    stray = sorted(name for name in given if name in configs.EG3D_OPTION_DEFAULTS)
+    if stray and opts.cfg not in configs.EG3D_CONFIGS:
+        raise OptionError(f'--{stray[0]} is an option of the eg3d configs, not of --cfg={opts.cfg}; drop it.')
+    for name in ('cond', 'aug'):
+        if opts.get(name) is None:
+            opts[name] = configs.option_default(opts.cfg, name)
     facts = _inspect_dataset(opts)
     image_layout = facts.pop('image_layout')  # (channels, label size)
     opts.update(facts)
@@ -210,7 +218,10 @@ def build_run(opts, given):
         if resume_state is None:  # weights only: the official fine-tuning adjustments
             c.ada_kimg = 100
             c.ema_rampup = None
-            c.loss_kwargs.blur_init_sigma = 0
+            if not opts.get('resume_blur'):  # EG3D's --resume_blur keeps the blur and the swap fade
+                c.loss_kwargs.blur_init_sigma = 0
+                if 'gpc_reg_fade_kimg' in c.loss_kwargs:
+                    c.loss_kwargs.gpc_reg_fade_kimg = 0
     saved_options = {key: value for key, value in opts.items()
                      if key not in ('dataset_size', 'dataset_name', 'resolution', 'camera_labels', 'camera_label_problem')}
     c.saved_options = saved_options
@@ -352,10 +363,10 @@ def _worker(c, outdir, desc, notes):
 @click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1))
 @click.option('--gamma', help='R1 regularization weight', metavar='FLOAT', type=cli.FiniteFloat(min=0))
 # Optional features.
-@click.option('--cond', help='Train conditional model (labels from dataset.json)', metavar='BOOL', type=bool, default=False, show_default=True)
+@click.option('--cond', help='Train conditional model (labels from dataset.json)  [default: False; True for the eg3d configs]', metavar='BOOL', type=bool)
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--mirror-cameras', help='With --mirror and camera labels: mirror the camera poses too', metavar='BOOL', type=bool, default=False, show_default=True)
-@click.option('--aug', help='Augmentation mode (camera-labelled --cond data gets colour augmentation only)', type=click.Choice(['noaug', 'ada', 'fixed']), default='ada', show_default=True)
+@click.option('--aug', help='Augmentation mode (camera-labelled --cond data gets colour augmentation only)  [default: ada; noaug for the eg3d configs]', type=click.Choice(['noaug', 'ada', 'fixed']))
 @click.option('--resume', help='Run directory or snapshot to resume from (exactly, when its training state exists), or an official pickle/URL', metavar='[PATH|URL]')
 @click.option('--freezed', help='Freeze first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 # Misc hyperparameters.
@@ -382,6 +393,31 @@ def _worker(c, outdir, desc, notes):
 @click.option('--device', help='Where to train  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
 @click.option('--grid', help='Columns x rows of the image snapshots  [default: about 7680x4320 pixels on GPUs, 8x4 on the CPU]', metavar='WxH')
 @click.option('--trust-code', help='Execute code embedded in a --resume pickle (only for files you trust)', is_flag=True)
+# EG3D options (the eg3d configs), spelled as EG3D's train.py spells them.
+@click.option('--neural_rendering_resolution_initial', help='EG3D: Neural rendering resolution at the start', metavar='INT', type=click.IntRange(min=4), default=_EG3D['neural_rendering_resolution_initial'], show_default=True)
+@click.option('--neural_rendering_resolution_final', help='EG3D: Neural rendering resolution at the end of the fade  [default: = initial]', metavar='INT', type=click.IntRange(min=4))
+@click.option('--neural_rendering_resolution_fade_kimg', help='EG3D: Kimg to fade the neural rendering resolution', metavar='KIMG', type=cli.FiniteFloat(min=0), default=_EG3D['neural_rendering_resolution_fade_kimg'], show_default=True)
+@click.option('--blur_fade_kimg', help='EG3D: Blur the D input over this many kimg (at batch 32)', metavar='KIMG', type=cli.FiniteFloat(min=0), default=_EG3D['blur_fade_kimg'], show_default=True)
+@click.option('--gen_pose_cond', help='EG3D: Condition the mapping on the camera (generator pose conditioning)', metavar='BOOL', type=bool, default=_EG3D['gen_pose_cond'], show_default=True)
+@click.option('--c-scale', 'c_scale', help='EG3D: Scale of the camera label the mapping sees', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['c_scale'], show_default=True)
+@click.option('--c-noise', 'c_noise', help='EG3D: Declared by EG3D, unused', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['c_noise'], show_default=True)
+@click.option('--gpc_reg_prob', help='EG3D: Probability of swapping the mapping camera (with --gen_pose_cond)', metavar='FLOAT', type=cli.FiniteFloat(min=0, max=1), default=_EG3D['gpc_reg_prob'], show_default=True)
+@click.option('--gpc_reg_fade_kimg', help='EG3D: Kimg to fade the swapping probability from 1', metavar='KIMG', type=cli.FiniteFloat(min=0), default=_EG3D['gpc_reg_fade_kimg'], show_default=True)
+@click.option('--disc_c_noise', help='EG3D: Std of the noise on D\'s camera label (times the batch std)', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['disc_c_noise'], show_default=True)
+@click.option('--sr_noise_mode', help='EG3D: Noise of the super-resolution blocks', type=click.Choice(['random', 'none']), default=_EG3D['sr_noise_mode'], show_default=True)
+@click.option('--resume_blur', '--resume-blur', 'resume_blur', help='EG3D: Keep the D-input blur and the swap fade when --resume loads weights only', metavar='BOOL', type=bool, default=_EG3D['resume_blur'], show_default=True)
+@click.option('--sr_num_fp16_res', help='EG3D: Float16 super-resolution blocks (CUDA)', metavar='INT', type=click.IntRange(min=0), default=_EG3D['sr_num_fp16_res'], show_default=True)
+@click.option('--g_num_fp16_res', help='EG3D: Float16 backbone resolutions (CUDA)', metavar='INT', type=click.IntRange(min=0), default=_EG3D['g_num_fp16_res'], show_default=True)
+@click.option('--d_num_fp16_res', help='EG3D: Float16 D resolutions (CUDA)', metavar='INT', type=click.IntRange(min=0), default=_EG3D['d_num_fp16_res'], show_default=True)
+@click.option('--sr_first_cutoff', help='EG3D: Declared by EG3D, unused', metavar='INT', type=click.IntRange(min=1), default=_EG3D['sr_first_cutoff'], show_default=True)
+@click.option('--sr_first_stopband', help='EG3D: Declared by EG3D, unused', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['sr_first_stopband'], show_default=True)
+@click.option('--style_mixing_prob', help='EG3D: Style-mixing probability', metavar='FLOAT', type=cli.FiniteFloat(min=0, max=1), default=_EG3D['style_mixing_prob'], show_default=True)
+@click.option('--sr-module', 'sr_module', help='EG3D: Super-resolution module  [default: by resolution]', metavar='STR')
+@click.option('--density_reg', help='EG3D: Density regularisation weight', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['density_reg'], show_default=True)
+@click.option('--density_reg_every', help='EG3D: Density regularisation interval (G steps)', metavar='INT', type=click.IntRange(min=1), default=_EG3D['density_reg_every'], show_default=True)
+@click.option('--density_reg_p_dist', help='EG3D: Density regularisation perturbation', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['density_reg_p_dist'], show_default=True)
+@click.option('--reg_type', help='EG3D: Density regularisation type', type=click.Choice(['l1', 'l1-alt', 'monotonic-detach', 'monotonic-fixed', 'total-variation']), default=_EG3D['reg_type'], show_default=True)
+@click.option('--decoder_lr_mul', help='EG3D: Decoder learning-rate multiplier', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['decoder_lr_mul'], show_default=True)
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
 @signals.exit_on_interrupt
 def main(**kwargs):

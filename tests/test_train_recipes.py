@@ -4,8 +4,9 @@ For each registered config, `train.py --dry-run` on the official README's comman
 variants of it that exercise the options, must print the training-loop arguments that the official
 train.py builds from the same command line: NVlabs/stylegan3 for stylegan2 / stylegan3-t /
 stylegan3-r, echen01/ray-conditioning (StyleGAN3's train.py plus the raycond configs) for
-raycond2 / raycond3-t / raycond3-r, and VinAIResearch/CREPS (StyleGAN3's train.py plus the creps
-config) for creps. Every key of the official dict must be printed with an equal
+raycond2 / raycond3-t / raycond3-r, VinAIResearch/CREPS (StyleGAN3's train.py plus the creps
+config) for creps, and NVlabs/eg3d (its own train.py, --cfg=ffhq|afhq|shapenet) for eg3d-ffhq /
+eg3d-afhq / eg3d-shapenet. Every key of the official dict must be printed with an equal
 value; every extra key, missing key or other value must be an entry of DELIBERATE_DIFFERENCES,
 and every entry there that applies to a command line must still be a difference of it.
 
@@ -43,6 +44,7 @@ DATA_RESOLUTION = 16       # ... and their resolution (--resolution=16x16); its 
 # camera-labelled images without --mirror-cameras=1; a variant below passes both).
 _STYLEGAN_COMMAND = ['--gpus=8', '--batch=32', '--gamma=10', '--mirror=1']
 _RAYCOND_COMMAND = ['--gpus=8', '--batch=32', '--gamma=10', '--cond=1']
+_EG3D_SR = ['--sr-module=training.superresolution.SuperresolutionHybrid2X']
 COMMAND_LINES = {
     'stylegan2': ['--cfg=stylegan2', *_STYLEGAN_COMMAND],
     'stylegan3-t': ['--cfg=stylegan3-t', *_STYLEGAN_COMMAND],
@@ -53,6 +55,15 @@ COMMAND_LINES = {
     # VinAIResearch/CREPS train.py --help, "Train CREPS for FFHQ at 1024x1024 resolution using 8 GPUs" (its
     # --aug=noaug is a variant below).
     'creps': ['--cfg=creps', *_STYLEGAN_COMMAND],
+    # NVlabs/eg3d docs/models.md: ffhq512-64 "--cfg=ffhq --gpus=8 --batch=32 --gamma=1 --gen_pose_cond=True";
+    # afhqcats512-128 "--cfg=afhq ... --gamma=5 --gpc_reg_prob=0.8 --neural_rendering_resolution_final=128" (its
+    # --aug=ada and --resume left out: ours trains EG3D without augmentation); shapenetcars128-64
+    # "--cfg=shapenet --gamma=0.3". The 16x16 test dataset has no official super-resolution module, so each
+    # names EG3D's 2X with --sr-module (which the official train.py takes as given).
+    'eg3d-ffhq': ['--cfg=eg3d-ffhq', '--gpus=8', '--batch=32', '--gamma=1', '--gen_pose_cond=True', *_EG3D_SR],
+    'eg3d-afhq': ['--cfg=eg3d-afhq', '--gpus=8', '--batch=32', '--gamma=5', '--gen_pose_cond=True',
+                  '--gpc_reg_prob=0.8', '--neural_rendering_resolution_final=128', *_EG3D_SR],
+    'eg3d-shapenet': ['--cfg=eg3d-shapenet', '--gpus=8', '--batch=32', '--gamma=0.3', *_EG3D_SR],
 }
 OUR_EXTRA_ARGS = ['--device=cpu']  # ours only; the official train.py always trains on CUDA
 
@@ -61,6 +72,8 @@ RAYCOND_CONFIGS = ('raycond2', 'raycond3-t', 'raycond3-r')
 SG3_CONFIGS = ('stylegan3-t', 'stylegan3-r', 'raycond3-t', 'raycond3-r')
 R_CONFIGS = ('stylegan3-r', 'raycond3-r')
 TWO_D_CONFIGS = STYLEGAN_CONFIGS + ('creps',)
+EG3D_CONFIGS = ('eg3d-ffhq', 'eg3d-afhq', 'eg3d-shapenet')
+NON_EG3D = STYLEGAN_CONFIGS + RAYCOND_CONFIGS + ('creps',)
 
 # ----------------------------------------------------------------------------------------------
 # What the official train.py prints (`c`, less the launcher's run_dir) for those command lines.
@@ -198,6 +211,62 @@ OFFICIAL = {
 }
 
 
+def _eg3d_official(rendering, gamma, gen_pose_cond, gpc_reg_prob=0.5, nrr_final=None):
+    """NVlabs/eg3d train.py for one preset: its keys set like StyleGAN3's (above), and its own."""
+    official = _official({
+        # "c.G_kwargs.class_name = 'training.triplane.TriPlaneGenerator'", "fused_modconv_default =
+        # 'inference_only'", map_depth default 2, glr "0.0025" (cfg is not stylegan2).
+        'G_kwargs': dict(
+            class_name='training.triplane.TriPlaneGenerator', mapping_kwargs=dict(num_layers=2),
+            fused_modconv_default='inference_only',
+            # "rendering_options = {...}" then "rendering_options.update({...})" by --cfg.
+            rendering_kwargs=dict(
+                image_resolution=DATA_RESOLUTION, disparity_space_sampling=False, clamp_mode='softplus',
+                superresolution_module='training.superresolution.SuperresolutionHybrid2X',
+                c_gen_conditioning_zero=not gen_pose_cond, gpc_reg_prob=gpc_reg_prob if gen_pose_cond else None,
+                c_scale=1, superresolution_noise_mode='none', density_reg=0.25, density_reg_p_dist=0.004,
+                reg_type='l1', decoder_lr_mul=1, sr_antialias=True, **rendering),
+            # "c.G_kwargs.num_fp16_res = opts.g_num_fp16_res" (0), "conv_clamp = 256 if ... > 0 else None",
+            # "c.G_kwargs.sr_num_fp16_res = opts.sr_num_fp16_res" (4), "c.G_kwargs.sr_kwargs = dnnlib.EasyDict(
+            # channel_base=opts.cbase, channel_max=opts.cmax, fused_modconv_default='inference_only')".
+            num_fp16_res=0, conv_clamp=None, sr_num_fp16_res=4,
+            sr_kwargs=dict(channel_base=32768, channel_max=512, fused_modconv_default='inference_only')),
+        # "c.D_kwargs.class_name = 'training.dual_discriminator.DualDiscriminator'", "disc_c_noise =
+        # opts.disc_c_noise" (0), "num_fp16_res = opts.d_num_fp16_res" (4), "conv_clamp = 256 if ... > 0".
+        'D_kwargs': dict(class_name='training.dual_discriminator.DualDiscriminator', disc_c_noise=0, num_fp16_res=4,
+                         conv_clamp=256),
+        'G_opt_kwargs': dict(lr=0.0025),
+        # "c.loss_kwargs.filter_mode = 'antialiased'", "blur_init_sigma = 10", "blur_fade_kimg = c.batch_size *
+        # opts.blur_fade_kimg / 32" (200), "gpc_reg_prob = opts.gpc_reg_prob if opts.gen_pose_cond else None",
+        # "gpc_reg_fade_kimg = opts.gpc_reg_fade_kimg" (1000), "dual_discrimination = True", the three
+        # neural_rendering_resolution_* options (64, None, 1000), "style_mixing_prob = opts.style_mixing_prob" (0).
+        'loss_kwargs': dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=gamma, filter_mode='antialiased',
+                            blur_init_sigma=10, blur_fade_kimg=200.0,
+                            gpc_reg_prob=gpc_reg_prob if gen_pose_cond else None, gpc_reg_fade_kimg=1000,
+                            dual_discrimination=True, neural_rendering_resolution_initial=64,
+                            neural_rendering_resolution_final=nrr_final, neural_rendering_resolution_fade_kimg=1000,
+                            style_mixing_prob=0),
+        # "if opts.density_reg > 0: c.G_reg_interval = opts.density_reg_every" (0.25 and 4 by default).
+        'G_reg_interval': 4,
+        'image_snapshot_ticks': 50, 'network_snapshot_ticks': 50,
+    }, use_labels=True, xflip=False)  # --cond default True, --mirror default False
+    del official['augment_kwargs'], official['ada_target']  # --aug default 'noaug'
+    return official
+
+
+# NVlabs/eg3d train.py "if opts.cfg == 'ffhq'" / "'afhq'" / "'shapenet'": rendering_options.update(...).
+_EG3D_FACES = dict(depth_resolution=48, depth_resolution_importance=48, ray_start=2.25, ray_end=3.3, box_warp=1,
+                   avg_camera_radius=2.7)
+OFFICIAL.update({
+    'eg3d-ffhq': _eg3d_official(dict(_EG3D_FACES, avg_camera_pivot=[0, 0, 0.2]), gamma=1, gen_pose_cond=True),
+    'eg3d-afhq': _eg3d_official(dict(_EG3D_FACES, avg_camera_pivot=[0, 0, -0.06]), gamma=5, gen_pose_cond=True,
+                                gpc_reg_prob=0.8, nrr_final=128),
+    'eg3d-shapenet': _eg3d_official(dict(depth_resolution=64, depth_resolution_importance=64, ray_start=0.1,
+                                         ray_end=2.6, box_warp=1.6, white_back=True, avg_camera_radius=1.7,
+                                         avg_camera_pivot=[0, 0, 0]), gamma=0.3, gen_pose_cond=False),
+})
+
+
 class ByConfig:
     """A variant's value that depends on the config: `default`, or `per_config[cfg]`."""
 
@@ -220,13 +289,13 @@ VARIANTS = [
     # "if opts.aug != 'noaug':" -- no augment_kwargs and no ada_target.
     Variant('noaug', ['--aug=noaug'], None, {'augment_kwargs': ABSENT, 'ada_target': ABSENT}),
     # "if opts.aug == 'fixed': c.augment_p = opts.p".
-    Variant('fixed-p', ['--aug=fixed', '--p=0.3'], None, {'ada_target': ABSENT, 'augment_p': 0.3}),
+    Variant('fixed-p', ['--aug=fixed', '--p=0.3'], NON_EG3D, {'ada_target': ABSENT, 'augment_p': 0.3}),
     # "if opts.aug == 'ada': c.ada_target = opts.target".
-    Variant('ada-target', ['--target=0.7'], None, {'ada_target': 0.7}),
+    Variant('ada-target', ['--target=0.7'], NON_EG3D, {'ada_target': 0.7}),
     # "if opts.fp32: c.G_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 0; ... conv_clamp = None". CREPS's
     # train.py sets G's with the keys swapped ("if opts.cfg != 'creps': c.G_kwargs.fc_clamp = None else:
     # c.G_kwargs.conv_clamp = None"): for creps that is G_kwargs.conv_clamp = None, as here.
-    Variant('fp32', ['--fp32=1'], None, {'G_kwargs.num_fp16_res': 0, 'D_kwargs.num_fp16_res': 0,
+    Variant('fp32', ['--fp32=1'], NON_EG3D, {'G_kwargs.num_fp16_res': 0, 'D_kwargs.num_fp16_res': 0,
                                          'G_kwargs.conv_clamp': None, 'D_kwargs.conv_clamp': None}),
     # "if opts.nobench: c.cudnn_benchmark = False".
     Variant('nobench', ['--nobench=1'], None, {'cudnn_benchmark': False}),
@@ -237,7 +306,7 @@ VARIANTS = [
     # "c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap".
     Variant('snap', ['--snap=7'], None, {'image_snapshot_ticks': 7, 'network_snapshot_ticks': 7}),
     # "c.G_kwargs.channel_base = c.D_kwargs.channel_base = opts.cbase" (cmax alike), then "*= 2" for -R's G only.
-    Variant('cbase-cmax', ['--cbase=16384', '--cmax=256'], None, {
+    Variant('cbase-cmax', ['--cbase=16384', '--cmax=256'], NON_EG3D, {
         'G_kwargs.channel_base': ByConfig(16384, _each(R_CONFIGS + ('creps',), 32768)),
         'G_kwargs.channel_max': ByConfig(256, _each(R_CONFIGS + ('creps',), 512)),
         'D_kwargs.channel_base': 16384, 'D_kwargs.channel_max': 256}),
@@ -246,7 +315,7 @@ VARIANTS = [
     Variant('batch', ['--batch=64', '--batch-gpu=4'], None, {
         'batch_size': 64, 'batch_gpu': 4, 'ema_kimg': 20.0,
         'G_kwargs.magnitude_ema_beta': ByConfig(ABSENT, _each(SG3_CONFIGS, 0.5 ** (64 / 20000))),
-        'loss_kwargs.blur_fade_kimg': ByConfig(ABSENT, _each(R_CONFIGS, 400.0))}),
+        'loss_kwargs.blur_fade_kimg': ByConfig(ABSENT, _each(R_CONFIGS + EG3D_CONFIGS, 400.0))}),
     # "c.D_kwargs.block_kwargs.freeze_layers = opts.freezed", "...epilogue_kwargs.mbstd_group_size = opts.mbstd_group".
     Variant('freezed-mbstd', ['--freezed=2', '--mbstd-group=2'], None, {
         'D_kwargs.block_kwargs.freeze_layers': 2, 'D_kwargs.epilogue_kwargs.mbstd_group_size': 2}),
@@ -257,12 +326,51 @@ VARIANTS = [
         'data_loader_kwargs.num_workers': 1}),
     # "if opts.resume is not None: c.resume_pkl = opts.resume; c.ada_kimg = 100; c.ema_rampup = None;
     # c.loss_kwargs.blur_init_sigma = 0" (a pickle without a training state beside it: the official fine-tuning).
-    Variant('resume', ['--resume=<snapshot>'], None, {
+    Variant('resume', ['--resume=<snapshot>'], NON_EG3D, {
         'resume_pkl': '<snapshot>', 'ada_kimg': 100, 'ema_rampup': None, 'loss_kwargs.blur_init_sigma': 0}),
     # The StyleGAN configs on camera-labelled data with --cond=1: "c.training_set_kwargs.use_labels = opts.cond".
     Variant('cond', ['--cond=1', '--mirror-cameras=1'], TWO_D_CONFIGS, {'training_set_kwargs.use_labels': True}),
     # The raycond configs with --mirror=1: "c.training_set_kwargs.xflip = opts.mirror".
     Variant('mirror', ['--mirror=1', '--mirror-cameras=1'], RAYCOND_CONFIGS, {'training_set_kwargs.xflip': True}),
+    # NVlabs/eg3d train.py (no --fp32 there): "c.G_kwargs.num_fp16_res = opts.g_num_fp16_res; c.G_kwargs.conv_clamp
+    # = 256 if opts.g_num_fp16_res > 0 else None", D alike, "c.G_kwargs.sr_num_fp16_res = opts.sr_num_fp16_res".
+    Variant('eg3d-fp16-res', ['--g_num_fp16_res=2', '--d_num_fp16_res=0', '--sr_num_fp16_res=0'], EG3D_CONFIGS, {
+        'G_kwargs.num_fp16_res': 2, 'G_kwargs.conv_clamp': 256, 'D_kwargs.num_fp16_res': 0,
+        'D_kwargs.conv_clamp': None, 'G_kwargs.sr_num_fp16_res': 0}),
+    # "c.G_kwargs.channel_base = c.D_kwargs.channel_base = opts.cbase" and "sr_kwargs = dnnlib.EasyDict(
+    # channel_base=opts.cbase, channel_max=opts.cmax, ...)".
+    Variant('eg3d-cbase-cmax', ['--cbase=16384', '--cmax=256'], EG3D_CONFIGS, {
+        'G_kwargs.channel_base': 16384, 'G_kwargs.channel_max': 256, 'D_kwargs.channel_base': 16384,
+        'D_kwargs.channel_max': 256, 'G_kwargs.sr_kwargs.channel_base': 16384, 'G_kwargs.sr_kwargs.channel_max': 256}),
+    # The neural rendering resolution schedule: "c.loss_kwargs.neural_rendering_resolution_* = opts.*".
+    Variant('eg3d-nrr', ['--neural_rendering_resolution_initial=32', '--neural_rendering_resolution_final=64',
+                         '--neural_rendering_resolution_fade_kimg=500'], EG3D_CONFIGS, {
+        'loss_kwargs.neural_rendering_resolution_initial': 32, 'loss_kwargs.neural_rendering_resolution_final': 64,
+        'loss_kwargs.neural_rendering_resolution_fade_kimg': 500}),
+    # Generator pose conditioning: "c_gen_conditioning_zero = not opts.gen_pose_cond", "gpc_reg_prob = opts.gpc_reg_prob
+    # if opts.gen_pose_cond else None" (rendering and loss), "gpc_reg_fade_kimg = opts.gpc_reg_fade_kimg",
+    # "'c_scale': opts.c_scale".
+    Variant('eg3d-gpc', ['--gen_pose_cond=True', '--gpc_reg_prob=0.3', '--gpc_reg_fade_kimg=100', '--c-scale=2'],
+            EG3D_CONFIGS, {
+        'G_kwargs.rendering_kwargs.c_gen_conditioning_zero': False, 'G_kwargs.rendering_kwargs.gpc_reg_prob': 0.3,
+        'loss_kwargs.gpc_reg_prob': 0.3, 'loss_kwargs.gpc_reg_fade_kimg': 100, 'G_kwargs.rendering_kwargs.c_scale': 2}),
+    # Density regularisation off: "if opts.density_reg > 0: c.G_reg_interval = ..." is skipped.
+    Variant('eg3d-no-density-reg', ['--density_reg=0'], EG3D_CONFIGS, {
+        'G_kwargs.rendering_kwargs.density_reg': 0, 'G_reg_interval': ABSENT}),
+    Variant('eg3d-density-reg', ['--density_reg=0.5', '--density_reg_every=8', '--density_reg_p_dist=0.01'],
+            EG3D_CONFIGS, {'G_kwargs.rendering_kwargs.density_reg': 0.5, 'G_reg_interval': 8,
+                           'G_kwargs.rendering_kwargs.density_reg_p_dist': 0.01}),
+    # "D_kwargs.disc_c_noise = opts.disc_c_noise", "'superresolution_noise_mode': opts.sr_noise_mode",
+    # "'decoder_lr_mul': opts.decoder_lr_mul", "blur_fade_kimg = c.batch_size * opts.blur_fade_kimg / 32",
+    # "style_mixing_prob = opts.style_mixing_prob".
+    Variant('eg3d-misc', ['--disc_c_noise=1', '--sr_noise_mode=random', '--decoder_lr_mul=0.5', '--blur_fade_kimg=100',
+                          '--style_mixing_prob=0.5'], EG3D_CONFIGS, {
+        'D_kwargs.disc_c_noise': 1, 'G_kwargs.rendering_kwargs.superresolution_noise_mode': 'random',
+        'G_kwargs.rendering_kwargs.decoder_lr_mul': 0.5, 'loss_kwargs.blur_fade_kimg': 100.0,
+        'loss_kwargs.style_mixing_prob': 0.5}),
+    # "if opts.sr_module != None: sr_module = opts.sr_module".
+    Variant('eg3d-sr-module', ['--sr-module=training.superresolution.SuperresolutionHybrid4X'], EG3D_CONFIGS, {
+        'G_kwargs.rendering_kwargs.superresolution_module': 'training.superresolution.SuperresolutionHybrid4X'}),
 ]
 
 
@@ -280,12 +388,12 @@ CONDITIONS = {
     'with --mirror-cameras=1': lambda o: o.get('mirror-cameras') == '1',
     'with --resume': lambda o: o.get('resume') is not None,
     # The test dataset's labels are 25-float cameras: --cond=1 makes them the labels.
-    'camera labels (--cond=1)': lambda o: o.get('cond') == '1',
+    'camera labels (--cond=1)': lambda o: o.get('cond') == '1' or o.get('cfg') in EG3D_CONFIGS,  # EG3D: --cond=True
     'camera labels (--cond=1) and --aug other than noaug':
         lambda o: o.get('cond') == '1' and o.get('aug', 'ada') != 'noaug',
 }
 
-ALL_CONFIGS = STYLEGAN_CONFIGS + RAYCOND_CONFIGS + ('creps',)
+ALL_CONFIGS = NON_EG3D + EG3D_CONFIGS
 CONV_CLAMP_CONFIGS = STYLEGAN_CONFIGS + RAYCOND_CONFIGS  # generators whose clamp is conv_clamp
 Difference = collections.namedtuple('Difference', 'path configs when ours reason')
 DELIBERATE_DIFFERENCES = [
@@ -317,7 +425,7 @@ DELIBERATE_DIFFERENCES = [
     *[Difference(f'{net}_kwargs.{key}', configs_, 'without --fp32=1', value,
                  'explicit class default: the official train.py leaves it unset and the classes default to the same '
                  '(fp16 on the 4 highest resolutions, clamp 256)')
-      for net, configs_ in (('G', CONV_CLAMP_CONFIGS), ('D', ALL_CONFIGS))
+      for net, configs_ in (('G', CONV_CLAMP_CONFIGS), ('D', NON_EG3D))
       for key, value in (('num_fp16_res', 4), ('conv_clamp', 256))],
     Difference('G_kwargs.conv_clamp', ('creps',), 'with --fp32=1', ABSENT,
                "the official --fp32 branch passes conv_clamp=None to the CREPS generator, whose layers take no such "
@@ -333,6 +441,13 @@ DELIBERATE_DIFFERENCES = [
     Difference('G_kwargs.legacy_rays', RAYCOND_CONFIGS, 'always', False,
                "physically correct camera rays; the official release's non-physical ray field (legacy_rays=True) is "
                "used only to load its published checkpoints"),
+    Difference('G_kwargs.class_name', EG3D_CONFIGS, 'always', 'training.networks_triplane.TriPlaneGenerator',
+               "EG3D's classes live in one module here (training/networks_triplane.py); official pickles naming "
+               "training.triplane still load"),
+    Difference('D_kwargs.class_name', EG3D_CONFIGS, 'always', 'training.networks_triplane.DualDiscriminator',
+               'EG3D\'s classes live in one module here (training/networks_triplane.py)'),
+    Difference('loss_kwargs.class_name', EG3D_CONFIGS, 'always', 'training.loss.TriPlaneLoss',
+               "EG3D's loss is a subclass of our StyleGAN2Loss (training/loss.py), not a second StyleGAN2Loss"),
     # Keys only the official dict has.
     *[Difference(f'augment_kwargs.{key}', ALL_CONFIGS, 'camera labels (--cond=1) and --aug other than noaug', ABSENT,
                  'colour-only augmentation on camera-labelled data: geometric augmentation would break the image-pose '

@@ -440,6 +440,33 @@ def _restore_module(obj, pending: _Pending) -> None:
                 tensor.requires_grad_(src[name].requires_grad)
     for name, module in obj.named_modules():
         module.training = flags.get(name, module.training)
+    # Plain attributes the class declares as state (EG3D: the neural rendering resolution that training
+    # scheduled), when the file holds plain data for them.
+    for name in getattr(type(obj), "state_attributes", ()):
+        if name in pending.state and _is_plain_data(pending.state[name]):
+            setattr(obj, name, _plain_copy(pending.state[name]))
+
+
+def _is_plain_data(value, depth=0) -> bool:
+    if depth > 8:
+        return False
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain_data(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain_data(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _plain_copy(value):
+    if isinstance(value, dict):
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_copy(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain_copy(v) for v in value)
+    return value
 
 
 def _build(pending: _Pending, memo: Dict[int, Any]) -> Any:

@@ -9,6 +9,9 @@ not a camera model); it reads what the network declares. A generator declares, a
 - `synthesis_options`: what `G.synthesis(ws, ...)` accepts beyond `ws`, from OPTIONS below.
 - `output_key`: None when `G(...)` and `G.synthesis(...)` return the image tensor; else the key of
   the image in the dict they return (EG3D's `{'image', 'image_raw', 'image_depth'}` -> 'image').
+- `state_attributes`: names of plain (non-tensor) attributes that are part of the network's state:
+  the no-exec loader restores them and the training loop copies them from G to G_ema after every
+  step (EG3D: the scheduled neural rendering resolution); default none;
 - `resume_widening(source_G)` (optional method): how `--resume` copies tensors of a source network
   whose shapes differ from this one's (see `resume_widening` below).
 
@@ -78,6 +81,26 @@ def image_of(G, output):
     if key is None and isinstance(output, dict) and 'image' in output:
         key = 'image'
     return output if key is None else output[key]
+
+
+def state_attributes(G):
+    """Names of G's plain state attributes (G_ema copies them from G after every training step)."""
+    return tuple(getattr(G, 'state_attributes', ()))
+
+
+def image_outputs(G, output):
+    """{suffix: tensor} of what G returned: '' for the image, and for a dict output every other
+    'image_<name>' entry under '_<name>' (EG3D: '_raw', '_depth'), for snapshot grids."""
+    key = getattr(G, 'output_key', None)
+    if key is None and isinstance(output, dict) and 'image' in output:
+        key = 'image'
+    if key is None:
+        return {'': output}
+    outputs = {'': output[key]}
+    for name, value in output.items():
+        if name != key and name.startswith('image_') and isinstance(value, torch.Tensor) and value.ndim == 4:
+            outputs['_' + name.removeprefix('image_')] = value
+    return outputs
 
 
 def resume_widening(G, source_G):

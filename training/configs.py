@@ -95,7 +95,7 @@ def _raycond3_r(c, opts):
     _raycond_common(c, opts, 'training.networks_raycond3.Generator')
     return defaults
 
-def _raycond_common(c, opts, class_name):
+def _require_cameras(opts):
     problem = opts.get('camera_label_problem')  # 25-float labels that are not cameras: why (naming an image)
     if opts.cond and not opts.camera_labels and problem:
         raise ValueError(f'--cfg={opts.cfg} needs camera labels, but {problem[:1].lower() + problem[1:]}; fix the '
@@ -103,6 +103,9 @@ def _raycond_common(c, opts, class_name):
     if not (opts.cond and opts.camera_labels):
         raise ValueError(f'--cfg={opts.cfg} needs camera labels: pass --cond=1 with a dataset whose dataset.json holds '
                          f'25-float cameras (e.g. dataset_tool.py --source=synthetic:shapes).')
+
+def _raycond_common(c, opts, class_name):
+    _require_cameras(opts)
     c.G_kwargs.class_name = class_name
     c.G_kwargs.legacy_rays = False  # physically correct rays; official checkpoints load with their own field
     c.loss_kwargs.class_name = 'training.loss.RayConditioningLoss'
@@ -127,6 +130,97 @@ def _creps(c, opts):
         c.G_kwargs.num_fp16_res = 0
         c.G_kwargs.fc_clamp = None
     return dict(map_depth=8, glr=0.002, snap=50)
+
+#----------------------------------------------------------------------------
+# EG3D (Chan et al. 2022): NVlabs/eg3d train.py with --cfg=ffhq|afhq|shapenet, here eg3d-ffhq|afhq|shapenet.
+# The tri-plane generator renders a low-resolution raw image and features that a super-resolution
+# module lifts to the dataset resolution; the dual discriminator sees both.
+
+# EG3D's own train.py options, with their official names and defaults (train.py declares them from here).
+EG3D_OPTION_DEFAULTS = dict(
+    neural_rendering_resolution_initial=64, neural_rendering_resolution_final=None,
+    neural_rendering_resolution_fade_kimg=1000, blur_fade_kimg=200, gen_pose_cond=False, c_scale=1, c_noise=0,
+    gpc_reg_prob=0.5, gpc_reg_fade_kimg=1000, disc_c_noise=0, sr_noise_mode='none', resume_blur=False,
+    sr_num_fp16_res=4, g_num_fp16_res=0, d_num_fp16_res=4, sr_first_cutoff=2, sr_first_stopband=2 ** 2.1,
+    style_mixing_prob=0, sr_module=None, density_reg=0.25, density_reg_every=4, density_reg_p_dist=0.004,
+    reg_type='l1', decoder_lr_mul=1)
+# The ray and camera settings of EG3D's three presets (its train.py "rendering_options.update").
+EG3D_RENDERING = {
+    'eg3d-ffhq': dict(depth_resolution=48, depth_resolution_importance=48, ray_start=2.25, ray_end=3.3, box_warp=1,
+                      avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2]),
+    'eg3d-afhq': dict(depth_resolution=48, depth_resolution_importance=48, ray_start=2.25, ray_end=3.3, box_warp=1,
+                      avg_camera_radius=2.7, avg_camera_pivot=[0, 0, -0.06]),
+    'eg3d-shapenet': dict(depth_resolution=64, depth_resolution_importance=64, ray_start=0.1, ray_end=2.6,
+                          box_warp=1.6, white_back=True, avg_camera_radius=1.7, avg_camera_pivot=[0, 0, 0]),
+}
+EG3D_CONFIGS = tuple(EG3D_RENDERING)
+# Options whose default differs by config (EG3D's train.py: --cond=True, --aug=noaug).
+_CONFIG_OPTION_DEFAULTS = {name: dict(cond=True, aug='noaug') for name in EG3D_RENDERING}
+_OPTION_DEFAULTS = dict(cond=False, aug='ada')
+
+def option_default(cfg, name):
+    """The default of train.py option `name` (cond, aug) under --cfg=cfg."""
+    return _CONFIG_OPTION_DEFAULTS.get(cfg, {}).get(name, _OPTION_DEFAULTS[name])
+
+def _eg3d_superresolution(opts):
+    if opts.get('sr_module') is not None:
+        return opts.sr_module
+    for resolution, name in [(128, 'SuperresolutionHybrid2X'), (256, 'SuperresolutionHybrid4X'),
+                             (512, 'SuperresolutionHybrid8XDC')]:
+        if opts.resolution == resolution or (resolution == 128 and opts.resolution < 128):
+            return f'training.superresolution.{name}'
+    raise ValueError(f'--cfg={opts.cfg} has no default super-resolution module for {opts.resolution}x{opts.resolution} '
+                     f'images (EG3D has them for 128, 256 and 512); pass --sr-module.')
+
+def _eg3d(c, opts):
+    e = dnnlib.EasyDict({k: opts.get(k, v) for k, v in EG3D_OPTION_DEFAULTS.items()})
+    _require_cameras(opts)
+    if opts.aug != 'noaug':
+        raise ValueError(f'--cfg={opts.cfg} trains without augmentation here (--aug=noaug, EG3D\'s default): '
+                         f'augmenting the image and raw image jointly is not supported yet.')
+    if e.density_reg > 0 and e.reg_type != 'l1':
+        raise ValueError(f'--reg_type={e.reg_type} is not supported; EG3D trains with --reg_type=l1.')
+    sr_module = _eg3d_superresolution(opts)
+    c.G_kwargs.class_name = 'training.networks_triplane.TriPlaneGenerator'  # official: training.triplane
+    c.D_kwargs.class_name = 'training.networks_triplane.DualDiscriminator'  # official: training.dual_discriminator
+    c.G_kwargs.fused_modconv_default = 'inference_only'
+    c.loss_kwargs.class_name = 'training.loss.TriPlaneLoss'
+    c.loss_kwargs.filter_mode = 'antialiased'
+    c.D_kwargs.disc_c_noise = e.disc_c_noise
+    rendering = dnnlib.EasyDict(
+        image_resolution=opts.resolution, disparity_space_sampling=False, clamp_mode='softplus',
+        superresolution_module=sr_module, c_gen_conditioning_zero=not e.gen_pose_cond,
+        gpc_reg_prob=e.gpc_reg_prob if e.gen_pose_cond else None, c_scale=e.c_scale,
+        superresolution_noise_mode=e.sr_noise_mode, density_reg=e.density_reg, density_reg_p_dist=e.density_reg_p_dist,
+        reg_type=e.reg_type, decoder_lr_mul=e.decoder_lr_mul, sr_antialias=True)
+    rendering.update(EG3D_RENDERING[opts.cfg])
+    if e.density_reg > 0:
+        c.G_reg_interval = e.density_reg_every
+    c.G_kwargs.rendering_kwargs = rendering
+    c.loss_kwargs.blur_init_sigma = 10
+    c.loss_kwargs.blur_fade_kimg = c.batch_size * e.blur_fade_kimg / 32
+    c.loss_kwargs.gpc_reg_prob = e.gpc_reg_prob if e.gen_pose_cond else None
+    c.loss_kwargs.gpc_reg_fade_kimg = e.gpc_reg_fade_kimg
+    c.loss_kwargs.dual_discrimination = True
+    c.loss_kwargs.neural_rendering_resolution_initial = e.neural_rendering_resolution_initial
+    c.loss_kwargs.neural_rendering_resolution_final = e.neural_rendering_resolution_final
+    c.loss_kwargs.neural_rendering_resolution_fade_kimg = e.neural_rendering_resolution_fade_kimg
+    c.G_kwargs.sr_num_fp16_res = e.sr_num_fp16_res
+    c.G_kwargs.sr_kwargs = dnnlib.EasyDict(channel_base=opts.cbase, channel_max=opts.cmax,
+                                           fused_modconv_default='inference_only')
+    c.loss_kwargs.style_mixing_prob = e.style_mixing_prob
+    # Precision: EG3D's --g_num_fp16_res / --d_num_fp16_res / --sr_num_fp16_res; our --fp32 zeroes all three.
+    g_fp16, d_fp16 = (0, 0) if opts.fp32 else (e.g_num_fp16_res, e.d_num_fp16_res)
+    if opts.fp32:
+        c.G_kwargs.sr_num_fp16_res = 0
+    c.G_kwargs.num_fp16_res = g_fp16
+    c.G_kwargs.conv_clamp = 256 if g_fp16 > 0 else None
+    c.D_kwargs.num_fp16_res = d_fp16
+    c.D_kwargs.conv_clamp = 256 if d_fp16 > 0 else None
+    return dict(map_depth=2, glr=0.0025, snap=50)
+
+for _name in EG3D_RENDERING:
+    register(_name, modules=['training.networks_triplane'])(_eg3d)
 
 #----------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ Extending (ray-conditioned, tri-plane, patch-wise configs) is done by subclassin
 only what changes, never by copying this class:
   * `run_synthesis(ws, c, update_emas)` — e.g. pass the camera to a ray-conditioned synthesis;
   * `run_G(z, c, update_emas)` / `run_D(img, c, blur_sigma, update_emas)` — whole G or D pass;
-  * `r1_penalty(real_img, real_logits)` — e.g. a dual R1 over two image inputs;
+  * `detach_real(real_img, requires_grad)` / `r1_penalty(real_img, real_logits)` — e.g. a dict of
+    images with a dual R1 over both;
   * `extra_G_terms(stage, ctx)` / `extra_D_terms(stage, ctx)` — return `{name: loss}` with per-sample
     ([N] or [N, 1]) or scalar tensors. Each is averaged, added to the loss of its stage before the
     backward (so it is scaled by `gain` like the rest), kept in `last_losses[name]` and reported
@@ -41,10 +42,12 @@ import types
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import upfirdn2d
+from training.networks_triplane import filtered_resizing
 
 _PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
 
@@ -138,7 +141,12 @@ class StyleGAN2Loss(Loss):
 
     def run_G(self, z, c, update_emas=False):
         """-> (img, ws). With probability style_mixing_prob (per batch), ws[:, cutoff:] come from a second z."""
-        ws = self.G.mapping(z, c, update_emas=update_emas)
+        ws = self.mix_styles(self.G.mapping(z, c, update_emas=update_emas), z, c)
+        img = self.run_synthesis(ws, c, update_emas=update_emas)
+        return img, ws
+
+    def mix_styles(self, ws, z, c):
+        """With probability style_mixing_prob (per batch), ws[:, cutoff:] from the mapping of a second z."""
         num_ws = ws.shape[1]
         if self.style_mixing_prob > 0 and num_ws > 1:
             with torch.autograd.profiler.record_function('style_mixing'):
@@ -146,8 +154,7 @@ class StyleGAN2Loss(Loss):
                 cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing_prob,
                                      cutoff, torch.full_like(cutoff, num_ws))
                 ws[:, cutoff:] = self.G.mapping(torch.randn_like(z), c, update_emas=False)[:, cutoff:]
-        img = self.run_synthesis(ws, c, update_emas=update_emas)
-        return img, ws
+        return ws
 
     def run_D(self, img, c, blur_sigma=0, update_emas=False):
         """Blur, then augment, then D; the same path for reals and fakes."""
@@ -157,6 +164,10 @@ class StyleGAN2Loss(Loss):
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
         return self.D(img, c, update_emas=update_emas)
+
+    def detach_real(self, real_img, requires_grad):
+        """The real batch as a leaf for the D pass (requiring grad for R1)."""
+        return real_img.detach().requires_grad_(requires_grad)
 
     def r1_penalty(self, real_img, real_logits):
         """Per-image squared norm of d(sum of logits)/d(real_img), real_img being the input of run_D."""
@@ -292,7 +303,7 @@ class StyleGAN2Loss(Loss):
         main, reg = phase in ('Dmain', 'Dboth'), phase in ('Dreg', 'Dboth')
         name = {'Dmain': 'Dreal', 'Dreg': 'Dr1', 'Dboth': 'Dreal_Dr1'}[phase]
         with torch.autograd.profiler.record_function(name + '_forward'):
-            real_img_tmp = real_img.detach().requires_grad_(reg)
+            real_img_tmp = self.detach_real(real_img, requires_grad=reg)
             real_logits = self.run_D(real_img_tmp, real_c, blur_sigma=ctx['blur_sigma'])
             training_stats.report('Loss/scores/real', real_logits)
             training_stats.report('Loss/signs/real', real_logits.sign())
@@ -328,3 +339,127 @@ class RayConditioningLoss(StyleGAN2Loss):
 
     def run_synthesis(self, ws, c, update_emas=False):
         return self.G.synthesis(ws, c=c, update_emas=update_emas)
+
+
+class TriPlaneLoss(StyleGAN2Loss):
+    """EG3D's loss (NVlabs/eg3d: eg3d/training/loss.py), for the tri-plane generator and DualDiscriminator.
+
+    On top of StyleGAN2Loss, with EG3D's constructor arguments:
+    - images are dicts {'image', 'image_raw'}; the real raw image is filtered_resizing(real, nrr), blurred
+      like D's input while the blur lasts; D's input blur applies to 'image' only; augmentation runs on
+      [image, raw resized to image] jointly and the raw part is resized back;
+    - the neural rendering resolution nrr = rint(initial (1 - a) + final a), a = min(cur_nimg /
+      (fade_kimg 1e3), 1), or `initial` without a final value; G renders at it;
+    - generator pose conditioning: the mapping sees roll(c, 1) instead of c with probability
+      p = (1 - a) + a gpc_reg_prob, a = min(cur_nimg / (gpc_reg_fade_kimg 1e3), 1) (per sample, one draw
+      per batch in the density term, as EG3D); without gpc_reg_prob it sees zeros;
+    - dual R1: gamma / 2 (|grad_image D|^2 + |grad_raw D|^2). As in EG3D the gradients are taken with
+      respect to D's actual inputs (after blur and augmentation), because EG3D's run_D writes them into
+      the dict it is given;
+    - density regularisation in Greg (G_reg_interval = density_reg_every): 1000 points U[-1, 1]^3 per
+      sample and the same points moved by N(0, density_reg_p_dist); density_reg * L1(sigma, sigma moved).
+      It is on when G.rendering_kwargs['density_reg'] > 0 ('l1' only); no path-length penalty.
+    """
+
+    def __init__(self, device, G, D, augment_pipe=None, r1_gamma=10, style_mixing_prob=0, pl_weight=0,
+                 pl_batch_shrink=2, pl_decay=0.01, pl_no_weight_grad=False, blur_init_sigma=0, blur_fade_kimg=0,
+                 r1_gamma_init=0, r1_gamma_fade_kimg=0, neural_rendering_resolution_initial=64,
+                 neural_rendering_resolution_final=None, neural_rendering_resolution_fade_kimg=0,
+                 gpc_reg_fade_kimg=1000, gpc_reg_prob=None, dual_discrimination=False, filter_mode='antialiased'):
+        super().__init__(device, G, D, augment_pipe=augment_pipe, r1_gamma=r1_gamma, style_mixing_prob=style_mixing_prob,
+                         pl_weight=pl_weight, pl_batch_shrink=pl_batch_shrink, pl_decay=pl_decay,
+                         pl_no_weight_grad=pl_no_weight_grad, blur_init_sigma=blur_init_sigma,
+                         blur_fade_kimg=blur_fade_kimg)
+        _ = r1_gamma_init, r1_gamma_fade_kimg  # accepted and unused, as in EG3D
+        if gpc_reg_prob is not None and not 0 <= gpc_reg_prob <= 1:
+            raise ValueError(f'gpc_reg_prob must be in [0, 1], got {gpc_reg_prob}.')
+        if not dual_discrimination:
+            raise ValueError('TriPlaneLoss needs dual_discrimination=True (the DualDiscriminator sees image and raw image).')
+        self.neural_rendering_resolution_initial = neural_rendering_resolution_initial
+        self.neural_rendering_resolution_final = neural_rendering_resolution_final
+        self.neural_rendering_resolution_fade_kimg = neural_rendering_resolution_fade_kimg
+        self.gpc_reg_fade_kimg = gpc_reg_fade_kimg
+        self.gpc_reg_prob = gpc_reg_prob
+        self.dual_discrimination = dual_discrimination
+        self.filter_mode = filter_mode
+        self.resample_filter = upfirdn2d.setup_filter([1, 3, 3, 1], device=device)
+        self._nrr = neural_rendering_resolution_initial
+        self._swapping_prob = None
+
+    # -- schedules -----------------------------------------------------------------------------
+
+    def neural_rendering_resolution(self, cur_nimg):
+        if self.neural_rendering_resolution_final is None:
+            return self.neural_rendering_resolution_initial
+        alpha = min(cur_nimg / (self.neural_rendering_resolution_fade_kimg * 1e3), 1)
+        return int(np.rint(self.neural_rendering_resolution_initial * (1 - alpha)
+                           + self.neural_rendering_resolution_final * alpha))
+
+    def swapping_prob(self, cur_nimg):
+        if self.gpc_reg_prob is None:
+            return None
+        alpha = min(cur_nimg / (self.gpc_reg_fade_kimg * 1e3), 1) if self.gpc_reg_fade_kimg > 0 else 1
+        return (1 - alpha) * 1 + alpha * self.gpc_reg_prob
+
+    def _conditioning(self, c, per_sample=True):
+        """The label the mapping sees: c, roll(c, 1) with the swapping probability, or zeros."""
+        if self._swapping_prob is None:
+            return torch.zeros_like(c)
+        shape = (c.shape[0], 1) if per_sample else []
+        swap = torch.rand(shape, device=c.device) < self._swapping_prob
+        return torch.where(swap, torch.roll(c.clone(), 1, 0), c)
+
+    @property
+    def G_reg_enabled(self):
+        return self.G.rendering_kwargs.get('density_reg', 0) > 0
+
+    # -- passes --------------------------------------------------------------------------------
+
+    def run_G(self, z, c, update_emas=False):
+        c_mapping = self._conditioning(c)
+        ws = self.mix_styles(self.G.mapping(z, c_mapping, update_emas=update_emas), z, c_mapping)
+        out = self.G.synthesis(ws, c, neural_rendering_resolution=self._nrr, update_emas=update_emas)
+        return out, ws
+
+    def run_D(self, img, c, blur_sigma=0, update_emas=False):
+        # Writes D's actual inputs into `img`, as EG3D does (the dual R1 differentiates them).
+        if blur_sigma > 0:
+            with torch.autograd.profiler.record_function('blur'):
+                img['image'] = blur(img['image'], blur_sigma)
+        if self.augment_pipe is not None:
+            image, raw = img['image'], img['image_raw']
+            resize = dict(mode='bilinear', antialias=True)
+            pair = self.augment_pipe(torch.cat([image, F.interpolate(raw, size=image.shape[2:], **resize)], dim=1))
+            img['image'] = pair[:, :image.shape[1]]
+            img['image_raw'] = F.interpolate(pair[:, image.shape[1]:], size=raw.shape[2:], **resize)
+        return self.D(img, c, update_emas=update_emas)
+
+    def detach_real(self, real_img, requires_grad):
+        return {key: value.detach().requires_grad_(requires_grad) for key, value in real_img.items()}
+
+    def r1_penalty(self, real_img, real_logits):
+        with torch.autograd.profiler.record_function('r1_grads'), conv2d_gradfix.no_weight_gradients():
+            grads = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img['image'], real_img['image_raw']],
+                                        create_graph=True, only_inputs=True)
+        return grads[0].square().sum([1, 2, 3]) + grads[1].square().sum([1, 2, 3])
+
+    def extra_G_terms(self, stage, ctx):
+        if stage != 'reg' or not self.G_reg_enabled:
+            return {}
+        options = self.G.rendering_kwargs
+        c_mapping = self._conditioning(ctx.gen_c, per_sample=False)
+        ws = self.mix_styles(self.G.mapping(ctx.gen_z, c_mapping, update_emas=False), ctx.gen_z, c_mapping)
+        initial = torch.rand((ws.shape[0], 1000, 3), device=ws.device) * 2 - 1
+        perturbed = initial + torch.randn_like(initial) * options['density_reg_p_dist']
+        points = torch.cat([initial, perturbed], dim=1)
+        sigma = self.G.sample_mixed(points, torch.randn_like(points), ws, update_emas=False)['sigma']
+        half = sigma.shape[1] // 2
+        return {'Gdensity': F.l1_loss(sigma[:, :half], sigma[:, half:]) * options['density_reg']}
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        self._nrr = self.neural_rendering_resolution(cur_nimg)
+        self._swapping_prob = self.swapping_prob(cur_nimg)
+        real_raw = filtered_resizing(real_img, size=self._nrr, f=self.resample_filter, filter_mode=self.filter_mode)
+        real_raw = blur(real_raw, self.blur_sigma(cur_nimg))  # EG3D blurs the raw target too
+        super().accumulate_gradients(phase, {'image': real_img, 'image_raw': real_raw}, real_c, gen_z, gen_c, gain,
+                                     cur_nimg)

@@ -14,7 +14,10 @@ TriPlaneGenerator:
   rendering_kwargs['superresolution_module'] with the official class path
   ('training.superresolution.SuperresolutionHybrid8XDC'); it sees only the last w, repeated;
 - `G(z, c)` and `G.synthesis(ws, c)` return the official dict {'image', 'image_raw', 'image_depth'}.
-  As in EG3D, passing neural_rendering_resolution sets G.neural_rendering_resolution.
+  As in EG3D, passing neural_rendering_resolution sets G.neural_rendering_resolution, and when the
+  super-resolution needs no resize (2X at neural rendering resolution 64, 4X at 128) 'image_raw'
+  includes the ToRGB of its first block (EG3D adds it in place to the raw image it returns; checked
+  against the official code, and kept because the official D trained on it).
 
 Deterministic rendering: rendering_kwargs['jitter'] = False (absent = True, as EG3D).
 
@@ -242,8 +245,9 @@ class TriPlaneGenerator(torch.nn.Module):
     label_kind = 'camera'
     synthesis_options = ('camera', 'noise_mode', 'force_fp32', 'render')
     output_key = 'image'
-    # Plain attributes that G_ema takes from G after every step (EG3D's training loop copies them).
-    ema_attributes = ('neural_rendering_resolution', 'rendering_kwargs')
+    # Plain attributes that are state: the no-exec loader restores them from a file, and the training
+    # loop copies them from G to G_ema after every step (as EG3D's loop does).
+    state_attributes = ('neural_rendering_resolution', 'rendering_kwargs')
 
     def __init__(self,
         z_dim,                      # Input latent (Z) dimensionality.
@@ -320,7 +324,10 @@ class TriPlaneGenerator(torch.nn.Module):
         h = w = neural_rendering_resolution
         feature_image = features.permute(0, 2, 1).reshape(n, features.shape[-1], h, w).contiguous()
         depth_image = depth.permute(0, 2, 1).reshape(n, 1, h, w)
-        rgb_image = feature_image[:, :3]
+        # A copy, not EG3D's view of feature_image: the first super-resolution block adds its ToRGB to
+        # the raw image in place when no resize precedes it (2X at 64, 4X at 128), which EG3D then
+        # returns as image_raw; the copy keeps those values without clobbering the block's conv input.
+        rgb_image = feature_image[:, :3].clone()
         sr_kwargs = {k: v for k, v in synthesis_kwargs.items() if k != 'noise_mode'}
         sr_image = self.superresolution(rgb_image, feature_image, ws,
                                         noise_mode=self.rendering_kwargs['superresolution_noise_mode'], **sr_kwargs)
@@ -402,7 +409,11 @@ class DualDiscriminator(sg2.Discriminator):
 
 # ----------------------------------------------------------------------------------------------
 
-# Official EG3D pickles embed these modules; the no-exec loader rebuilds their objects from ours.
+# Our pickles embed this module, official EG3D pickles the modules below; the no-exec loader rebuilds
+# their objects from our classes.
+persistence.register_no_exec_module(
+    __name__, [MipRayMarcher2, RaySampler, ImportanceRenderer, OSGDecoder, SynthesisBlockNoUp,
+               *SUPERRESOLUTION_CLASSES.values(), TriPlaneGenerator, DualDiscriminator])
 persistence.register_no_exec_module('training.triplane', [TriPlaneGenerator, OSGDecoder],
                                     signature=['TriPlaneGenerator', 'OSGDecoder'])
 persistence.register_no_exec_module(

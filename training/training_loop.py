@@ -142,9 +142,26 @@ def save_image_grid(images, path, drange, grid_size):
     snapshots.atomic_write(path, lambda f: image.save(f, format='PNG'))
 
 def _generate_grid(G_ema, grid_z, grid_c, batch):
+    """{file suffix: NCHW images}: '' for the image, plus a dict generator's other images (EG3D: '_raw', '_depth')."""
+    parts = {}
     with torch.no_grad():
-        return torch.cat([capabilities.image_of(G_ema, G_ema(z, c, noise_mode='const')).cpu()
-                          for z, c in zip(grid_z.split(batch), grid_c.split(batch))])
+        for z, c in zip(grid_z.split(batch), grid_c.split(batch)):
+            for suffix, images in capabilities.image_outputs(G_ema, G_ema(z, c, noise_mode='const')).items():
+                parts.setdefault(suffix, []).append(images.cpu())
+    return {suffix: torch.cat(images).numpy() for suffix, images in parts.items()}
+
+def save_generated_grid(grids, path, grid_size):
+    """Write the grids of _generate_grid: `path` for the image, `<stem><suffix>.png` for the others.
+
+    Images are in [-1, 1]; depth (a one-channel '_depth') is shown as EG3D does: negated, over its own range.
+    """
+    stem, ext = os.path.splitext(path)
+    for suffix, images in grids.items():
+        drange = [-1, 1]
+        if suffix == '_depth':
+            images = -images
+            drange = [float(images.min()), float(images.max()) + 1e-8]
+        save_image_grid(images, stem + suffix + ext, drange=drange, grid_size=grid_size)
 
 #----------------------------------------------------------------------------
 # Stop requests (preemption, Ctrl-C).
@@ -345,8 +362,8 @@ def training_loop(
         save_image_grid(grid_images, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid_size)
         grid_z = torch.randn([len(grid_images), G.z_dim], generator=torch.Generator().manual_seed(random_seed)).to(device)
         grid_c = torch.from_numpy(grid_labels).to(device)
-        save_image_grid(_generate_grid(G_ema, grid_z, grid_c, batch_gpu).numpy(),
-                        os.path.join(run_dir, 'fakes_init.png'), drange=[-1, 1], grid_size=grid_size)
+        save_generated_grid(_generate_grid(G_ema, grid_z, grid_c, batch_gpu), os.path.join(run_dir, 'fakes_init.png'),
+                            grid_size)
 
     # Logs.
     stats_collector = training_stats.Collector(regex='.*')
@@ -431,6 +448,8 @@ def training_loop(
                     p_ema.copy_(p.lerp(p_ema, ema_beta))
                 for b_ema, b in zip(G_ema.buffers(), G.buffers()):
                     b_ema.copy_(b)
+            for name in capabilities.state_attributes(G):
+                setattr(G_ema, name, copy.deepcopy(getattr(G, name)))
 
             cur_nimg += batch_size
             batch_idx += 1
@@ -485,9 +504,9 @@ def training_loop(
 
             # Snapshots.
             if is_main and image_snapshot_ticks is not None and (done or cur_tick % image_snapshot_ticks == 0):
-                save_image_grid(_generate_grid(G_ema, grid_z, grid_c, batch_gpu).numpy(),
-                                snapshots.unused_path(os.path.join(run_dir, f'fakes{cur_nimg // 1000:06d}.png')),
-                                drange=[-1, 1], grid_size=grid_size)
+                save_generated_grid(_generate_grid(G_ema, grid_z, grid_c, batch_gpu),
+                                    snapshots.unused_path(os.path.join(run_dir, f'fakes{cur_nimg // 1000:06d}.png')),
+                                    grid_size)
             snapshot_pkl = None
             if network_snapshot_ticks is not None and (done or cur_tick % network_snapshot_ticks == 0):
                 snapshot_pkl = save_snapshot(cur_tick + 1, cur_nimg)
