@@ -14,6 +14,11 @@
     # An any-scale generator (CREPS): twice its resolution; a 16:9 view, moved and magnified.
     python gen_images.py --network=creps.pkl --seeds=0-3 --scale=2 --outdir=out
     python gen_images.py --network=creps.pkl --seeds=0-3 --size=1280x720 --translate=0.1,0 --zoom=1.5 --outdir=out
+
+    # EG3D: EG3D's three views of gen_samples.py (yaw +-0.4, pitch -0.2), their depth maps, and the shapes.
+    python gen_images.py --network=ffhq512-128.pkl --seeds=0-3 --trunc=0.7 --yaw=0.4,0,-0.4 --pitch=-0.2 --grid --outdir=out
+    python gen_images.py --network=ffhq512-128.pkl --seeds=0-3 --image-mode=image_depth --outdir=out/depth
+    python gen_images.py --network=ffhq512-128.pkl --seeds=0 --shapes --shape-res=256 --outdir=out/shapes
 """
 
 import json
@@ -21,6 +26,7 @@ import os
 import sys
 
 import click
+import numpy as np
 import PIL.Image
 import torch
 import tqdm
@@ -51,7 +57,7 @@ def parse_grid(text, default_shape):
 CAMERA_OPTIONS = ('yaw', 'pitch', 'radius', 'fov', 'focal', 'pivot', 'poses')
 
 
-def camera_views(opts):
+def camera_views(opts, G=None):
     """[V, 25] camera labels from the camera options: --poses, or every (pitch, yaw) pair (yaw varying fastest)."""
     if opts.poses is not None:
         if any(opts[name] is not None for name in CAMERA_OPTIONS if name != 'poses'):
@@ -69,8 +75,9 @@ def camera_views(opts):
         raise CommandError('Pass either --fov or --focal, not both.')
     yaws = opts.yaw if opts.yaw is not None else [0.0]
     pitches = opts.pitch if opts.pitch is not None else [0.0]
-    pivot = opts.pivot if opts.pivot is not None else cameras.FFHQ_PIVOT
-    radius = opts.radius if opts.radius is not None else cameras.FFHQ_RADIUS
+    default_radius, default_pivot = generation.camera_defaults(G)
+    pivot = opts.pivot if opts.pivot is not None else default_pivot
+    radius = opts.radius if opts.radius is not None else default_radius
     focal = cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or cameras.FFHQ_FOCAL)
     yaw_grid = [yaw for _pitch in pitches for yaw in yaws]
     pitch_grid = [pitch for pitch in pitches for _yaw in yaws]
@@ -90,7 +97,7 @@ def labels_for(G, opts):
         raise CommandError(f'--class={opts.class_idx} is a class, but this network is camera-conditioned; it takes camera '
                            f'options (--yaw, --pitch, --poses, ...), not --class.')
     if camera_net:
-        return camera_views(opts)
+        return camera_views(opts, G)
     if G.c_dim == 0 and opts.class_idx is not None:
         print('warning: --class is ignored for an unconditional network', file=sys.stderr)
         return torch.zeros([1, 0])
@@ -108,6 +115,20 @@ def output_names(seeds, num_views, grid):
     if num_views == 1:
         return [f'seed{seed:04d}.png' for seed in seeds]
     return [f'seed{seed:04d}-view{view:02d}.png' for seed in seeds for view in range(num_views)]
+
+
+def extra_names(names, seeds, opts):
+    """The files besides the PNGs: depth values (.npy) per image, and per seed a mesh and its density grid."""
+    extra = []
+    if opts.image_mode.endswith('_depth'):
+        extra += [os.path.splitext(name)[0] + '.npy' for name in names]
+    if opts.shapes:
+        extra += [name for seed in seeds for name in (f'seed{seed:04d}.ply', f'seed{seed:04d}_density.npy')]
+    return extra
+
+
+def save_npy(path, array):
+    snapshots.atomic_write(path, lambda f: np.save(f, array))
 
 
 def save_png(path, image):
@@ -155,6 +176,15 @@ def generate_images(opts):
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
     check_view_size(G, opts, channels)
+    try:
+        generation.check_image_mode(G, opts.image_mode)
+        generation.set_render_options(G, nrr=opts.nrr, sample_mult=opts.sample_mult)
+        if opts.shapes and not hasattr(G, 'sample_mixed'):
+            raise generation.GenerationError(f'--shapes needs a network with a density field (EG3D); '
+                                             f'{generation.network_name(G)} has none.')
+    except generation.GenerationError as error:
+        raise CommandError(str(error)) from None
+    depth = opts.image_mode.endswith('_depth')
 
     num_views = views.shape[0]
     grid = None
@@ -165,10 +195,11 @@ def generate_images(opts):
         cli.check_image_size(grid[0] * width, grid[1] * height, channels, '--grid', max_side=None,
                              fix='pass fewer --seeds or a smaller --grid')
     names = output_names(seeds, num_views, grid)
-    prepare_outdir(opts.outdir, names, opts.overwrite)
+    prepare_outdir(opts.outdir, names + extra_names(names, seeds, opts), opts.overwrite)
 
     views = views.to(device)
-    images = []
+    mapping_c = generation.mapping_label(G, device)
+    images, depths = [], []
     num_images = len(seeds) * num_views  # image i: seed i // num_views, view i % num_views
     batches = range(0, num_images, opts.batch)
     for start in tqdm.tqdm(batches, desc='Generating', unit='batch', disable=not sys.stderr.isatty()):
@@ -176,16 +207,45 @@ def generate_images(opts):
         z = generation.latents([seeds[i // num_views] for i in index], G.z_dim, device)
         part = generation.generate(G, z, views[[i % num_views for i in index]],
                                    truncation_psi=opts.trunc, truncation_cutoff=opts.trunc_cutoff,
-                                   noise_mode=opts.noise_mode, batch=opts.batch, view=view)
-        part = generation.to_uint8(part)
+                                   noise_mode=opts.noise_mode, batch=opts.batch, view=view,
+                                   image_mode=opts.image_mode, mapping_c=mapping_c)
+        values = part
+        part = generation.to_frames(part, opts.image_mode)
         if grid is None:
             for offset, image in enumerate(part):
                 save_png(os.path.join(opts.outdir, names[start + offset]), image)
+                if depth:
+                    save_npy(os.path.join(opts.outdir, os.path.splitext(names[start + offset])[0] + '.npy'),
+                             values[offset, 0].numpy())
         else:
             images.append(part)
+            if depth:
+                depths.append(values[:, 0])
     if grid is not None:
         save_png(os.path.join(opts.outdir, names[0]), generation.tile(torch.cat(images), *grid))
+        if depth:
+            save_npy(os.path.join(opts.outdir, 'grid.npy'), torch.cat(depths).numpy())
     print(f'Wrote {len(names)} image{"s" if len(names) > 1 else ""} to {opts.outdir}')
+    if opts.shapes:
+        write_shapes(G, seeds, mapping_c if mapping_c is not None else views[:1], opts, device)
+
+
+def write_shapes(G, seeds, label, opts, device):
+    """Per seed: the density grid (seedNNNN_density.npy, indexed [x, y, z]) and its mesh (seedNNNN.ply)."""
+    from training.rendering import shapes
+    for seed in tqdm.tqdm(seeds, desc='Shapes', unit='seed', disable=not sys.stderr.isatty()):
+        z = generation.latents([seed], G.z_dim, device)
+        try:
+            grid, vertices, faces = generation.shape_of(G, z, label, opts.shape_res, truncation_psi=opts.trunc,
+                                                        truncation_cutoff=opts.trunc_cutoff,
+                                                        noise_mode=opts.noise_mode, level=opts.shape_level)
+        except generation.GenerationError as error:
+            raise CommandError(f'seed {seed}: {error}') from None
+        save_npy(os.path.join(opts.outdir, f'seed{seed:04d}_density.npy'), grid)
+        snapshots.atomic_write(os.path.join(opts.outdir, f'seed{seed:04d}.ply'),
+                               lambda f: shapes.write_ply(f, vertices, faces))
+    print(f'Wrote {len(seeds)} mesh{"es" if len(seeds) > 1 else ""} (.ply) and density grid(s) (_density.npy) '
+          f'to {opts.outdir}')
 
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help']))
@@ -208,6 +268,12 @@ def generate_images(opts):
 @click.option('--scale', help=f'Output scale, for generators that render at any resolution: int(resolution * S) pixels per side (at most {cli.MAX_IMAGE_SIDE})', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')
 @click.option('--size', help='Output width x height in pixels at the pixel pitch of --scale (a wider, taller or non-square view), for networks that render any shape (CREPS)', metavar='WxH', type=cli.ViewSize())
 @click.option('--grid', help='Write one grid.png instead of one file per image: --grid alone (near-square; with several camera views one row per seed) or --grid=COLSxROWS', is_flag=False, flag_value='auto', metavar='[COLSxROWS]')
+@click.option('--image-mode', help='Which output of a network with several (EG3D: image, image_raw, image_depth); depth is saved as a colour-mapped PNG and its values as .npy', type=click.Choice(['image', 'image_raw', 'image_depth']), default='image', show_default=True)
+@click.option('--nrr', help='Neural rendering resolution of a volume renderer (EG3D)  [default: the network\'s]', type=click.IntRange(min=4, max=1024), metavar='INT')
+@click.option('--sample-mult', help='Multiply the depth samples per ray of a volume renderer (EG3D)  [default: 1]', type=cli.FiniteFloat(min=0, min_open=True), metavar='M')
+@click.option('--shapes', help='Also export each seed\'s shape: a mesh (.ply, marching cubes) and its density grid (.npy)', is_flag=True)
+@click.option('--shape-res', help='Density grid points per side for --shapes', type=click.IntRange(min=8, max=1024), default=512, show_default=True)
+@click.option('--shape-level', help='Density level of the --shapes surface  [default: 10, as EG3D]', type=cli.FiniteFloat(), metavar='FLOAT')
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
 @click.option('--trust-code', help='Execute code embedded in the pickle (only for files you trust)', is_flag=True)

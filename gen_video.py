@@ -8,6 +8,10 @@
     # ... or a pure orbit around one identity.
     python gen_video.py --network=snapshot.pkl --seeds=0 --w-frames=120 --output=orbit.mp4
 
+    # EG3D: an orbit around one identity, and its depth (twice the depth samples by default, as EG3D).
+    python gen_video.py --network=ffhq512-128.pkl --seeds=0 --w-frames=120 --trunc=0.7 --output=orbit.mp4
+    python gen_video.py --network=ffhq512-128.pkl --seeds=0 --w-frames=120 --image-mode=image_depth --output=depth.mp4
+
     # An any-scale generator (CREPS) at twice its resolution; or a 16:9 view of it, magnified 1.5 times.
     python gen_video.py --network=creps.pkl --seeds=0-7 --scale=2 --output=lerp.mp4
     python gen_video.py --network=creps.pkl --seeds=0-7 --size=1280x720 --zoom=1.5 --output=wide.mp4
@@ -77,8 +81,9 @@ def label_function(G, opts, num_frames):
         return lambda frame: label
     if opts.fov is not None and opts.focal is not None:
         raise CommandError('Pass either --fov or --focal, not both.')
-    pivot = opts.pivot if opts.pivot is not None else cameras.FFHQ_PIVOT
-    camera = dict(radius=opts.radius or cameras.FFHQ_RADIUS, pivot=pivot,
+    default_radius, default_pivot = generation.camera_defaults(G)
+    pivot = opts.pivot if opts.pivot is not None else default_pivot
+    camera = dict(radius=opts.radius or default_radius, pivot=pivot,
                   focal=cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or cameras.FFHQ_FOCAL))
     yaw0, pitch0 = opts.yaw or 0.0, opts.pitch or 0.0
     if opts.camera == 'fixed':
@@ -177,6 +182,9 @@ def write_video(path, frames, num_frames, fps, bitrate):
 @click.option('--size', help='Width x height in pixels of each video (grid cell) at the pixel pitch of --scale, for networks that render any shape (CREPS); the frame must have even sides', metavar='WxH', type=cli.ViewSize())
 @click.option('--translate', help='Move the content by X,Y image sizes (+x right, +y down): StyleGAN3 (input transform) or networks with a view (CREPS)', default='0,0', show_default=True, metavar='X,Y', type=cli.FiniteFloatList(count=2))
 @click.option('--zoom', help='Magnify the content about the image centre, for networks with a view (CREPS)  [default: 1]', type=cli.FiniteFloat(min=0, min_open=True), metavar='Z')
+@click.option('--image-mode', help='Which output of a network with several (EG3D: image, image_raw, image_depth; depth colour-mapped)', type=click.Choice(['image', 'image_raw', 'image_depth']), default='image', show_default=True)
+@click.option('--nrr', help='Neural rendering resolution of a volume renderer (EG3D)  [default: the network\'s]', type=click.IntRange(min=4, max=1024), metavar='INT')
+@click.option('--sample-mult', help='Multiply the depth samples per ray of a volume renderer (EG3D)  [default: 2, as EG3D\'s gen_videos.py]', type=cli.FiniteFloat(min=0, min_open=True), metavar='M')
 @click.option('--fps', help='Frames per second', type=click.IntRange(min=1), default=60, show_default=True)
 @click.option('--bitrate', help='Video bitrate in bits per second, with an optional k, M or G suffix (1k to 10G)', type=cli.Bitrate(), default='12M', show_default=True)
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
@@ -208,13 +216,22 @@ def main(**kwargs):
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
     view = frame_view(G, opts, grid)
+    try:
+        generation.check_image_mode(G, opts.image_mode)
+        sample_mult = opts.sample_mult
+        if sample_mult is None and capabilities.accepts(G, 'render'):
+            sample_mult = 2  # EG3D's gen_videos.py default: fewer flickering samples
+        generation.set_render_options(G, nrr=opts.nrr, sample_mult=sample_mult)
+    except generation.GenerationError as error:
+        raise CommandError(str(error)) from None
     num_frames = seed_table.shape[1] * opts.w_frames
     label_at = label_function(G, opts, num_frames)
 
     z = torch.stack([generation.latents(row, G.z_dim, device) for row in seed_table])
     frames = generation.interpolation_frames(G, z, num_frames, opts.w_frames, label_at, grid,
                                              truncation_psi=opts.trunc, truncation_cutoff=opts.trunc_cutoff,
-                                             noise_mode=opts.noise_mode, batch=opts.batch, view=view)
+                                             noise_mode=opts.noise_mode, batch=opts.batch, view=view,
+                                             image_mode=opts.image_mode, mapping_c=generation.mapping_label(G, device))
     write_video(opts.output, frames, num_frames, opts.fps, opts.bitrate)
     print(f'Wrote {opts.output} ({num_frames} frames)')
 

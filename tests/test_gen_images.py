@@ -36,6 +36,7 @@ def nets(tmp_path_factory):
         sg3r=tiny_networks.save_snapshot(folder / 'sg3r.pkl', tiny_networks.stylegan3_generator()),
         raycond2=tiny_networks.save_snapshot(folder / 'raycond2.pkl', _tiny_raycond2()),
         creps=tiny_networks.save_snapshot(folder / 'creps.pkl', tiny_networks.creps_generator()),
+        eg3d=tiny_networks.save_snapshot(folder / 'eg3d.pkl', tiny_networks.triplane_generator()),
     )
 
 
@@ -535,3 +536,86 @@ def test_view_sizes_are_width_x_height():
     for text in ('0x5', '5x0', '1.5x2', '5', '5x5x5', 'axb', ''):
         with pytest.raises(click.BadParameter, match='WIDTHxHEIGHT'):
             size.convert(text, None, None)
+
+
+# ----------------------------------------------------------------------------------------------
+# EG3D (tri-plane) networks: image modes, render options, shapes.
+
+def _eg3d_reference(mode, yaw=0.0, nrr=None, sample_mult=None):
+    """The EG3D network's own output for seed 0 at `yaw`: mapped with the frontal camera, as EG3D's gen_samples.py."""
+    G = tiny_networks.triplane_generator()
+    if nrr is not None:
+        G.neural_rendering_resolution = nrr
+    if sample_mult is not None:
+        G.rendering_kwargs = dict(G.rendering_kwargs, depth_resolution=6 * sample_mult,
+                                  depth_resolution_importance=6 * sample_mult)
+    radius, pivot = G.rendering_kwargs['avg_camera_radius'], G.rendering_kwargs['avg_camera_pivot']
+    frontal = cameras.lookat_labels([0.0], [0.0], radius=radius, pivot=pivot)
+    view = cameras.lookat_labels([yaw], [0.0], radius=radius, pivot=pivot)
+    with torch.no_grad():
+        ws = G.mapping(generation.latents([0], G.z_dim), frontal)
+        G.rendering_kwargs = dict(G.rendering_kwargs, jitter=False)
+        return G.synthesis(ws, view, noise_mode='const')[mode]
+
+
+def test_eg3d_image_modes_write_the_networks_outputs(nets, tmp_path, monkeypatch):
+    # Deterministic rendering for the comparison: the network's own outputs with jitter off.
+    monkeypatch.setattr(generation, 'set_render_options', _deterministic(generation.set_render_options))
+    ok('--network', nets['eg3d'], '--seeds=0', '--yaw=0.3', '--outdir', tmp_path / 'image')
+    expected = generation.to_uint8(_eg3d_reference('image', yaw=0.3))[0].numpy()
+    assert np.abs(read_png(tmp_path / 'image' / 'seed0000.png').astype(int) - expected).max() <= 1
+    ok('--network', nets['eg3d'], '--seeds=0', '--yaw=0.3', '--image-mode=image_raw', '--outdir', tmp_path / 'raw')
+    raw = read_png(tmp_path / 'raw' / 'seed0000.png')
+    assert raw.shape == (8, 8, 3)
+    assert np.abs(raw.astype(int) - generation.to_uint8(_eg3d_reference('image_raw', yaw=0.3))[0].numpy()).max() <= 1
+    ok('--network', nets['eg3d'], '--seeds=0', '--yaw=0.3', '--image-mode=image_depth', '--outdir', tmp_path / 'depth')
+    depth = np.load(tmp_path / 'depth' / 'seed0000.npy')
+    np.testing.assert_allclose(depth, _eg3d_reference('image_depth', yaw=0.3)[0, 0].numpy(), atol=1e-5)
+    png = read_png(tmp_path / 'depth' / 'seed0000.png')
+    assert png.shape == (8, 8, 3)
+    near, far = np.unravel_index(depth.argmin(), depth.shape), np.unravel_index(depth.argmax(), depth.shape)
+    assert png[near].astype(int).sum() > png[far].astype(int).sum()  # near is bright
+
+
+def _deterministic(set_render_options):
+    def wrapped(G, nrr=None, sample_mult=None):
+        set_render_options(G, nrr=nrr, sample_mult=sample_mult)
+        if hasattr(G, 'rendering_kwargs'):
+            G.rendering_kwargs = dict(G.rendering_kwargs, jitter=False)
+    return wrapped
+
+
+def test_eg3d_nrr_and_sample_mult(nets, tmp_path, monkeypatch):
+    monkeypatch.setattr(generation, 'set_render_options', _deterministic(generation.set_render_options))
+    ok('--network', nets['eg3d'], '--seeds=0', '--image-mode=image_depth', '--nrr=12', '--sample-mult=2',
+       '--outdir', tmp_path)
+    depth = np.load(tmp_path / 'seed0000.npy')
+    assert depth.shape == (12, 12)
+    np.testing.assert_allclose(depth, _eg3d_reference('image_depth', nrr=12, sample_mult=2)[0, 0].numpy(), atol=1e-5)
+
+
+def test_eg3d_shapes_write_a_mesh_on_the_density_level(nets, tmp_path):
+    from training.rendering import shapes
+    G = tiny_networks.triplane_generator()
+    ok('--network', nets['eg3d'], '--seeds=0', '--shapes', '--shape-res=24', '--shape-level=-0.5', '--outdir', tmp_path)
+    grid = np.load(tmp_path / 'seed0000_density.npy')
+    assert grid.shape == (24, 24, 24)
+    vertices, faces = shapes.read_ply(tmp_path / 'seed0000.ply')
+    assert len(faces) > 0 and np.abs(vertices).max() <= 0.5 + 1e-6  # inside the box_warp cube
+    # The density at the vertices (queried from the network) is the level, up to the trilinear grid.
+    frontal = cameras.lookat_labels([0.0], [0.0], radius=2.7, pivot=[0, 0, 0])
+    with torch.no_grad():
+        ws = G.mapping(generation.latents([0], G.z_dim), frontal)
+        sigma = G.sample_mixed(torch.from_numpy(vertices[None].copy()), torch.zeros(1, len(vertices), 3), ws,
+                               noise_mode='const')['sigma']
+    inner = np.abs(vertices).max(axis=1) < 0.5 - 1.0 / 23 * 3  # away from the cleared border
+    assert np.median(np.abs(sigma[0, inner, 0].numpy() + 0.5)) < 0.1
+
+
+@pytest.mark.parametrize('option, words', [('--image-mode=image_depth', 'is not an output of'),
+                                           ('--nrr=16', 'applies to volume-rendering networks'),
+                                           ('--sample-mult=2', 'applies to volume-rendering networks'),
+                                           ('--shapes', 'needs a network with a density field')])
+def test_eg3d_options_on_a_2d_network_are_one_sentence(nets, tmp_path, option, words):
+    assert_error(run('--network', nets['sg2'], '--seeds=0', option, '--outdir', tmp_path), words)
+    assert not os.path.exists(tmp_path / 'seed0000.png')

@@ -29,6 +29,7 @@ def nets(tmp_path_factory):
         classes=tiny_networks.save_snapshot(folder / 'classes.pkl', tiny_networks.stylegan2_generator(c_dim=5)),
         camera=tiny_networks.save_snapshot(folder / 'camera.pkl', tiny_networks.camera_generator()),
         creps=tiny_networks.save_snapshot(folder / 'creps.pkl', tiny_networks.creps_generator()),
+        eg3d=tiny_networks.save_snapshot(folder / 'eg3d.pkl', tiny_networks.triplane_generator()),
     )
 
 
@@ -287,3 +288,42 @@ def test_bad_view_values_are_usage_errors(nets, tmp_path, option, no_rendering):
     assert result.exit_code == 2, result.output
     assert_error(result, f"'{option.split('=')[0]}'")
     assert not os.listdir(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# EG3D: the orbit about the network's own camera, one identity, --image-mode, --sample-mult, --nrr.
+
+def test_eg3d_orbit_keeps_the_identity_and_renders_the_requested_output(nets, tmp_path, monkeypatch):
+    calls = []
+    original = generation.synthesize
+
+    def spy(G, ws, c=None, **kwargs):
+        calls.append(dict(ws=ws.clone(), c=c.clone(), kwargs=kwargs, nrr=G.neural_rendering_resolution,
+                          depth=G.rendering_kwargs['depth_resolution']))
+        return original(G, ws, c, **kwargs)
+    monkeypatch.setattr(generation, 'synthesize', spy)
+    ok('--network', nets['eg3d'], '--seeds=4', '--w-frames=4', '--image-mode=image_depth', '--nrr=10',
+       '--output', tmp_path / 'depth.mp4')
+    assert len(calls) == 4
+    G = tiny_networks.triplane_generator()
+    assert all(call['kwargs']['image_mode'] == 'image_depth' and call['nrr'] == 10 for call in calls)
+    assert all(call['depth'] == 2 * G.rendering_kwargs['depth_resolution'] for call in calls)  # EG3D's default x2
+    # The mapping saw EG3D's frontal conditioning camera in every frame (one identity), the renderer the orbit.
+    frontal = cameras.lookat_labels([0.0], [0.0], radius=2.7, pivot=[0, 0, 0])
+    with torch.no_grad():
+        expected_ws = G.mapping(generation.latents([4], G.z_dim), frontal)
+    for call in calls:
+        torch.testing.assert_close(call['ws'], expected_ws)
+    # Frame 0 of EG3D's orbit (yaw 0, pitch -0.05 + 0.25) about the network's pivot (0, 0, 0) at its radius 2.7.
+    phi = math.acos(1 - 2 * (math.pi / 2 + 0.2) / math.pi)
+    np.testing.assert_allclose(calls[0]['c'][0, [3, 7, 11]].numpy(), [0, 2.7 * math.cos(phi), 2.7 * math.sin(phi)],
+                               atol=1e-5)
+    video = iio.imread(tmp_path / 'depth.mp4')
+    assert video.shape == (4, 10, 10, 3)
+
+
+def test_render_options_on_a_2d_network_are_one_sentence(nets, tmp_path, no_rendering):
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--nrr=16', '--output', tmp_path / 'x.mp4'),
+                 'applies to volume-rendering networks')
+    assert_error(run('--network', nets['sg2'], '--seeds=0', '--image-mode=image_raw', '--output', tmp_path / 'x.mp4'),
+                 'is not an output of')

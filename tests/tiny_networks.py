@@ -95,6 +95,25 @@ def creps_generator(resolution=16, seed=0):
                                     mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=32).eval()
 
 
+def triplane_generator(resolution=32, seed=0, box_warp=1.0, **rendering):
+    """A tiny EG3D generator (16x16 planes, 8x8 neural rendering, 6 + 6 samples, fixed bounds around the unit box)."""
+    from training import networks_triplane
+    torch.manual_seed(seed)
+    rendering_kwargs = dict(
+        image_resolution=resolution, disparity_space_sampling=False, clamp_mode='softplus',
+        superresolution_module='training.superresolution.SuperresolutionHybrid2X', c_gen_conditioning_zero=False,
+        gpc_reg_prob=0.5, c_scale=1.0, superresolution_noise_mode='none', density_reg=0.25, density_reg_p_dist=0.004,
+        reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True, depth_resolution=6, depth_resolution_importance=6,
+        ray_start=2.0, ray_end=3.4, box_warp=box_warp, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0])
+    rendering_kwargs.update(rendering)
+    G = networks_triplane.TriPlaneGenerator(z_dim=16, c_dim=25, w_dim=16, img_resolution=resolution, img_channels=3,
+                                            mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16,
+                                            num_fp16_res=0, conv_clamp=None, rendering_kwargs=rendering_kwargs,
+                                            sr_kwargs=dict(block_channels=[16, 16]), triplane_resolution=16)
+    G.neural_rendering_resolution = 8
+    return G.eval()
+
+
 def camera_generator(seed=0, **kwargs):
     torch.manual_seed(seed)
     return CameraGenerator(**kwargs).eval()

@@ -8,7 +8,9 @@ not a camera model); it reads what the network declares. A generator declares, a
   (the 25-float camera label of `training.cameras`); `torch_utils.misc.label_kind` checks it.
 - `synthesis_options`: what `G.synthesis(ws, ...)` accepts beyond `ws`, from OPTIONS below.
 - `output_key`: None when `G(...)` and `G.synthesis(...)` return the image tensor; else the key of
-  the image in the dict they return (EG3D's `{'image', 'image_raw', 'image_depth'}` -> 'image').
+  the image in the dict they return (EG3D's `{'image', 'image_raw', 'image_depth'}` -> 'image');
+- `image_modes`: the keys of that dict a user may ask for (gen_images.py --image-mode); default
+  ('image',). A key ending in '_depth' holds depth, not colour;
 - `state_attributes`: names of plain (non-tensor) attributes that are part of the network's state:
   the no-exec loader restores them and the training loop copies them from G to G_ema after every
   step (EG3D: the scheduled neural rendering resolution); default none;
@@ -81,6 +83,16 @@ def image_of(G, output):
     if key is None and isinstance(output, dict) and 'image' in output:
         key = 'image'
     return output if key is None else output[key]
+
+
+def image_modes(G):
+    """The outputs a user may ask for (--image-mode): ('image',) unless G declares more."""
+    return tuple(getattr(G, 'image_modes', ('image',)))
+
+
+def output_of(G, output, mode='image'):
+    """The `mode` output (a name of image_modes(G)) in what G or G.synthesis returned."""
+    return image_of(G, output) if mode == 'image' else output[mode]
 
 
 def state_attributes(G):

@@ -217,11 +217,50 @@ def prepare_view(G, scale=None, size=None, translate=(0, 0), zoom=None, rotate=0
 # ----------------------------------------------------------------------------------------------
 # Images.
 
-def synthesize(G, ws, c=None, noise_mode='const', scale=None, **kwargs):
-    """The image of G.synthesis, passing the camera and the noise mode only to networks that take them.
+def check_image_mode(G, mode):
+    """Refuse an --image-mode the network does not output."""
+    modes = capabilities.image_modes(G)
+    if mode not in modes:
+        raise GenerationError(f'--image-mode={mode} is not an output of {network_name(G)}; it outputs '
+                              f'{", ".join(modes)}.')
+
+
+def set_render_options(G, nrr=None, sample_mult=None):
+    """--nrr (neural rendering resolution) and --sample-mult (depth samples times M), on the loaded G, as EG3D's scripts."""
+    if nrr is None and sample_mult is None:
+        return
+    if not capabilities.accepts(G, 'render'):
+        given = '--nrr' if nrr is not None else '--sample-mult'
+        raise GenerationError(f'{given} applies to volume-rendering networks (EG3D); {network_name(G)} renders no rays.')
+    if nrr is not None:
+        G.neural_rendering_resolution = int(nrr)
+    if sample_mult is not None:
+        options = dict(G.rendering_kwargs)
+        for key in ('depth_resolution', 'depth_resolution_importance'):
+            options[key] = int(options[key] * sample_mult)
+        if options['depth_resolution'] < 2:
+            raise GenerationError(f'--sample-mult={sample_mult:g} leaves fewer than 2 depth samples per ray.')
+        G.rendering_kwargs = options
+
+
+def colorize_depth(depth):
+    """[N, 1, H, W] depth -> [N, H, W, 3] uint8: near bright yellow, far dark purple, per image over its range."""
+    lo = depth.amin(dim=(1, 2, 3), keepdim=True)
+    hi = depth.amax(dim=(1, 2, 3), keepdim=True)
+    t = (1 - (depth - lo) / (hi - lo).clamp(min=1e-8))[:, 0]  # 1 = near
+    ramp = torch.tensor([[0.05, 0.03, 0.2], [0.45, 0.1, 0.5], [0.85, 0.3, 0.35], [0.98, 0.65, 0.15], [0.99, 0.95, 0.6]])
+    position = t.clamp(0, 1) * (len(ramp) - 1)
+    index = position.floor().long().clamp(max=len(ramp) - 2)
+    frac = (position - index).unsqueeze(-1)
+    colours = ramp[index] * (1 - frac) + ramp[index + 1] * frac
+    return (colours * 255).round().to(torch.uint8)
+
+
+def synthesize(G, ws, c=None, noise_mode='const', scale=None, image_mode='image', **kwargs):
+    """The `image_mode` output of G.synthesis, passing the camera and the noise mode only to networks that take them.
 
     scale and **kwargs (size=, translate=, zoom=, ...) go to G.synthesis as they are: check them first
-    (`prepare_view`, `check_scale`).
+    (`prepare_view`, `check_scale`, `check_image_mode`).
     """
     if c is not None and capabilities.accepts(G, 'camera'):
         kwargs['c'] = c
@@ -229,23 +268,48 @@ def synthesize(G, ws, c=None, noise_mode='const', scale=None, **kwargs):
         kwargs['noise_mode'] = noise_mode
     if scale is not None:
         kwargs['scale'] = scale
-    return capabilities.image_of(G, G.synthesis(ws, **kwargs))
+    return capabilities.output_of(G, G.synthesis(ws, **kwargs), image_mode)
 
 
 @torch.no_grad()
-def generate(G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', scale=None, batch=8, view=None):
+def generate(G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='const', scale=None, batch=8, view=None,
+             image_mode='image', mapping_c=None):
     """Float images [N, C, H, W] (about [-1, 1]) for latents z [N, z_dim] and labels c [N, c_dim], `batch` at a time.
 
     view: more synthesis keywords (those of `prepare_view`: size, translate, zoom; scale may be among them).
+    image_mode: another output of the network (capabilities.image_modes), e.g. EG3D's 'image_depth'.
+    mapping_c: [1, c_dim] label for the mapping of every image (EG3D's conditioning camera); None: c.
     """
     keywords = dict(view or {})
     if scale is not None:
         keywords['scale'] = scale
     images = []
     for z_part, c_part in zip(z.split(batch), c.split(batch)):
-        ws = G.mapping(z_part, c_part, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        images.append(synthesize(G, ws, c_part, noise_mode=noise_mode, **keywords).float().cpu())
+        c_map = c_part if mapping_c is None else mapping_c.expand(len(z_part), -1)
+        ws = G.mapping(z_part, c_map, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        images.append(synthesize(G, ws, c_part, noise_mode=noise_mode, image_mode=image_mode, **keywords).float().cpu())
     return torch.cat(images)
+
+
+@torch.no_grad()
+def shape_of(G, z, c, resolution, truncation_psi=1, truncation_cutoff=None, noise_mode='const', level=None):
+    """(density grid [R, R, R], vertices, faces) of the radiance field of latent z [1, z_dim] under label c [1, 25].
+
+    The grid spans EG3D's box (G.rendering_kwargs['box_warp']); see training.rendering.shapes.
+    """
+    from training.rendering import shapes
+    if not hasattr(G, 'sample_mixed'):
+        raise GenerationError(f'--shapes needs a network with a density field (EG3D); {network_name(G)} has none.')
+    box = float(G.rendering_kwargs['box_warp'])
+    ws = G.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+    keywords = dict(noise_mode=noise_mode) if capabilities.accepts(G, 'noise_mode') else {}
+    grid = shapes.density_grid(lambda points: G.sample_mixed(points, torch.zeros_like(points), ws, **keywords)['sigma'],
+                               resolution, box, device=z.device)
+    try:
+        vertices, faces = shapes.mesh_from_grid(grid, box, level=shapes.EG3D_LEVEL if level is None else level)
+    except shapes.NoSurfaceError as error:
+        raise GenerationError(f'No surface to export: {error}; pass another --shape-level.') from None
+    return grid, vertices, faces
 
 
 def to_uint8(images):
@@ -284,9 +348,32 @@ def keyframe_weights(num_keyframes, t, wraps=2, kind='cubic'):
     return scipy.interpolate.interp1d(x, y, kind=kind, axis=0)(t % num_keyframes)
 
 
+def camera_defaults(G):
+    """(radius, pivot) of the default camera: a volume renderer's own (EG3D's avg_camera_radius/pivot), else FFHQ's."""
+    options = getattr(G, 'rendering_kwargs', None) or {}
+    return (float(options.get('avg_camera_radius', cameras.FFHQ_RADIUS)),
+            list(options.get('avg_camera_pivot', cameras.FFHQ_PIVOT)))
+
+
+def mapping_label(G, device='cpu'):
+    """EG3D's conditioning camera for the mapping of a volume renderer (frontal, at its average radius and pivot,
+    as gen_samples.py and gen_videos.py), so that every view shows the same identity; None for other networks,
+    whose views are each mapped with their own label."""
+    if not capabilities.accepts(G, 'render'):
+        return None
+    radius, pivot = camera_defaults(G)
+    return cameras.lookat_labels([0.0], [0.0], radius=radius, pivot=pivot, focal=cameras.FFHQ_FOCAL).to(device)
+
+
+def to_frames(images, image_mode='image'):
+    """[N, C, H, W] network outputs -> [N, H, W, C] uint8: depth colour-mapped, colours quantised."""
+    return colorize_depth(images) if image_mode.endswith('_depth') else to_uint8(images)
+
+
 @torch.no_grad()
 def interpolation_frames(G, z, num_frames, frames_per_keyframe, label_at, grid, truncation_psi=1,
-                         truncation_cutoff=None, noise_mode='const', batch=8, view=None):
+                         truncation_cutoff=None, noise_mode='const', batch=8, view=None, image_mode='image',
+                         mapping_c=None):
     """Yield [H, W, C] uint8 video frames that loop through keyframe latents in W.
 
     z: [cells, num_keyframes, z_dim], one row of keyframes per grid cell (cells = cols * rows of `grid`).
@@ -294,20 +381,23 @@ def interpolation_frames(G, z, num_frames, frames_per_keyframe, label_at, grid, 
     Keyframe k is shown at frame k * frames_per_keyframe; between them W follows a periodic cubic spline.
     The mapping is re-run on a frame only when the label changed (a moving camera may condition it).
     view: more synthesis keywords for every frame (those of `prepare_view`: scale, size, translate, zoom).
+    image_mode: the output to show (capabilities.image_modes); mapping_c: [1, c_dim] label of the mapping for
+    every frame (EG3D's conditioning camera), instead of the frame's label.
     """
     cells, num_keyframes, z_dim = z.shape
     flat_z = z.reshape(cells * num_keyframes, z_dim)
     previous_label, keyframe_ws = None, None
     for frame in range(num_frames):
         label = label_at(frame).to(z.device)
-        if previous_label is None or not torch.equal(label, previous_label):
-            keyframe_ws = torch.cat([G.mapping(part, label.expand(part.shape[0], -1), truncation_psi=truncation_psi,
+        map_label = label if mapping_c is None else mapping_c.to(z.device)
+        if previous_label is None or not torch.equal(map_label, previous_label):
+            keyframe_ws = torch.cat([G.mapping(part, map_label.expand(part.shape[0], -1), truncation_psi=truncation_psi,
                                                truncation_cutoff=truncation_cutoff) for part in flat_z.split(batch)])
             keyframe_ws = keyframe_ws.reshape(cells, num_keyframes, *keyframe_ws.shape[1:])
-            previous_label = label
+            previous_label = map_label
         weights = torch.from_numpy(keyframe_weights(num_keyframes, frame / frames_per_keyframe)).to(keyframe_ws)
         ws = torch.einsum('k,nk...->n...', weights, keyframe_ws)
         images = torch.cat([synthesize(G, part, label.expand(part.shape[0], -1), noise_mode=noise_mode,
-                                       **(view or {})).float().cpu()
+                                       image_mode=image_mode, **(view or {})).float().cpu()
                             for part in ws.split(batch)])
-        yield tile(to_uint8(images), *grid)
+        yield tile(to_frames(images, image_mode), *grid)

@@ -245,6 +245,7 @@ class TriPlaneGenerator(torch.nn.Module):
     label_kind = 'camera'
     synthesis_options = ('camera', 'noise_mode', 'force_fp32', 'render')
     output_key = 'image'
+    image_modes = ('image', 'image_raw', 'image_depth')
     # Plain attributes that are state: the no-exec loader restores them from a file, and the training
     # loop copies them from G to G_ema after every step (as EG3D's loop does).
     state_attributes = ('neural_rendering_resolution', 'rendering_kwargs')
