@@ -43,10 +43,15 @@ def compute_ppl(opts, num_samples, epsilon, space, sampling, crop, batch_size):
     processes; batch_size matters because a batch shares its noise.
 
     Images: fp32 synthesis (`force_fp32=True` where the synthesis accepts it) with the camera for
-    networks that take one and opts.G_kwargs['scale'] if set; then `lpips_input`.
+    networks that take one (volume renderers in deterministic mode) and opts.G_kwargs['scale'] if set;
+    then `lpips_input`.
     """
     _check_settings(opts, num_samples, epsilon, space, sampling, batch_size)
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
+    if capabilities.accepts(G, 'render'):
+        # Volume renderers (EG3D) render both endpoints of a pair with the same depth samples: deterministic
+        # rendering (rendering_kwargs['jitter'] = False), or the jitter would dominate the distance.
+        G.rendering_kwargs = dict(G.rendering_kwargs, jitter=False)
     url = opts.detector_url('vgg16')
     detector = _lpips_detector(opts, url)
     samples = metric_utils.GeneratorSamples(opts)
