@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python bench/generator_cpu.py
 	$(BIN)/python bench/train_cpu.py
 	$(BIN)/python bench/creps_cpu.py
+	$(BIN)/python bench/triplane_cpu.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

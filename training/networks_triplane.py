@@ -28,7 +28,7 @@ Our additions, all off by default so the official arguments build the official n
   value: 128 for 2X, 256 for 4X, 512 for 8X and 8XDC, and then their input sizes are the official
   64, 128 and 128), the mapping's `w_dim` (official: 512 fixed) and `block_channels` (official:
   (128, 64), or (256, 128) for 8XDC);
-- the ray chunk, rendering_kwargs['ray_chunk'] (default 2**15 rays per batch).
+- the ray chunk, rendering_kwargs['ray_chunk'] (default 2**15 rays per batch, 2**11 on the CPU).
 Departures: DualDiscriminator adds its c noise to a copy of c (EG3D adds it in place, to the
 caller's tensor); SuperresolutionHybridDeepfp32 (a 256x256 legacy class the official generator can no
 longer build) is not provided.
@@ -79,8 +79,9 @@ class ImportanceRenderer(torch.nn.Module):
     def forward(self, planes, decoder, ray_origins, ray_directions, rendering_options):
         """(features [N, R, C] in [-1, 1], depth [N, R, 1], weight sum [N, R, 1])."""
         field = rendering.triplane_field(planes, decoder, rendering_options['box_warp'])
-        return rendering.render_rays(field, ray_origins, ray_directions, rendering_options,
-                                     chunk=rendering_options.get('ray_chunk', rendering.DEFAULT_RAY_CHUNK))
+        chunk = (rendering_options['ray_chunk'] if 'ray_chunk' in rendering_options
+                 else rendering.default_ray_chunk(ray_origins.device))  # smaller on the CPU (see the renderer)
+        return rendering.render_rays(field, ray_origins, ray_directions, rendering_options, chunk=chunk)
 
     def run_model(self, planes, decoder, sample_coordinates, sample_directions, options):
         """{'rgb', 'sigma'} of the field at points [N, M, 3] (EG3D's run_model, density noise included)."""
@@ -106,10 +107,23 @@ class OSGDecoder(torch.nn.Module):
             sg2.FullyConnectedLayer(self.hidden_dim, 1 + options['decoder_output_dim'], lr_multiplier=lr_mul))
 
     def forward(self, sampled_features, ray_directions):
-        x = sampled_features.mean(1)
+        return self.forward_mean_features(sampled_features.mean(1))
+
+    def forward_mean_features(self, x):
+        """The decoder on the mean over the planes [N, M, C], already taken (the renderer's fused tri-plane sampling)."""
         n, m, c = x.shape
-        x = self.net(x.reshape(n * m, c)).reshape(n, m, -1)
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001  # MipNeRF's widened sigmoid
+        fc0, activation, fc1 = self.net
+        x = fc0(x.reshape(n * m, c))
+        if x.requires_grad or activation.beta != 1:
+            x = activation(x)
+        else:  # no autograd graph: softplus in place (log(1 + e^x), public ops), without one more [N * M, 64] tensor
+            x = torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device), out=x)
+        x = fc1(x).reshape(n, m, -1)
+        rgb = torch.sigmoid(x[..., 1:])
+        if rgb.requires_grad:
+            rgb = rgb * (1 + 2 * 0.001) - 0.001  # MipNeRF's widened sigmoid
+        else:  # no autograd graph (no_grad, frozen decoder): the same, in place, without two more [N, M, C] tensors
+            rgb = rgb.mul_(1 + 2 * 0.001).sub_(0.001)
         return {'rgb': rgb, 'sigma': x[..., 0:1]}
 
 # ----------------------------------------------------------------------------------------------

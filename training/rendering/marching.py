@@ -76,3 +76,38 @@ def march_rays_with_options(colors, densities, depths, rendering_options):
     """march_rays() reading EG3D's `rendering_options` dict ('clamp_mode', optional 'white_back')."""
     return march_rays(colors, densities, depths, white_back=bool(rendering_options.get('white_back', False)),
                       clamp_mode=rendering_options['clamp_mode'])
+
+
+def march_merged(depths1, colors1, densities1, depths2, colors2, densities2, white_back=False, clamp_mode='softplus',
+                 depth_range=None):
+    """March two sets of samples of the same rays (a coarse and a fine pass) as one, sorted by depth.
+
+    The same values as `march_rays(*renderer.merge_samples(...))` (up to float rounding), returning
+    (rgb [..., C], depth [..., 1], weight sum [..., 1]). Inputs as march_rays', samples on dim -2.
+
+    Why: merging sorts and gathers every colour channel of both passes (a concatenated copy, then a
+    gathered one) only for the marcher to read them once more as mid-points (a third copy). Here
+    only depths and densities (one channel) are merged and sorted. The mid-point sum
+    sum_i w_i (c_i + c_{i+1}) / 2 over the sorted samples equals sum_j c_j (w_{j-1} + w_j) / 2
+    (w_{-1} = w_{S-1} = 0), so each sample's share (w_{j-1} + w_j) / 2 is scattered back to its
+    pass and position, and each pass's colours are summed where they lie, by a batched
+    [1, S_pass] @ [S_pass, C] product per ray.
+    """
+    s1 = depths1.shape[-2]
+    depths = torch.cat([depths1, depths2], dim=-2)
+    densities = torch.cat([densities1, densities2], dim=-2)
+    depths, order = torch.sort(depths, dim=-2)  # the sort of renderer.merge_samples
+    densities = torch.gather(densities, -2, order)
+    weights = compositing_weights(densities, depths, clamp_mode=clamp_mode)      # [..., S - 1, 1]
+    share = (F.pad(weights, (0, 0, 1, 0)) + F.pad(weights, (0, 0, 0, 1))) * 0.5  # [..., S, 1], sorted order
+    share = torch.zeros_like(share).scatter(-2, order, share)                     # back to the passes' order
+    rgb = (share[..., :s1, :].transpose(-1, -2) @ colors1 + share[..., s1:, :].transpose(-1, -2) @ colors2).squeeze(-2)
+    weight_total = weights.sum(dim=-2)
+    depth = torch.sum(weights * mid_points(depths), dim=-2) / weight_total
+    depth = torch.nan_to_num(depth, nan=float('inf'))
+    lo, hi = (torch.min(depths), torch.max(depths)) if depth_range is None else depth_range
+    depth = torch.clamp(depth, lo, hi)
+    if white_back:
+        rgb = rgb + 1 - weight_total
+    rgb = rgb * 2 - 1
+    return rgb, depth, weight_total

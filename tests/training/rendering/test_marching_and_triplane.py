@@ -274,3 +274,45 @@ def test_gradients_flow_through_marcher_and_planes():
     planes = torch.randn(1, 3, 2, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     pts = torch.rand(1, 6, 3, generator=gen, dtype=torch.float64) - 0.5
     assert torch.autograd.gradcheck(lambda p: triplane.sample_from_planes(p, pts, box_warp=1.0), (planes,))
+
+
+# ----------------------------------------------------------------------------------------------
+# The CPU fast paths: the fused tri-plane mean and the merged marcher, against the plain functions.
+
+
+def test_fused_plane_mean_equals_grid_sample_mean_inside_and_outside_the_box():
+    gen = torch.Generator().manual_seed(5)
+    planes = torch.randn(2, 3, 5, 7, 7, generator=gen, dtype=torch.float64)
+    points = (torch.rand(2, 300, 3, generator=gen, dtype=torch.float64) - 0.5) * 1.6  # some beyond the box
+    for box_warp in (1.0, 1.6):
+        expected = triplane.sample_from_planes(planes, points, box_warp=box_warp).mean(1)
+        fused = triplane.sample_mean_from_planes(planes, points, box_warp)
+        torch.testing.assert_close(fused, expected, atol=1e-12, rtol=0)
+
+
+def test_fused_plane_mean_gradients():
+    gen = torch.Generator().manual_seed(6)
+    planes = torch.randn(1, 3, 2, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    # Points away from pixel centres, where the bilinear interpolation is differentiable in the coordinates.
+    points = ((torch.rand(1, 9, 3, generator=gen, dtype=torch.float64) - 0.5) * 0.9).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p, x: triplane.sample_mean_from_planes(p, x, 1.0), (planes, points))
+
+
+def test_merged_marcher_equals_merge_then_march():
+    from training.rendering import renderer
+    gen = torch.Generator().manual_seed(7)
+    depths1 = torch.sort(torch.rand(2, 3, 6, 1, generator=gen, dtype=torch.float64) * 2 + 1, dim=-2)[0]
+    depths2 = torch.rand(2, 3, 5, 1, generator=gen, dtype=torch.float64) * 2 + 1
+    colors1, colors2 = (torch.rand(2, 3, k, 4, generator=gen, dtype=torch.float64) for k in (6, 5))
+    densities1, densities2 = (torch.randn(2, 3, k, 1, generator=gen, dtype=torch.float64) * 3 for k in (6, 5))
+    for white_back in (False, True):
+        merged = renderer.merge_samples(depths1, colors1, densities1, depths2, colors2, densities2)
+        rgb, depth, weights = marching.march_rays(merged[1], merged[2], merged[0], white_back=white_back)
+        ours = marching.march_merged(depths1, colors1, densities1, depths2, colors2, densities2, white_back=white_back)
+        torch.testing.assert_close(ours[0], rgb, atol=1e-12, rtol=0)
+        torch.testing.assert_close(ours[1], depth, atol=1e-12, rtol=0)
+        torch.testing.assert_close(ours[2], weights.sum(dim=-2), atol=1e-12, rtol=0)
+    colors1.requires_grad_(True)
+    densities2.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda c, d: marching.march_merged(depths1, c, densities1, depths2, colors2, d)[:2], (colors1, densities2))
