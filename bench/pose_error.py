@@ -358,6 +358,8 @@ def untrained_copy(G, seed=0):
                              f'can be built; pass --no-untrained.')
     torch.manual_seed(0x5EED + seed)  # not the seed a small test network was probably built with
     rebuilt = type(G)(*getattr(G, 'init_args', ()), **G.init_kwargs)
+    for name in capabilities.state_attributes(G):  # plain state, e.g. EG3D's neural rendering resolution
+        setattr(rebuilt, name, getattr(G, name))
     device = next(iter(G.parameters()), torch.empty(0)).device
     return rebuilt.to(device).eval().requires_grad_(False)
 
