@@ -47,6 +47,18 @@ def compositing_weights(densities, depths, clamp_mode='softplus'):
     return alpha * transmittance
 
 
+def _composite(rgb, weights, depths, white_back, depth_range):
+    """EG3D's finish of a march: (rgb * 2 - 1 with the white background, depth clamped, weight sum)."""
+    weight_total = weights.sum(dim=-2)
+    depth = torch.sum(weights * mid_points(depths), dim=-2) / weight_total
+    depth = torch.nan_to_num(depth, nan=float('inf'))
+    lo, hi = (torch.min(depths), torch.max(depths)) if depth_range is None else depth_range
+    depth = torch.clamp(depth, lo, hi)
+    if white_back:
+        rgb = rgb + 1 - weight_total
+    return rgb * 2 - 1, depth, weight_total
+
+
 def march_rays(colors, densities, depths, white_back=False, clamp_mode='softplus', depth_range=None):
     """Composite samples along rays, as EG3D's MipRayMarcher2.
 
@@ -61,14 +73,7 @@ def march_rays(colors, densities, depths, white_back=False, clamp_mode='softplus
                          f'colors {list(colors.shape)}, densities {list(densities.shape)}, depths {list(depths.shape)}.')
     weights = compositing_weights(densities, depths, clamp_mode=clamp_mode)
     rgb = torch.sum(weights * mid_points(colors), dim=-2)
-    weight_total = weights.sum(dim=-2)
-    depth = torch.sum(weights * mid_points(depths), dim=-2) / weight_total
-    depth = torch.nan_to_num(depth, nan=float('inf'))
-    lo, hi = (torch.min(depths), torch.max(depths)) if depth_range is None else depth_range
-    depth = torch.clamp(depth, lo, hi)
-    if white_back:
-        rgb = rgb + 1 - weight_total
-    rgb = rgb * 2 - 1
+    rgb, depth, _ = _composite(rgb, weights, depths, white_back, depth_range)
     return rgb, depth, weights
 
 
@@ -102,12 +107,4 @@ def march_merged(depths1, colors1, densities1, depths2, colors2, densities2, whi
     share = (F.pad(weights, (0, 0, 1, 0)) + F.pad(weights, (0, 0, 0, 1))) * 0.5  # [..., S, 1], sorted order
     share = torch.zeros_like(share).scatter(-2, order, share)                     # back to the passes' order
     rgb = (share[..., :s1, :].transpose(-1, -2) @ colors1 + share[..., s1:, :].transpose(-1, -2) @ colors2).squeeze(-2)
-    weight_total = weights.sum(dim=-2)
-    depth = torch.sum(weights * mid_points(depths), dim=-2) / weight_total
-    depth = torch.nan_to_num(depth, nan=float('inf'))
-    lo, hi = (torch.min(depths), torch.max(depths)) if depth_range is None else depth_range
-    depth = torch.clamp(depth, lo, hi)
-    if white_back:
-        rgb = rgb + 1 - weight_total
-    rgb = rgb * 2 - 1
-    return rgb, depth, weight_total
+    return _composite(rgb, weights, depths, white_back, depth_range)
