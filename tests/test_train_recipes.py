@@ -56,12 +56,12 @@ COMMAND_LINES = {
     # --aug=noaug is a variant below).
     'creps': ['--cfg=creps', *_STYLEGAN_COMMAND],
     # NVlabs/eg3d docs/models.md: ffhq512-64 "--cfg=ffhq --gpus=8 --batch=32 --gamma=1 --gen_pose_cond=True";
-    # afhqcats512-128 "--cfg=afhq ... --gamma=5 --gpc_reg_prob=0.8 --neural_rendering_resolution_final=128" (its
-    # --aug=ada and --resume left out: ours trains EG3D without augmentation); shapenetcars128-64
+    # afhqcats512-128 "--cfg=afhq ... --gamma=5 --aug=ada --gpc_reg_prob=0.8 --neural_rendering_resolution_final=128"
+    # (its --resume is the variant eg3d-resume); shapenetcars128-64
     # "--cfg=shapenet --gamma=0.3". The 16x16 test dataset has no official super-resolution module, so each
     # names EG3D's 2X with --sr-module (which the official train.py takes as given).
     'eg3d-ffhq': ['--cfg=eg3d-ffhq', '--gpus=8', '--batch=32', '--gamma=1', '--gen_pose_cond=True', *_EG3D_SR],
-    'eg3d-afhq': ['--cfg=eg3d-afhq', '--gpus=8', '--batch=32', '--gamma=5', '--gen_pose_cond=True',
+    'eg3d-afhq': ['--cfg=eg3d-afhq', '--gpus=8', '--batch=32', '--gamma=5', '--aug=ada', '--gen_pose_cond=True',
                   '--gpc_reg_prob=0.8', '--neural_rendering_resolution_final=128', *_EG3D_SR],
     'eg3d-shapenet': ['--cfg=eg3d-shapenet', '--gpus=8', '--batch=32', '--gamma=0.3', *_EG3D_SR],
 }
@@ -259,8 +259,9 @@ _EG3D_FACES = dict(depth_resolution=48, depth_resolution_importance=48, ray_star
                    avg_camera_radius=2.7)
 OFFICIAL.update({
     'eg3d-ffhq': _eg3d_official(dict(_EG3D_FACES, avg_camera_pivot=[0, 0, 0.2]), gamma=1, gen_pose_cond=True),
-    'eg3d-afhq': _eg3d_official(dict(_EG3D_FACES, avg_camera_pivot=[0, 0, -0.06]), gamma=5, gen_pose_cond=True,
-                                gpc_reg_prob=0.8, nrr_final=128),
+    'eg3d-afhq': _merged(_eg3d_official(dict(_EG3D_FACES, avg_camera_pivot=[0, 0, -0.06]), gamma=5,
+                                        gen_pose_cond=True, gpc_reg_prob=0.8, nrr_final=128),
+                         {'augment_kwargs': dict(_BGC), 'ada_target': 0.6}),  # --aug=ada
     'eg3d-shapenet': _eg3d_official(dict(depth_resolution=64, depth_resolution_importance=64, ray_start=0.1,
                                          ray_end=2.6, box_warp=1.6, white_back=True, avg_camera_radius=1.7,
                                          avg_camera_pivot=[0, 0, 0]), gamma=0.3, gen_pose_cond=False),
@@ -368,6 +369,20 @@ VARIANTS = [
         'D_kwargs.disc_c_noise': 1, 'G_kwargs.rendering_kwargs.superresolution_noise_mode': 'random',
         'G_kwargs.rendering_kwargs.decoder_lr_mul': 0.5, 'loss_kwargs.blur_fade_kimg': 100.0,
         'loss_kwargs.style_mixing_prob': 0.5}),
+    # EG3D's --aug default is noaug; "if opts.aug != 'noaug': c.augment_kwargs = dnnlib.EasyDict(class_name=
+    # 'training.augment.AugmentPipe', xflip=1, ...)", then "if opts.aug == 'ada': c.ada_target = opts.target",
+    # "if opts.aug == 'fixed': c.augment_p = opts.p".
+    Variant('eg3d-ada', ['--aug=ada', '--target=0.7'], EG3D_CONFIGS,
+            {'augment_kwargs': dict(_BGC), 'ada_target': 0.7}),
+    Variant('eg3d-fixed-p', ['--aug=fixed', '--p=0.3'], EG3D_CONFIGS,
+            {'augment_kwargs': dict(_BGC), 'ada_target': ABSENT, 'augment_p': 0.3}),
+    # "if opts.resume is not None: c.resume_pkl = opts.resume; c.ada_kimg = 100; c.ema_rampup = None; if not
+    # opts.resume_blur: c.loss_kwargs.blur_init_sigma = 0; c.loss_kwargs.gpc_reg_fade_kimg = 0".
+    Variant('eg3d-resume', ['--resume=<eg3d snapshot>'], EG3D_CONFIGS, {
+        'resume_pkl': '<eg3d snapshot>', 'ada_kimg': 100, 'ema_rampup': None, 'loss_kwargs.blur_init_sigma': 0,
+        'loss_kwargs.gpc_reg_fade_kimg': 0}),
+    Variant('eg3d-resume-blur', ['--resume=<eg3d snapshot>', '--resume_blur=True'], EG3D_CONFIGS, {
+        'resume_pkl': '<eg3d snapshot>', 'ada_kimg': 100, 'ema_rampup': None}),
     # "if opts.sr_module != None: sr_module = opts.sr_module".
     Variant('eg3d-sr-module', ['--sr-module=training.superresolution.SuperresolutionHybrid4X'], EG3D_CONFIGS, {
         'G_kwargs.rendering_kwargs.superresolution_module': 'training.superresolution.SuperresolutionHybrid4X'}),
@@ -390,7 +405,8 @@ CONDITIONS = {
     # The test dataset's labels are 25-float cameras: --cond=1 makes them the labels.
     'camera labels (--cond=1)': lambda o: o.get('cond') == '1' or o.get('cfg') in EG3D_CONFIGS,  # EG3D: --cond=True
     'camera labels (--cond=1) and --aug other than noaug':
-        lambda o: o.get('cond') == '1' and o.get('aug', 'ada') != 'noaug',
+        lambda o: (o.get('cond') == '1' and o.get('aug', 'ada') != 'noaug'
+                   or o.get('cfg') in EG3D_CONFIGS and o.get('aug', 'noaug') != 'noaug'),  # EG3D: --aug=noaug
 }
 
 ALL_CONFIGS = NON_EG3D + EG3D_CONFIGS
@@ -544,7 +560,7 @@ def unexplained_differences(ours, official, cfg, options):
 
 @pytest.fixture(scope='module')
 def recipe_files(tmp_path_factory):
-    """-> dict(data=camera-labelled 16x16 zip, snapshot=a tiny StyleGAN2 snapshot pickle without training state)."""
+    """-> the camera-labelled 16x16 zip and tiny StyleGAN2 and EG3D snapshot pickles without training state."""
     root = tmp_path_factory.mktemp('recipes')
     data = str(root / 'shapes16.zip')
     result = CliRunner().invoke(dataset_tool.main, ['--source=synthetic:shapes', f'--dest={data}',
@@ -552,7 +568,10 @@ def recipe_files(tmp_path_factory):
                                                     f'--max-images={DATA_SIZE}'])
     assert result.exit_code == 0, result.output
     snapshot = tiny_networks.save_snapshot(root / 'network-snapshot-000000.pkl', tiny_networks.stylegan2_generator())
-    return {DATA: data, '<snapshot>': snapshot}
+    (root / 'eg3d').mkdir()
+    eg3d_snapshot = tiny_networks.save_snapshot(root / 'eg3d' / 'network-snapshot-000000.pkl',
+                                                tiny_networks.triplane_generator(resolution=DATA_RESOLUTION))
+    return {DATA: data, '<snapshot>': snapshot, '<eg3d snapshot>': eg3d_snapshot}
 
 
 def _cases():
@@ -562,7 +581,8 @@ def _cases():
 
 def _command_line(cfg, variant, files):
     args = [*COMMAND_LINES[cfg], *OUR_EXTRA_ARGS, *variant.args]
-    args = [arg.replace('<snapshot>', files['<snapshot>']) for arg in args]
+    for placeholder in ('<snapshot>', '<eg3d snapshot>'):
+        args = [arg.replace(placeholder, files[placeholder]) for arg in args]
     return [f'--data={files[DATA]}', *args]
 
 

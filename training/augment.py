@@ -380,8 +380,9 @@ class AugmentPipe(torch.nn.Module):
         assert isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point()
         num_channels = images.shape[1]
         uses_colour = any(m > 0 for m in (self.brightness, self.contrast, self.lumaflip, self.hue, self.saturation))
-        if uses_colour and num_channels not in (1, 3):
-            raise ValueError(f'AugmentPipe: colour augmentation needs 1 or 3 channels, got {num_channels}.')
+        if uses_colour and num_channels != 1 and num_channels % 3 != 0:
+            raise ValueError(f'AugmentPipe: colour augmentation needs 1 channel or RGB triples (3, 6, ...), '
+                             f'got {num_channels} channels.')
         draws = _Draws(images.shape[0], images.device, self.p, debug_percentile)
         images = self._geometry(images, draws)
         if uses_colour:
@@ -509,10 +510,13 @@ class AugmentPipe(torch.nn.Module):
     def _colour(self, images, draws):
         batch_size, num_channels, height, width = images.shape
         C = self._sample_colour(images, draws).to(images.dtype)
+        if num_channels % 3 == 0:
+            # Several stacked RGB images (EG3D's image and raw image) share each sample's transform.
+            triples = images.reshape(batch_size, num_channels // 3, 3, height * width)
+            triples = C[:, None, :3, :3] @ triples + C[:, None, :3, 3:]
+            return triples.reshape(images.shape)
         pixels = images.reshape(batch_size, num_channels, height * width)
-        if num_channels == 3:
-            pixels = C[:, :3, :3] @ pixels + C[:, :3, 3:]
-        else:
+        if num_channels == 1:
             # A grey value g stands for (g, g, g); the result is read back as the mean of R, G, B.
             C = C[:, :3, :].mean(dim=1, keepdim=True)
             pixels = pixels * C[:, :, :3].sum(dim=2, keepdim=True) + C[:, :, 3:]

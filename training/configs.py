@@ -175,9 +175,6 @@ def _eg3d_superresolution(opts):
 def _eg3d(c, opts):
     e = dnnlib.EasyDict({k: opts.get(k, v) for k, v in EG3D_OPTION_DEFAULTS.items()})
     _require_cameras(opts)
-    if opts.aug != 'noaug':
-        raise ValueError(f'--cfg={opts.cfg} trains without augmentation here (--aug=noaug, EG3D\'s default): '
-                         f'augmenting the image and raw image jointly is not supported yet.')
     if e.density_reg > 0 and e.reg_type != 'l1':
         raise ValueError(f'--reg_type={e.reg_type} is not supported; EG3D trains with --reg_type=l1.')
     sr_module = _eg3d_superresolution(opts)

@@ -415,11 +415,32 @@ def test_grayscale_images_use_the_average_row():
     assert pipe(images.float()).shape == images.shape
 
 
-def test_colour_needs_one_or_three_channels():
-    images = torch.randn([2, 2, 8, 8])
-    with pytest.raises(ValueError, match='1 or 3 channels'):
-        AugmentPipe(brightness=1)(images)
-    assert AugmentPipe(**augpipe_specs['bg'])(images, debug_percentile=0.7).shape == images.shape
+def test_colour_needs_one_channel_or_rgb_triples():
+    for channels in (2, 4):
+        images = torch.randn([2, channels, 8, 8])
+        with pytest.raises(ValueError, match='1 channel or RGB triples'):
+            AugmentPipe(brightness=1)(images)
+        assert AugmentPipe(**augpipe_specs['bg'])(images, debug_percentile=0.7).shape == images.shape
+
+
+def test_stacked_rgb_images_share_each_samples_colour_transform():
+    """EG3D augments [image, raw image] as one 6-channel stack: each triple gets the 3-channel result."""
+    images = torch.randn([3, 6, 8, 8], dtype=torch.float64)
+    kwargs, q, expected = COLOUR_CASES['all, in order']
+    out = AugmentPipe(**kwargs)(images, debug_percentile=q)
+    for half in (slice(0, 3), slice(3, 6)):
+        np.testing.assert_allclose(out[:, half].numpy(), expected(images[:, half].numpy()), rtol=0, atol=1e-5)
+    # Random draws: geometry and colour are drawn per sample, so each half equals the 3-channel pipe
+    # run on it from the same random state.
+    pipe = AugmentPipe(**augpipe_specs['bgc'])  # strength p = 1
+    images = images.float()
+    torch.manual_seed(5)
+    stacked = pipe(images)
+    for half in (slice(0, 3), slice(3, 6)):
+        torch.manual_seed(5)
+        np.testing.assert_allclose(stacked[:, half].numpy(), pipe(images[:, half].contiguous()).numpy(),
+                                   rtol=0, atol=1e-5)
+
 
 # ----------------------------------------------------------------------------------------------
 # Image-space filtering.

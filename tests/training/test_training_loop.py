@@ -196,9 +196,9 @@ def test_stop_and_resume_is_bit_identical(shapes_zip, tmp_path):
                 assert torch.equal(value[moment], b_state['optimizers'][opt_name]['state'][key][moment])
     assert torch.equal(a_state['loss']['pl_mean'], b_state['loss']['pl_mean']) and float(a_state['loss']['pl_mean']) > 0
 
-def _straight_and_resumed(shapes_zip, tmp_path, cfg, edit=lambda c: c, cond=False):
+def _straight_and_resumed(shapes_zip, tmp_path, cfg, edit=lambda c: c, cond=False, aug='noaug'):
     """(snapshot, state) of a straight 16-image run, and the snapshot of the same run stopped at 8 and resumed."""
-    common = dict(cfg=cfg, batch=4, batch_gpu=4, cond=cond)
+    common = dict(cfg=cfg, batch=4, batch_gpu=4, cond=cond, aug=aug)
     straight = edit(tiny_options(shapes_zip, tmp_path / 'straight', kimg=0.016, **common))
     training_loop(**straight)
     first = edit(tiny_options(shapes_zip, tmp_path / 'first', kimg=0.008, **common))
@@ -244,10 +244,14 @@ def _tiny_eg3d(c):
 
 def test_eg3d_trains_finite_writes_raw_and_depth_grids_and_resumes_bit_identically(shapes_zip, tmp_path):
     # --cfg=eg3d-shapenet on the CPU: dual discrimination, dual R1, D-input blur, density regularisation
-    # (lazy, in Greg); snapshots carry the raw and depth grids; a stop and resume continues exactly.
-    c = _tiny_eg3d(tiny_options(shapes_zip, tmp_path / 'options', cfg='eg3d-shapenet', cond=True))
+    # (lazy, in Greg), image and raw image augmented jointly (--aug=fixed --p=0.5); snapshots carry the raw
+    # and depth grids; a stop and resume continues exactly.
+    c = _tiny_eg3d(tiny_options(shapes_zip, tmp_path / 'options', cfg='eg3d-shapenet', cond=True, aug='fixed'))
     assert c.loss_kwargs.class_name == 'training.loss.TriPlaneLoss' and c.D_kwargs.class_name.endswith('DualDiscriminator')
-    a, a_state, b = _straight_and_resumed(shapes_zip, tmp_path, cfg='eg3d-shapenet', edit=_tiny_eg3d, cond=True)
+    assert c.augment_p == 0.5 and c.augment_kwargs.brightness == 1
+    a, a_state, b = _straight_and_resumed(shapes_zip, tmp_path, cfg='eg3d-shapenet', edit=_tiny_eg3d, cond=True,
+                                          aug='fixed')
+    assert float(a['augment_pipe'].p) == 0.5
     for name in ['G', 'D', 'G_ema']:
         for tensor_name, tensor in named_tensors(a[name]).items():
             assert torch.isfinite(tensor).all(), f'{name}.{tensor_name}'
