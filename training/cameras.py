@@ -223,6 +223,65 @@ def fov_to_intrinsics(fov_degrees, device='cpu'):
     return torch.tensor([[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], dtype=torch.float32, device=device)
 
 
+# ----------------------------------------------------------------------------------------------
+# GRAM's cameras (microsoft/GRAM generators/generators.py, renderers/manifold_renderer.py): a camera
+# at polar angle phi from world +y and azimuth theta, on a sphere about the origin and looking at it:
+# origin = radius (sin(phi) cos(theta), cos(phi), sin(phi) sin(theta)); the frontal camera is
+# (pi/2, pi/2), on +z. Its field of view `fov` is the full angle across the image width and height.
+
+
+def gram_focal(fov_degrees):
+    """The normalised focal length of GRAM's `fov` (degrees, across the image side): 1 / (2 tan(fov / 2))."""
+    return 1 / (2 * math.tan(math.radians(fov_degrees) / 2))
+
+
+def gram_pose_to_label(phi, theta, fov_degrees, radius=1.0):
+    """[N, 25] labels of GRAM's cameras at polar angles `phi` [N] and azimuths `theta` [N] (radians)."""
+    phi = torch.as_tensor(phi, dtype=torch.float32).reshape(-1)
+    theta = torch.as_tensor(theta, dtype=torch.float32, device=phi.device).reshape(-1)
+    origins = radius * torch.stack([phi.sin() * theta.cos(), phi.cos(), phi.sin() * theta.sin()], dim=-1)
+    focal = gram_focal(fov_degrees)
+    intrinsics = torch.tensor([[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], dtype=torch.float32, device=phi.device)
+    return pack(create_cam2world_matrix(-origins, origins), intrinsics)
+
+
+def gram_pose_from_label(c):
+    """(phi [N], theta [N]): GRAM's angles of the camera centres of labels `c` [N, 25], about the world origin."""
+    cam2world, _ = unpack(c)
+    origin = cam2world[:, :3, 3]
+    radius = origin.norm(dim=-1)
+    phi = torch.arccos((origin[:, 1] / radius).clamp(-1, 1))
+    theta = torch.atan2(origin[:, 2], origin[:, 0])
+    return phi, theta
+
+
+def sample_gram_poses(mode, h_mean, v_mean, h_stddev, v_stddev, batch_size, device='cpu', generator=None):
+    """(phi [N], theta [N]) drawn from GRAM's pose prior `mode` (its sample_camera_positions).
+
+    'gaussian' / 'normal': theta ~ N(h_mean, h_stddev), phi ~ N(v_mean, v_stddev); 'uniform': each
+    uniform in mean +- stddev; 'spherical_uniform': theta as 'uniform', phi = arccos(1 - 2 v) with v
+    uniform in (v_mean +- v_stddev) / pi clamped to [1e-5, 1 - 1e-5] (uniform over the sphere's band);
+    any other mode: the means. phi is clamped to [1e-5, pi - 1e-5] as in GRAM.
+    """
+    def uniform(mean, spread):
+        return _uniform(mean, spread, batch_size, device, generator)
+    if mode in ('gaussian', 'normal'):
+        theta = _gaussian(h_mean, h_stddev, batch_size, device, generator)
+        phi = _gaussian(v_mean, v_stddev, batch_size, device, generator)
+    elif mode == 'uniform':
+        theta, phi = uniform(h_mean, h_stddev), uniform(v_mean, v_stddev)
+    elif mode == 'spherical_uniform':
+        theta = uniform(h_mean, h_stddev)
+        v = uniform(v_mean / math.pi, v_stddev / math.pi).clamp(1e-5, 1 - 1e-5)
+        phi = torch.arccos(1 - 2 * v)
+    else:
+        theta = torch.full([batch_size], float(h_mean), device=device)
+        phi = torch.full([batch_size], float(v_mean), device=device)
+    return phi.clamp(1e-5, math.pi - 1e-5), theta
+
+# ----------------------------------------------------------------------------------------------
+
+
 def flip_yaw(c):
     """Mirror cameras across the world x = 0 plane, to pair with horizontally flipped images.
 

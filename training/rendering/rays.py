@@ -32,11 +32,13 @@ def pixel_uv(resolution, device='cpu', dtype=torch.float32):
     return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
 
 
-def sample_rays(cam2world, intrinsics, resolution):
+def sample_rays(cam2world, intrinsics, resolution, uv=None):
     """EG3D's pixel-centre rays: (origins, directions), each [N, resolution ** 2, 3].
 
     cam2world: [N, 4, 4] OpenCV cam2world. intrinsics: [N, 3, 3] normalised by the image size (may
     carry a skew K[0, 1]). Directions have unit length; origins are cam2world[:, :3, 3] repeated.
+    `uv` [R, 2] replaces the pixel centres by other normalised image points (e.g. GRAM's grid, which
+    includes the image borders); then R rays per camera.
     """
     cam2world = torch.as_tensor(cam2world)
     if not cam2world.is_floating_point():
@@ -47,7 +49,7 @@ def sample_rays(cam2world, intrinsics, resolution):
                          f'{list(cam2world.shape)} and {list(intrinsics.shape)}.')
     fx, fy = intrinsics[:, 0, 0, None], intrinsics[:, 1, 1, None]
     cx, cy, sk = intrinsics[:, 0, 2, None], intrinsics[:, 1, 2, None], intrinsics[:, 0, 1, None]
-    uv = pixel_uv(resolution, cam2world.device, cam2world.dtype)
+    uv = pixel_uv(resolution, cam2world.device, cam2world.dtype) if uv is None else uv.to(cam2world)
     u, v = uv[None, :, 0], uv[None, :, 1]                                        # [1, R]
     x = (u - cx + cy * sk / fy - sk * v / fy) / fx                              # [N, R]
     y = (v - cy) / fy
@@ -58,14 +60,14 @@ def sample_rays(cam2world, intrinsics, resolution):
     return origins.expand_as(dirs).contiguous(), dirs
 
 
-def sample_rays_from_labels(c, resolution):
+def sample_rays_from_labels(c, resolution, uv=None):
     """`sample_rays` for [N, 25] camera labels (training/cameras.py's contract)."""
     c = torch.as_tensor(c)
     if c.ndim != 2 or c.shape[1] != 25:
         raise ValueError(f'A camera label is 25 floats per sample ([N, 25]); got shape {list(c.shape)}.')
     if not c.is_floating_point():
         c = c.float()
-    return sample_rays(c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3), resolution)
+    return sample_rays(c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3), resolution, uv=uv)
 
 # ----------------------------------------------------------------------------------------------
 
