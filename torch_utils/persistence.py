@@ -414,8 +414,9 @@ def _pending_children(pending: Any, prefix: str = "", ancestors: frozenset = fro
 def _restore_module(obj, pending: _Pending) -> None:
     """Copy the pickled tensors into a freshly constructed module; names and shapes must match exactly."""
     import torch
-    src, flags = {}, {}
+    src, flags, nodes = {}, {}, {}
     for module_name, node in _pending_children(pending):
+        nodes[module_name] = node
         groups = [_state_group(node, group) for group in ("_parameters", "_buffers")]
         flags[module_name] = bool(node.state.get("training", False))
         for group in groups:
@@ -440,11 +441,13 @@ def _restore_module(obj, pending: _Pending) -> None:
                 tensor.requires_grad_(src[name].requires_grad)
     for name, module in obj.named_modules():
         module.training = flags.get(name, module.training)
-    # Plain attributes the class declares as state (EG3D: the neural rendering resolution that training
-    # scheduled), when the file holds plain data for them.
-    for name in getattr(type(obj), "state_attributes", ()):
-        if name in pending.state and _is_plain_data(pending.state[name]):
-            setattr(obj, name, _plain_copy(pending.state[name]))
+    # Plain attributes each module's class declares as state (EG3D: the neural rendering resolution that
+    # training scheduled; GRAM: its renderer's options), when the file holds plain data for them.
+    for module_name, module in obj.named_modules():
+        node = nodes.get(module_name)
+        for name in getattr(type(module), "state_attributes", ()):
+            if node is not None and name in node.state and _is_plain_data(node.state[name]):
+                setattr(module, name, _plain_copy(node.state[name]))
 
 
 def _is_plain_data(value, depth=0) -> bool:

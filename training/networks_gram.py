@@ -63,6 +63,39 @@ MANIFOLD_BOX = 0.24         # GramSample's fixed input box (UniformBoxWarp(0.24)
 MIN_INTERVAL_DROP = 0.05    # smaller changes of s across an interval give the far point
 TRUNCATION_SAMPLES = 10000
 
+# The official configs' networks and cameras (microsoft/GRAM configs.py: FFHQ_default, CATS_default,
+# CARLA_default): GramGenerator's official arguments, our camera arguments, and the D's image size.
+_FACE_RENDERER = dict(num_samples=64, num_manifolds=24, levels_start=23, levels_end=8, last_back=False,
+                      white_back=False, background=True)
+
+
+def _face_preset(hidden_dim_sample):
+    return dict(
+        generator=dict(z_dim=256, img_size=256, h_stddev=0.3, v_stddev=0.155, h_mean=math.pi * 0.5,
+                       v_mean=math.pi * 0.5, sample_dist='gaussian',
+                       representation_kwargs=dict(hidden_dim=256, sigma_clamp_mode='softplus',
+                                                  rgb_clamp_mode='widen_sigmoid', hidden_dim_sample=hidden_dim_sample,
+                                                  layer_num_sample=3, center=(0, 0, -1.5), init_radius=0),
+                       renderer_kwargs=dict(_FACE_RENDERER)),
+        camera=dict(fov=12, ray_start=0.88, ray_end=1.12),
+        discriminator=dict(img_size=256))
+
+
+OFFICIAL_CONFIGS = {
+    'FFHQ_default': _face_preset(hidden_dim_sample=128),
+    'CATS_default': _face_preset(hidden_dim_sample=64),
+    'CARLA_default': dict(
+        generator=dict(z_dim=256, img_size=128, h_stddev=math.pi, v_stddev=math.pi * (42.5 / 180),
+                       h_mean=math.pi * 0.5, v_mean=math.pi * (42.5 / 180), sample_dist='spherical_uniform',
+                       representation_kwargs=dict(hidden_dim=256, normalize=2, sigma_clamp_mode='softplus',
+                                                  rgb_clamp_mode='widen_sigmoid', hidden_dim_sample=256,
+                                                  layer_num_sample=3, center=(0, 0, 0), init_radius=0),
+                       renderer_kwargs=dict(num_samples=64, num_manifolds=48, levels_start=35, levels_end=5,
+                                            delta_alpha=0.02, last_back=False, white_back=True, background=False)),
+        camera=dict(fov=30, ray_start=0.7, ray_end=1.3),
+        discriminator=dict(img_size=128)),
+}
+
 # ----------------------------------------------------------------------------------------------
 # Initialisations (GRAM's, which are pi-GAN's and SAL's).
 
@@ -260,11 +293,19 @@ class Gram(torch.nn.Module):
 
 
 @persistence.persistent_class
-class ManifoldRenderer:
-    """GRAM's renderer options (its ManifoldRenderer's attributes; users set e.g. lock_view_dependence)."""
+class ManifoldRenderer(torch.nn.Module):
+    """GRAM's renderer options (its ManifoldRenderer's attributes; users set e.g. lock_view_dependence).
+
+    A module without tensors here (a plain object in GRAM), so that pickles keep options set after
+    construction: they are its state attributes.
+    """
+
+    state_attributes = ('num_manifolds', 'levels_start', 'levels_end', 'num_samples', 'last_back', 'white_back',
+                        'background', 'delta_alpha', 'delta_final', 'lock_view_dependence')
 
     def __init__(self, num_manifolds, levels_start, levels_end, num_samples, last_back=False, white_back=False,
                  background=True, delta_alpha=0.04, delta_final=1e10, lock_view_dependence=False):
+        super().__init__()
         self.num_manifolds = num_manifolds
         self.levels_start = levels_start
         self.levels_end = levels_end
@@ -323,6 +364,7 @@ class GramGenerator(torch.nn.Module):
 
     label_kind = 'camera'
     synthesis_options = ('camera',)
+    state_attributes = ('epoch', 'step', 'legacy_rays', 'ray_chunk')
 
     def __init__(self, z_dim, img_size=None, h_stddev=0.3, v_stddev=0.155, h_mean=math.pi / 2, v_mean=math.pi / 2,
                  sample_dist='gaussian', representation_kwargs=None, renderer_kwargs=None, partial_grad=False, *,
@@ -561,3 +603,8 @@ class GramDiscriminator(torch.nn.Module):
 persistence.register_no_exec_module(__name__, [
     UniformBoxWarp, FiLMLayer, CustomMappingNetwork, GramSample, GramRF, Gram, ManifoldRenderer, GramGenerator,
     AddCoords, CoordConv, ResidualCoordConvBlock, AdapterBlock, GramDiscriminator])
+# GRAM's layers are plain torch modules (as official, for its state_dict names); in our pickles they are
+# submodules of the persistent classes above, rebuilt by them, so the loader keeps only their tensors.
+for _module, _name in [('torch.nn.modules.linear', 'Linear'), ('torch.nn.modules.conv', 'Conv2d'),
+                       ('torch.nn.modules.activation', 'ReLU'), ('torch.nn.modules.activation', 'LeakyReLU')]:
+    persistence.register_no_exec_plain_module(_module, _name)

@@ -14,6 +14,10 @@ How it differs from the official loop, and why:
 - **Gradients are averaged over the whole batch**: each chunk's loss is weighted by 1/chunks per
   process, and the all-reduced sum is divided by the number of processes (the official loop sums
   over accumulation rounds instead; Adam barely notices the scale, but equality across layouts does).
+- **Options some recipes need** (off by default): `grad_clip` clips each network's total gradient
+  norm after accumulation and averaging, before its optimizer step; `ema_warmup` caps the EMA decay
+  at (1 + n) / (10 + n) at the n-th update, as torch_ema does; `param_groups` in G_opt_kwargs /
+  D_opt_kwargs give the parameters under named submodules their own optimizer settings.
 - **Exact resume**: beside every network snapshot a training state holds the optimizer states,
   counters, loss and ADA state (see training/snapshots.py).
 - **Preemption**: SIGTERM or SIGINT makes every process stop at the same step and write a
@@ -221,6 +225,34 @@ def _average_gradients(module, world_size):
     for param, grad in zip(params, flat.split([param.numel() for param in params])):
         param.grad = grad.reshape(param.shape)
 
+def _optimizer_params(module, param_groups):
+    """The `params` argument of an optimizer for `module`: its parameters, or groups of them.
+
+    `param_groups` (the optional `param_groups` entry of G_opt_kwargs / D_opt_kwargs) is a list of
+    dicts, each with a `prefix` (a submodule path, e.g. 'representation.sample_network') and the
+    optimizer settings of its group (e.g. lr). A parameter named `prefix` or `prefix.<...>` joins the
+    first entry that names it; the others form a last group with the optimizer's own settings.
+    """
+    if not param_groups:
+        return module.parameters()
+    named = list(module.named_parameters())
+    groups, taken = [], set()
+    for entry in param_groups:
+        entry = dict(entry)
+        prefix = entry.pop('prefix', None)
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f'Each param_groups entry needs a "prefix" naming a submodule; got {entry}.')
+        params = [param for name, param in named if name not in taken and (name == prefix or name.startswith(prefix + '.'))]
+        if not params:
+            raise ValueError(f'param_groups prefix "{prefix}" names no parameter of {type(module).__name__} that an '
+                             f'earlier entry has not taken.')
+        taken.update(name for name, param in named if any(param is p for p in params))
+        groups.append(dict(entry, params=params))
+    rest = [param for name, param in named if name not in taken]
+    if rest:
+        groups.append(dict(params=rest))
+    return groups
+
 def _load_optimizer_state(opt, saved):
     # Hyper-parameters come from this run's options (the user may have changed --glr); moments from the state.
     current = [{key: value for key, value in group.items() if key != 'params'} for group in opt.param_groups]
@@ -264,6 +296,8 @@ def training_loop(
     cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
     grid_size               = None,     # (columns, rows) of the image snapshots; None = default_grid_size().
     check_interval          = 4,        # Steps between checks for stop signals and non-finite losses.
+    grad_clip               = None,     # {'G': max_norm, 'D': max_norm}: clip that network's total gradient 2-norm before each step. None = never.
+    ema_warmup              = False,    # Cap the EMA decay at (1 + n) / (10 + n) at the n-th update (torch_ema's warm-up)?
     saved_options           = None,     # JSON-able options stored in each training state (train.py's).
 ):
     """Train on the device set up by torch_utils.distributed; return EasyDict(status='done'|'interrupted',
@@ -275,6 +309,9 @@ def training_loop(
         raise ValueError(f'num_gpus={num_gpus} but {world_size} processes are running.')
     if batch_size % (world_size * batch_gpu) != 0:
         raise ValueError(f'batch_size={batch_size} must be a multiple of num_gpus * batch_gpu = {world_size * batch_gpu}.')
+    grad_clip = dict(grad_clip or {})
+    if not set(grad_clip) <= {'G', 'D'} or any(value is not None and not value > 0 for value in grad_clip.values()):
+        raise ValueError(f'grad_clip must map "G" and/or "D" to a positive maximum gradient norm, got {grad_clip}.')
     is_main = rank == 0
     log = print if is_main else (lambda *args, **kwargs: None)
 
@@ -337,16 +374,24 @@ def training_loop(
     optimizers = dict()
     for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
         opt_kwargs = dnnlib.EasyDict(opt_kwargs)
+        param_groups = [dict(entry) for entry in opt_kwargs.pop('param_groups', None) or []]
+        clip = grad_clip.get(name)
         if reg_interval is None:
-            optimizers[name] = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
-            phases.append(dnnlib.EasyDict(name=name + 'both', module=module, opt=optimizers[name], interval=1))
+            params = _optimizer_params(module, param_groups)
+            optimizers[name] = dnnlib.util.construct_class_by_name(params=params, **opt_kwargs)
+            phases.append(dnnlib.EasyDict(name=name + 'both', module=module, opt=optimizers[name], interval=1, clip=clip))
         else:
             mb_ratio = reg_interval / (reg_interval + 1)
-            opt_kwargs.lr = opt_kwargs.lr * mb_ratio
-            opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
-            optimizers[name] = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
-            phases.append(dnnlib.EasyDict(name=name + 'main', module=module, opt=optimizers[name], interval=1))
-            phases.append(dnnlib.EasyDict(name=name + 'reg', module=module, opt=optimizers[name], interval=reg_interval))
+            for settings in [opt_kwargs] + param_groups:
+                if 'lr' in settings:
+                    settings['lr'] = settings['lr'] * mb_ratio
+                if 'betas' in settings:
+                    settings['betas'] = [beta ** mb_ratio for beta in settings['betas']]
+            params = _optimizer_params(module, param_groups)
+            optimizers[name] = dnnlib.util.construct_class_by_name(params=params, **opt_kwargs)
+            phases.append(dnnlib.EasyDict(name=name + 'main', module=module, opt=optimizers[name], interval=1, clip=clip))
+            phases.append(dnnlib.EasyDict(name=name + 'reg', module=module, opt=optimizers[name], interval=reg_interval,
+                                          clip=clip))
     if state:
         for name, opt in optimizers.items():
             _load_optimizer_state(opt, state['optimizers'][name])
@@ -434,6 +479,9 @@ def training_loop(
                                               gain=phase.interval / num_chunks, cur_nimg=cur_nimg)
                 phase.module.requires_grad_(False)
                 _average_gradients(phase.module, world_size)
+                if phase.clip is not None:
+                    torch.nn.utils.clip_grad_norm_([p for p in phase.module.parameters() if p.grad is not None],
+                                                   phase.clip)
                 phase.opt.step()
                 if device.type != 'cuda':
                     training_stats.report('Timing/' + phase.name, time.perf_counter() - phase_start)
@@ -443,6 +491,8 @@ def training_loop(
             if ema_rampup is not None:
                 ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
             ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+            if ema_warmup:  # torch_ema's use_num_updates: this is update number batch_idx + 1
+                ema_beta = min(ema_beta, (1 + (batch_idx + 1)) / (10 + (batch_idx + 1)))
             with torch.no_grad():
                 for p_ema, p in zip(G_ema.parameters(), G.parameters()):
                     p_ema.copy_(p.lerp(p_ema, ema_beta))

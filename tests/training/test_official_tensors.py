@@ -5,9 +5,10 @@ stylegan_official_tensors.json, built with the classes of the official StyleGAN3
 raycond_official_tensors.json, with those of the official Ray Conditioning release, and
 creps_official_tensors.json (the CREPS generator, and the StyleGAN2 discriminator it trains with),
 and eg3d_official_tensors.json (EG3D's TriPlaneGenerator and DualDiscriminator, in our
-training/networks_triplane.py). Official weights transfer by name only if this holds. The other spec
-files there (EpiGRAF, GRAM) describe networks this project does not build yet; here they are only
-checked to parse.
+training/networks_triplane.py), and gram_official_tensors.json (GRAM's GramGenerator and
+GramDiscriminator, in our training/networks_gram.py; with their `state_dict` keys, the `.pth`
+format). Official weights transfer by name only if this holds. The EpiGRAF spec describes networks
+this project does not build yet; here it is only checked to parse.
 """
 
 import importlib
@@ -32,10 +33,12 @@ EXPECTED_ENTRIES = {
 }
 # The files whose networks this project builds; every entry of them is built and compared below.
 BUILT_SPECS = ('stylegan_official_tensors.json', 'raycond_official_tensors.json', 'creps_official_tensors.json',
-               'eg3d_official_tensors.json')
+               'eg3d_official_tensors.json', 'gram_official_tensors.json')
 # Official files whose classes live in one of our modules under another name.
 OUR_MODULES = {'eg3d/training/triplane.py': 'training.networks_triplane',
-               'eg3d/training/dual_discriminator.py': 'training.networks_triplane'}
+               'eg3d/training/dual_discriminator.py': 'training.networks_triplane',
+               'generators/generators.py': 'training.networks_gram',
+               'discriminators/discriminators.py': 'training.networks_gram'}
 # The older spec files, whose entries the spec README does not count.
 UNCOUNTED_SPECS = ('stylegan_official_tensors.json', 'raycond_official_tensors.json')
 ENTRY_FIELDS = ('module', 'cls', 'kwargs', 'parameters', 'buffers')
@@ -61,6 +64,8 @@ assert len(ENTRIES) == sum(EXPECTED_ENTRIES[name] for name in BUILT_SPECS), len(
 
 def _entry_id(entry):
     kw = entry['kwargs']
+    if 'name' in entry and entry['repo'] == 'microsoft/GRAM':  # GRAM's kwargs have no img_resolution / c_dim
+        return entry['name'].replace(' ', '-')
     extra = '-R' if kw.get('use_radial_filters') else ''
     return f"{pathlib.Path(entry['module']).stem}.{entry['cls']}-{kw['img_resolution']}-c{kw['c_dim']}{extra}"
 
@@ -143,3 +148,23 @@ def test_triplane_generator_attributes(entry):
         assert _attribute(G, name) == attrs[name], name
     cls = type(G.superresolution)
     assert f'training.superresolution.{cls.__name__}' == attrs['superresolution_class']
+
+
+@pytest.mark.parametrize('entry', _load_spec('gram_official_tensors.json'), ids=lambda e: e['name'])
+def test_gram_state_dict_keys_and_attributes(entry):
+    # An official generator.pth is a state_dict: its keys, shapes and dtypes in order, and the recorded
+    # attributes of the official networks (renderer options, box warps, the manifold centre).
+    from training import networks_gram
+    net = getattr(networks_gram, entry['cls'])(**entry['kwargs'])
+    ours = [[name, list(t.shape), str(t.dtype).removeprefix('torch.')] for name, t in net.state_dict().items()]
+    assert ours == entry['state_dict']
+    if 'ema_shadow_params' in entry:  # torch_ema keeps one shadow tensor per parameter, in order
+        assert [list(p.shape) for p in net.parameters()] == entry['ema_shadow_params']
+    for name, value in entry['attrs'].items():
+        if name in ('ema', 'camera'):
+            continue  # facts of the official training loop and config, not attributes of the network
+        ours = _attribute(net, name)
+        if isinstance(value, dict) and '__tensor__' in value:
+            assert isinstance(ours, torch.Tensor) and ours.tolist() == value['values'], name
+        else:
+            assert ours == value, name
