@@ -18,6 +18,11 @@ torchrun --nnodes=2 --node_rank=$NODE_RANK --nproc_per_node=8 --master_addr=$HEA
     train.py --outdir=training-runs --cfg=stylegan3-r --data=datasets/ffhq-1024x1024.zip --batch=32 --gamma=32.8
 
 \b
+# GRAM on posed 256x256 faces in GRAM's layout (8 GPUs of 4 images, G in chunks of 1; --gamma is its r1_lambda):
+python train.py --outdir=training-runs --cfg=gram-ffhq --data=datasets/ffhq-256x256-cameras.zip \\
+    --gpus=8 --batch=32 --batch-gpu=1 --gamma=1 --mirror=1 --mirror-cameras=1
+
+\b
 # Continue a run exactly where it stopped (latest snapshot of the run directory):
 python train.py --outdir=training-runs --resume=training-runs/00003-stylegan2-shapes-32-gpus1-batch8-gamma1
 """
@@ -138,7 +143,7 @@ def _validate(opts):
     batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
     if opts.batch % (opts.gpus * batch_gpu) != 0:
         raise OptionError(f'--batch={opts.batch} must be a multiple of --gpus times --batch-gpu ({opts.gpus} x {batch_gpu}).')
-    if batch_gpu < opts.mbstd_group or batch_gpu % opts.mbstd_group != 0:
+    if configs.has_minibatch_std(opts.cfg) and (batch_gpu < opts.mbstd_group or batch_gpu % opts.mbstd_group != 0):
         raise OptionError(f'--batch-gpu={batch_gpu} must be a multiple of --mbstd-group={opts.mbstd_group} '
                           f'(the discriminator compares images in groups of that size).')
     if opts.mirror_cameras and not opts.mirror:
@@ -361,12 +366,12 @@ def _worker(c, outdir, desc, notes):
 @click.option('--data', help='Training data (zip or folder made by dataset_tool.py)', metavar='[ZIP|DIR]')
 @click.option('--gpus', help='Processes on this node (one per GPU; on --device=cpu, CPU processes)', metavar='INT', type=click.IntRange(min=1))
 @click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1))
-@click.option('--gamma', help='R1 regularization weight', metavar='FLOAT', type=cli.FiniteFloat(min=0))
+@click.option('--gamma', help='R1 regularization weight (GRAM: its r1_lambda, penalty gamma/2 |grad|^2)', metavar='FLOAT', type=cli.FiniteFloat(min=0))
 # Optional features.
-@click.option('--cond', help='Train conditional model (labels from dataset.json)  [default: False; True for the eg3d configs]', metavar='BOOL', type=bool)
+@click.option('--cond', help='Train conditional model (labels from dataset.json)  [default: False; True for the eg3d and gram configs]', metavar='BOOL', type=bool)
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
 @click.option('--mirror-cameras', help='With --mirror and camera labels: mirror the camera poses too', metavar='BOOL', type=bool, default=False, show_default=True)
-@click.option('--aug', help='Augmentation mode (camera-labelled --cond data gets colour augmentation only)  [default: ada; noaug for the eg3d configs]', type=click.Choice(['noaug', 'ada', 'fixed']))
+@click.option('--aug', help='Augmentation mode (camera-labelled --cond data gets colour augmentation only)  [default: ada; noaug for the eg3d and gram configs]', type=click.Choice(['noaug', 'ada', 'fixed']))
 @click.option('--resume', help='Run directory or snapshot to resume from (exactly, when its training state exists), or an official pickle/URL', metavar='[PATH|URL]')
 @click.option('--freezed', help='Freeze first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
 # Misc hyperparameters.
@@ -376,9 +381,9 @@ def _worker(c, outdir, desc, notes):
 @click.option('--cbase', help='Capacity multiplier', metavar='INT', type=click.IntRange(min=1), default=32768, show_default=True)
 @click.option('--cmax', help='Max. feature maps', metavar='INT', type=click.IntRange(min=1), default=512, show_default=True)
 @click.option('--glr', help='G learning rate  [default: varies]', metavar='FLOAT', type=cli.FiniteFloat(min=0))
-@click.option('--dlr', help='D learning rate', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=0.002, show_default=True)
-@click.option('--map-depth', help='Mapping network depth  [default: varies]', metavar='INT', type=click.IntRange(min=1))
-@click.option('--mbstd-group', help='Minibatch std group size', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
+@click.option('--dlr', help='D learning rate  [default: 0.002; 0.0002 for the gram configs]', metavar='FLOAT', type=cli.FiniteFloat(min=0))
+@click.option('--map-depth', help='Mapping network depth (not for the gram configs)  [default: varies]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--mbstd-group', help='Minibatch std group size (not for the gram configs)', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
 # Misc settings.
 @click.option('--desc', help='String to include in result dir name', metavar='STR')
 @click.option('--metrics', help='Quality metrics, comma-separated, or "none"  [default: fid50k_full]', metavar='[NAME|A,B,C|none]')

@@ -11,6 +11,9 @@ pickle loader knows (importing one registers its classes with `torch_utils.persi
 family's pickles load once its config entry names its module.
 """
 
+import copy
+import math
+
 import dnnlib
 
 #----------------------------------------------------------------------------
@@ -154,8 +157,23 @@ EG3D_RENDERING = {
                           box_warp=1.6, white_back=True, avg_camera_radius=1.7, avg_camera_pivot=[0, 0, 0]),
 }
 EG3D_CONFIGS = tuple(EG3D_RENDERING)
-# Options whose default differs by config (EG3D's train.py: --cond=True, --aug=noaug).
-_CONFIG_OPTION_DEFAULTS = {name: dict(cond=True, aug='noaug') for name in EG3D_RENDERING}
+
+# GRAM's three configs (microsoft/GRAM configs.py) by our names; the networks' arguments are
+# training.networks_gram.OFFICIAL_CONFIGS, the training recipe (its 'optimizer' and 'process' entries
+# and the per-GPU batch split) is here.
+GRAM_PRESETS = {'gram-ffhq': 'FFHQ_default', 'gram-cats': 'CATS_default', 'gram-carla': 'CARLA_default'}
+GRAM_CONFIGS = tuple(GRAM_PRESETS)
+_GRAM_FACES = dict(gen_lr=2e-5, disc_lr=2e-4, betas=(0, 0.9), grad_clip=1.0, pos_lambda=15.0)  # r1_lambda 1: --gamma=1
+GRAM_RECIPES = {
+    'gram-ffhq': dict(_GRAM_FACES, batch_split=4, real_pos_lambda=15.0),
+    'gram-cats': dict(_GRAM_FACES, batch_split=2, real_pos_lambda=30.0),
+    'gram-carla': dict(_GRAM_FACES, batch_split=4, real_pos_lambda=15.0, grad_clip=0.3, sampling_network_lr=2e-6),
+}
+GRAM_EMA_DECAY = 0.999  # GRAM's training_loop.py: ExponentialMovingAverage(generator.parameters(), decay=0.999)
+
+# Options whose default differs by config (EG3D's train.py: --cond=True, --aug=noaug; GRAM always
+# trains on posed images without augmentation).
+_CONFIG_OPTION_DEFAULTS = {name: dict(cond=True, aug='noaug') for name in EG3D_CONFIGS + GRAM_CONFIGS}
 _OPTION_DEFAULTS = dict(cond=False, aug='ada')
 
 def option_default(cfg, name):
@@ -220,12 +238,55 @@ for _name in EG3D_RENDERING:
     register(_name, modules=['training.networks_triplane'])(_eg3d)
 
 #----------------------------------------------------------------------------
+# GRAM (Deng et al. 2022): microsoft/GRAM's configs.py (FFHQ_default, CATS_default, CARLA_default) and
+# processes.py (Gan3DProcess) in our loop. GRAM's D has no minibatch-std layer and sees no label.
+
+def has_minibatch_std(cfg):
+    """Whether the discriminator of --cfg=cfg compares images in --mbstd-group groups (train.py checks --batch-gpu)."""
+    return cfg not in GRAM_CONFIGS
+
+def _gram(c, opts):
+    from training.networks_gram import OFFICIAL_CONFIGS  # imported late: the registry itself needs no torch
+    _require_cameras(opts)
+    if opts.get('map_depth') is not None or opts.get('freezed'):
+        option = '--map-depth' if opts.get('map_depth') is not None else '--freezed'
+        raise ValueError(f'{option} does not apply to --cfg={opts.cfg}: GRAM\'s networks have a fixed mapping depth and '
+                         f'no layers to freeze; drop it.')
+    preset, recipe = copy.deepcopy(OFFICIAL_CONFIGS[GRAM_PRESETS[opts.cfg]]), GRAM_RECIPES[opts.cfg]
+    # The networks at the dataset's resolution (GRAM resizes its images to img_size instead).
+    c.G_kwargs = dnnlib.EasyDict(class_name='training.networks_gram.GramGenerator', **preset['generator'],
+                                 **preset['camera'])
+    c.G_kwargs.img_size = opts.resolution
+    c.D_kwargs = dnnlib.EasyDict(class_name='training.networks_gram.GramDiscriminator', img_size=opts.resolution)
+    # "torch.optim.Adam(param_groups, lr=gen_lr, betas=betas)", D alike with disc_lr (torch's eps 1e-8).
+    c.G_opt_kwargs.betas = [float(beta) for beta in recipe['betas']]
+    c.D_opt_kwargs.betas = [float(beta) for beta in recipe['betas']]
+    if 'sampling_network_lr' in recipe:  # set_optimizer_G: the manifold predictor's own learning rate
+        c.G_opt_kwargs.param_groups = [dict(prefix='representation.sample_network', lr=recipe['sampling_network_lr'])]
+    c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.GramLoss', r1_gamma=opts.gamma,
+                                    pos_lambda=recipe['pos_lambda'], real_pos_lambda=recipe['real_pos_lambda'])
+    c.D_reg_interval = None  # R1 in every D step, in the same pass (r1_interval=1)
+    c.G_reg_interval = None
+    # torch_ema with decay 0.999 per G step: 0.5 ** (batch / ema_nimg) = 0.999, its warm-up, no ramp-up.
+    c.ema_kimg = c.batch_size * math.log(0.5) / math.log(GRAM_EMA_DECAY) / 1000
+    c.ema_rampup = None
+    c.ema_warmup = True
+    # "nn.utils.clip_grad_norm_(..., grad_clip)" after each network's backward. GRAM's G gradient is the
+    # sum over its batch_split chunks of each chunk's mean (D's is one batch mean), batch_split times the
+    # batch mean our loop clips: the same clip of the mean is grad_clip / batch_split.
+    c.grad_clip = dict(G=recipe['grad_clip'] / recipe['batch_split'], D=recipe['grad_clip'])
+    return dict(map_depth=None, glr=recipe['gen_lr'], dlr=recipe['disc_lr'], snap=50)
+
+for _name in GRAM_CONFIGS:
+    register(_name, modules=['training.networks_gram'])(_gram)
+
+#----------------------------------------------------------------------------
 
 def build_training_options(opts):
     """Return the EasyDict of `training_loop` keyword arguments for the validated train.py `opts`.
 
     `opts` carries: cfg, data (path), cond, mirror, mirror_cameras, aug, p, target, batch, gpus,
-    batch_gpu, gamma, cbase, cmax, glr, dlr, map_depth, mbstd_group, freezed, fp32, kimg, tick,
+    batch_gpu, gamma, cbase, cmax, glr, dlr (None: the config's default), map_depth, mbstd_group, freezed, fp32, kimg, tick,
     snap (None: the config's default), seed, workers, nobench, metrics, metric_detectors (optional), device,
     and the dataset facts `resolution`,
     `camera_labels` (whether the labels are 25-float cameras), `camera_label_problem` (optional: why 25-float
@@ -273,10 +334,11 @@ def build_training_options(opts):
         # Deliberate (not in the official train.py): the generator declares that its label is a camera,
         # instead of the code around it guessing from c_dim == 25 (training.capabilities).
         c.G_kwargs.label_kind = 'camera'
-    c.G_kwargs.mapping_kwargs.num_layers = opts.map_depth if opts.map_depth is not None else defaults['map_depth']
+    if 'mapping_kwargs' in c.G_kwargs:
+        c.G_kwargs.mapping_kwargs.num_layers = opts.map_depth if opts.map_depth is not None else defaults['map_depth']
     c.G_opt_kwargs.lr = opts.glr if opts.glr is not None else defaults['glr']
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap if opts.snap is not None else defaults['snap']
-    c.D_opt_kwargs.lr = opts.dlr
+    c.D_opt_kwargs.lr = opts.dlr if opts.get('dlr') is not None else defaults.get('dlr', 0.002)
 
     if opts.aug != 'noaug':
         # Camera-labelled data gets colour augmentation only: geometric ones would break image-pose pairs.

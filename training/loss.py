@@ -38,6 +38,7 @@ addition, a "finite so far" flag per phase and name is kept on the device; `nonf
 those flags once (one sync), resets them and returns `<phase>/<name>` of those that were ever non-finite.
 """
 
+import math
 import types
 
 import numpy as np
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import upfirdn2d
+from training import cameras
 from training.networks_triplane import filtered_resizing
 
 _PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
@@ -463,3 +465,71 @@ class TriPlaneLoss(StyleGAN2Loss):
         real_raw = blur(real_raw, self.blur_sigma(cur_nimg))  # EG3D blurs the raw target too
         super().accumulate_gradients(phase, {'image': real_img, 'image_raw': real_raw}, real_c, gen_z, gen_c, gain,
                                      cur_nimg)
+
+
+class GramLoss(StyleGAN2Loss):
+    """GRAM's losses (microsoft/GRAM processes/processes.py, Gan3DProcess), on StyleGAN2Loss.
+
+    With GRAM's constructor arguments r1_lambda (here r1_gamma, train.py's --gamma), pos_lambda and
+    real_pos_lambda:
+    - fakes are rendered from cameras drawn from G's own pose prior (`G.sample_labels`, with torch's
+      global generator, which the training loop seeds from (seed, step, phase, chunk), so a resumed
+      run draws the same cameras); the dataset labels that the loop passes as `gen_c` are not used;
+    - non-saturating logistic losses as StyleGAN2Loss, and R1 = r1_gamma / 2 |grad_x D(x)|^2 on reals
+      (GRAM's 0.5 r1_lambda, every step with D_reg_interval=None);
+    - D's pose head (`D(img, c, return_pose=True)`, (phi, theta)) regresses, with GRAM's
+      nn.MSELoss() (the mean over the images and both angles): on fakes the sampled pose,
+      pos_lambda MSE, in the G loss ('Gpos') and in the D loss ('Dpos_fake'); on reals the pose of
+      the dataset label, real_pos_lambda MSE, in the D loss only ('Dpos_real'; none when
+      real_pos_lambda is 0, as in GRAM). The real pose is `cameras.gram_pose_from_label` with the
+      azimuth taken in [h_mean - pi, h_mean + pi) of G's prior, the branch GRAM's own labels use
+      (its CARLA azimuths run over (-pi/2, 3pi/2]).
+    The extra terms are per-image means over the two angles, so their batch mean is GRAM's MSE.
+    """
+
+    def __init__(self, device, G, D, augment_pipe=None, r1_gamma=1, pos_lambda=15, real_pos_lambda=15, **kwargs):
+        super().__init__(device, G, D, augment_pipe=augment_pipe, r1_gamma=r1_gamma, **kwargs)
+        self.pos_lambda = pos_lambda
+        self.real_pos_lambda = real_pos_lambda
+        self._gen_pose = None   # (phi, theta) [N, 2] of the cameras of the latest run_G
+        self._pred_pose = None  # D's pose [N, 2] of the latest run_D
+
+    def real_pose(self, c):
+        """(phi, theta) [N, 2] of camera labels c [N, 25], theta in [h_mean - pi, h_mean + pi)."""
+        phi, theta = cameras.gram_pose_from_label(c)
+        mean = float(getattr(self.G, 'h_mean', math.pi / 2))
+        theta = torch.remainder(theta - (mean - math.pi), 2 * math.pi) + (mean - math.pi)
+        return torch.stack([phi, theta], dim=-1)
+
+    def run_G(self, z, c, update_emas=False):
+        _ = c  # GRAM draws the cameras of its fakes from its prior, never from the dataset
+        labels, pose = self.G.sample_labels(z.shape[0], device=z.device)
+        ws = self.G.mapping(z, labels, update_emas=update_emas)
+        img = self.G.synthesis(ws, labels, update_emas=update_emas)
+        self._gen_pose = pose
+        return img, ws
+
+    def run_D(self, img, c, blur_sigma=0, update_emas=False):
+        if blur_sigma > 0:
+            with torch.autograd.profiler.record_function('blur'):
+                img = blur(img, blur_sigma)
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        logits, self._pred_pose = self.D(img, c, update_emas=update_emas, return_pose=True)
+        return logits
+
+    @staticmethod
+    def _pose_error(pred, target):
+        return (pred - target.to(pred.dtype)).square().mean(dim=1)
+
+    def extra_G_terms(self, stage, ctx):
+        if stage != 'main':
+            return {}
+        return {'Gpos': self._pose_error(self._pred_pose, self._gen_pose) * self.pos_lambda}
+
+    def extra_D_terms(self, stage, ctx):
+        if stage == 'gen':
+            return {'Dpos_fake': self._pose_error(self._pred_pose, self._gen_pose) * self.pos_lambda}
+        if stage == 'real' and self.real_pos_lambda > 0:
+            return {'Dpos_real': self._pose_error(self._pred_pose, self.real_pose(ctx.real_c)) * self.real_pos_lambda}
+        return {}

@@ -148,9 +148,10 @@ def save_image_grid(images, path, drange, grid_size):
 def _generate_grid(G_ema, grid_z, grid_c, batch):
     """{file suffix: NCHW images}: '' for the image, plus a dict generator's other images (EG3D: '_raw', '_depth')."""
     parts = {}
+    options = dict(noise_mode='const') if capabilities.accepts(G_ema, 'noise_mode') else {}  # GRAM's G has no noise
     with torch.no_grad():
         for z, c in zip(grid_z.split(batch), grid_c.split(batch)):
-            for suffix, images in capabilities.image_outputs(G_ema, G_ema(z, c, noise_mode='const')).items():
+            for suffix, images in capabilities.image_outputs(G_ema, G_ema(z, c, **options)).items():
                 parts.setdefault(suffix, []).append(images.cpu())
     return {suffix: torch.cat(images).numpy() for suffix, images in parts.items()}
 
@@ -242,12 +243,13 @@ def _optimizer_params(module, param_groups):
         prefix = entry.pop('prefix', None)
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f'Each param_groups entry needs a "prefix" naming a submodule; got {entry}.')
-        params = [param for name, param in named if name not in taken and (name == prefix or name.startswith(prefix + '.'))]
-        if not params:
+        names = [name for name, _ in named if name not in taken and (name == prefix or name.startswith(prefix + '.'))]
+        if not names:
             raise ValueError(f'param_groups prefix "{prefix}" names no parameter of {type(module).__name__} that an '
                              f'earlier entry has not taken.')
-        taken.update(name for name, param in named if any(param is p for p in params))
-        groups.append(dict(entry, params=params))
+        taken.update(names)
+        chosen = set(names)
+        groups.append(dict(entry, params=[param for name, param in named if name in chosen]))
     rest = [param for name, param in named if name not in taken]
     if rest:
         groups.append(dict(params=rest))
