@@ -276,8 +276,9 @@ def render_views(G, z, c, mapping_c=None, truncation_psi=1, noise_mode='const'):
         kwargs['c'] = c
     if capabilities.accepts(G, 'noise_mode'):
         kwargs['noise_mode'] = noise_mode
-    output = G.synthesis(ws, **kwargs)
-    return {mode: capabilities.output_of(G, output, mode).float() for mode in capabilities.image_modes(G)}
+    modes = capabilities.image_modes(G)
+    output = G.synthesis(ws, **kwargs, **capabilities.mode_kwargs(G, modes))
+    return {mode: capabilities.output_of(G, output, mode).float() for mode in modes}
 
 
 @torch.no_grad()

@@ -11,6 +11,9 @@ not a camera model); it reads what the network declares. A generator declares, a
   the image in the dict they return (EG3D's `{'image', 'image_raw', 'image_depth'}` -> 'image');
 - `image_modes`: the keys of that dict a user may ask for (gen_images.py --image-mode); default
   ('image',). A key ending in '_depth' holds depth, not colour;
+- `mode_options`: {mode: synthesis keywords} for outputs the network computes only on request (GRAM:
+  {'image_depth': {'return_depth': True}}, whereupon it returns a dict with 'image' and the mode);
+  `mode_kwargs` collects them;
 - `state_attributes`: names of plain (non-tensor) attributes that are part of the network's state:
   the no-exec loader restores them and the training loop copies them from G to G_ema after every
   step (EG3D: the scheduled neural rendering resolution); default none;
@@ -88,6 +91,15 @@ def image_of(G, output):
 def image_modes(G):
     """The outputs a user may ask for (--image-mode): ('image',) unless G declares more."""
     return tuple(getattr(G, 'image_modes', ('image',)))
+
+
+def mode_kwargs(G, modes):
+    """The keywords G.synthesis needs so that its output holds every one of `modes` (see mode_options)."""
+    declared = getattr(G, 'mode_options', None) or {}
+    kwargs = {}
+    for mode in modes:
+        kwargs.update(declared.get(mode, {}))
+    return kwargs
 
 
 def output_of(G, output, mode='image'):

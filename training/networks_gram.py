@@ -36,6 +36,11 @@ raw frequencies and phase shifts; `G.synthesis(ws, c)` renders them. Attributes 
 w_dim, num_ws = 1, img_resolution = img_size, img_channels = 3. Truncation moves ws towards w_avg,
 the mean of 10000 mapped z drawn with a fixed seed (the official get_avg_w draws them at random).
 
+Units: GRAM's cameras sit at radius 1 about its world origin. `label_scale` (ours, default 1)
+multiplies the camera positions of the labels first, for data in other units (EG3D-style labels at
+radius 2.7 take 1 / 2.7; the images are the same, the world is scaled); depth is returned in the
+labels' units.
+
 Rays: physical pixel-centre rays from the label (training.rendering.rays) by default;
 `legacy_rays=True` uses GRAM's own grid, linspace(-1, 1) over the image *including* its borders,
 which the official checkpoints were trained with. Either way, for a label made by
@@ -370,11 +375,13 @@ class GramGenerator(torch.nn.Module):
 
     label_kind = 'camera'
     synthesis_options = ('camera',)
-    state_attributes = ('epoch', 'step', 'legacy_rays', 'ray_chunk')
+    state_attributes = ('epoch', 'step', 'legacy_rays', 'ray_chunk', 'label_scale')
+    image_modes = ('image', 'image_depth')
+    mode_options = {'image_depth': {'return_depth': True}}  # depth on request: a dict {'image', 'image_depth'}
 
     def __init__(self, z_dim, img_size=None, h_stddev=0.3, v_stddev=0.155, h_mean=math.pi / 2, v_mean=math.pi / 2,
                  sample_dist='gaussian', representation_kwargs=None, renderer_kwargs=None, partial_grad=False, *,
-                 fov=12, ray_start=0.88, ray_end=1.12, legacy_rays=False, ray_chunk=2 ** 12,
+                 fov=12, ray_start=0.88, ray_end=1.12, legacy_rays=False, ray_chunk=2 ** 12, label_scale=1.0,
                  c_dim=25, img_resolution=None, img_channels=3, label_kind='camera'):
         super().__init__()
         if img_size is None:
@@ -395,6 +402,7 @@ class GramGenerator(torch.nn.Module):
         self.fov, self.ray_start, self.ray_end = fov, ray_start, ray_end
         self.legacy_rays = legacy_rays
         self.ray_chunk = ray_chunk
+        self.label_scale = float(label_scale)
         self.epoch = 0
         self.step = 0
         # Our contract.
@@ -492,6 +500,9 @@ class GramGenerator(torch.nn.Module):
         c = torch.as_tensor(c, device=ws.device, dtype=ws.dtype)
         if c.ndim != 2 or c.shape != (ws.shape[0], 25):
             raise ValueError(f'GramGenerator needs [N, 25] camera labels for {ws.shape[0]} latents; got {list(c.shape)}.')
+        if self.label_scale != 1:  # the labels' world in GRAM's units: scale the camera positions
+            c = torch.cat([c[:, :16].reshape(-1, 4, 4)[:, :3].reshape(-1, 12) * torch.tensor(
+                [1, 1, 1, self.label_scale] * 3, dtype=c.dtype, device=c.device), c[:, 12:]], dim=1)
         origins, dirs = self._rays(c, resolution)
         colours, depths = [], []
         for start in range(0, dirs.shape[1], self.ray_chunk):
@@ -502,7 +513,8 @@ class GramGenerator(torch.nn.Module):
         image = torch.cat(colours, dim=1).reshape(ws.shape[0], resolution, resolution, 3).permute(0, 3, 1, 2) * 2 - 1
         if not return_depth:
             return image
-        return {'image': image, 'image_depth': torch.cat(depths, dim=1).reshape(ws.shape[0], 1, resolution, resolution)}
+        depth = torch.cat(depths, dim=1).reshape(ws.shape[0], 1, resolution, resolution) / self.label_scale
+        return {'image': image, 'image_depth': depth}
 
     def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, resolution=None,
                 return_depth=False):

@@ -389,3 +389,15 @@ def test_inference_fast_path_equals_the_autograd_path():
     slow = G(z, c)
     assert slow.requires_grad
     torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=2e-6)
+
+
+def test_label_scale_renders_data_in_other_units_as_grams_world():
+    # A camera at radius 2.7 with label_scale 1 / 2.7 sees what a camera at radius 1 sees; depth in label units.
+    phi, theta = poses(2)
+    z = torch.randn([2, TINY['z_dim']])
+    with torch.no_grad():
+        unit = tiny_gram()(z, cameras.gram_pose_to_label(phi, theta, 12), return_depth=True)
+        scaled = tiny_gram(label_scale=1 / 2.7)(z, cameras.gram_pose_to_label(phi, theta, 12, radius=2.7),
+                                                return_depth=True)
+    torch.testing.assert_close(scaled['image'], unit['image'], rtol=0, atol=1e-5)
+    torch.testing.assert_close(scaled['image_depth'], unit['image_depth'] * 2.7, rtol=1e-5, atol=1e-5)

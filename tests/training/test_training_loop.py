@@ -200,16 +200,16 @@ def test_stop_and_resume_is_bit_identical(shapes_zip, tmp_path):
                 assert torch.equal(value[moment], b_state['optimizers'][opt_name]['state'][key][moment])
     assert torch.equal(a_state['loss']['pl_mean'], b_state['loss']['pl_mean']) and float(a_state['loss']['pl_mean']) > 0
 
-def _straight_and_resumed(shapes_zip, tmp_path, cfg, edit=lambda c: c, cond=False, aug='noaug'):
-    """(snapshot, state) of a straight 16-image run, and the snapshot of the same run stopped at 8 and resumed."""
-    common = dict(cfg=cfg, batch=4, batch_gpu=4, cond=cond, aug=aug)
-    straight = edit(tiny_options(shapes_zip, tmp_path / 'straight', kimg=0.016, **common))
+def _straight_and_resumed(shapes_zip, tmp_path, cfg, edit=lambda c: c, cond=False, aug='noaug', batch=4):
+    """(snapshot, state) of a straight 4-step run, and the snapshot of the same run stopped after 2 steps and resumed."""
+    common = dict(cfg=cfg, batch=batch, batch_gpu=batch, cond=cond, aug=aug)
+    straight = edit(tiny_options(shapes_zip, tmp_path / 'straight', kimg=4 * batch / 1000, **common))
     training_loop(**straight)
-    first = edit(tiny_options(shapes_zip, tmp_path / 'first', kimg=0.008, **common))
+    first = edit(tiny_options(shapes_zip, tmp_path / 'first', kimg=2 * batch / 1000, **common))
     training_loop(**first)
     pkl, state_path = snapshots.resolve_resume(first.run_dir)
-    second = edit(tiny_options(shapes_zip, tmp_path / 'second', kimg=0.016, resume_pkl=pkl, resume_state=state_path,
-                               **common))
+    second = edit(tiny_options(shapes_zip, tmp_path / 'second', kimg=4 * batch / 1000, resume_pkl=pkl,
+                               resume_state=state_path, **common))
     training_loop(**second)
     a, a_state = final_snapshot(straight.run_dir)
     b, _ = final_snapshot(second.run_dir)
@@ -279,15 +279,29 @@ def _tiny_gram(c):
     c.G_kwargs.renderer_kwargs.update(num_samples=16, num_manifolds=8)  # levels 23 -> 8 over 7 surfaces + background
     return c
 
+@pytest.fixture(scope='module')
+def shapes8_zip(tmp_path_factory):
+    """16 camera-labelled 8x8 images: GRAM's discriminator is 400 channels wide below 64x64 (no width option), so
+    16x16 images cost seconds per step on two CPU cores; at 8x8 a step takes about half a second."""
+    path = str(tmp_path_factory.mktemp('data8') / 'shapes8.zip')
+    result = CliRunner().invoke(dataset_tool.main, ['--source=synthetic:shapes', f'--dest={path}', '--resolution=8x8',
+                                                    '--max-images=16', '--seed=1'])
+    assert result.exit_code == 0, result.output
+    return path
+
 @pytest.mark.parametrize('cfg', ['gram-ffhq', 'gram-carla'])
-def test_gram_trains_finite_and_resumes_bit_identically(shapes_zip, tmp_path, cfg):
+def test_gram_trains_finite_and_resumes_bit_identically(shapes8_zip, tmp_path, cfg):
     # --cfg=gram-* on the CPU: fakes from G's pose prior, pose regression, R1 in every D step, gradient
     # clipping, torch_ema's EMA warm-up (CARLA: the manifold predictor's own learning rate); a stop and
-    # resume continues exactly.
-    c = _tiny_gram(tiny_options(shapes_zip, tmp_path / 'options', cfg=cfg, cond=True))
+    # resume continues exactly. Batch 2 at 8x8 keeps it to a few seconds.
+    def tiny(c):
+        c.training_set_kwargs.update(resolution=8, max_size=16)
+        c.G_kwargs.img_size = c.D_kwargs.img_size = 8
+        return _tiny_gram(c)
+    c = tiny(tiny_options(shapes8_zip, tmp_path / 'options', cfg=cfg, cond=True))
     assert c.loss_kwargs.class_name == 'training.loss.GramLoss' and c.D_reg_interval is None and c.ema_warmup
-    a, a_state, b = _straight_and_resumed(shapes_zip, tmp_path, cfg=cfg, edit=_tiny_gram, cond=True)
-    assert a_state['cur_nimg'] == 16
+    a, a_state, b = _straight_and_resumed(shapes8_zip, tmp_path, cfg=cfg, edit=tiny, cond=True, batch=2)
+    assert a_state['cur_nimg'] == 8
     for name in ['G', 'D', 'G_ema']:
         for tensor_name, tensor in named_tensors(a[name]).items():
             assert torch.isfinite(tensor).all(), f'{name}.{tensor_name}'
@@ -303,7 +317,7 @@ def test_gram_trains_finite_and_resumes_bit_identically(shapes_zip, tmp_path, cf
     labels, _ = G.sample_labels(2)
     with torch.no_grad():
         img = G(torch.randn([2, G.z_dim]), labels)
-    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
+    assert img.shape == (2, 3, 8, 8) and torch.isfinite(img).all()
 
 def _label(zip_path, index):
     from training.dataset import ImageFolderDataset
