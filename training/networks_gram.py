@@ -493,8 +493,12 @@ class GramGenerator(torch.nn.Module):
             out = out.index_put((torch.full_like(index[0], sample), *index), values)
         return out
 
-    def synthesis(self, ws, c, resolution=None, return_depth=False, update_emas=False):
-        """The image [N, 3, R, R] in [-1, 1] of ws [N, 1, w_dim] seen by cameras c [N, 25] (R: img_size)."""
+    def synthesis(self, ws, c, resolution=None, return_depth=False, patch=None, update_emas=False):
+        """The image [N, 3, R, R] in [-1, 1] of ws [N, 1, w_dim] seen by cameras c [N, 25] (R: img_size).
+
+        patch=(index, count): only the pixels [R R index // count, R R (index + 1) // count) of the
+        row-major image, as [N, 3, P] (GRAM's render_patch; for its exact patch-split training).
+        """
         _ = update_emas
         resolution = self.img_size if resolution is None else int(resolution)
         c = torch.as_tensor(c, device=ws.device, dtype=ws.dtype)
@@ -504,17 +508,22 @@ class GramGenerator(torch.nn.Module):
             c = torch.cat([c[:, :16].reshape(-1, 4, 4)[:, :3].reshape(-1, 12) * torch.tensor(
                 [1, 1, 1, self.label_scale] * 3, dtype=c.dtype, device=c.device), c[:, 12:]], dim=1)
         origins, dirs = self._rays(c, resolution)
+        if patch is not None:
+            index, count = patch
+            pixels = slice(resolution * resolution * index // count, resolution * resolution * (index + 1) // count)
+            origins, dirs = origins[:, pixels], dirs[:, pixels]
         colours, depths = [], []
         for start in range(0, dirs.shape[1], self.ray_chunk):
             part = slice(start, start + self.ray_chunk)
             colour, depth = self._render_rays(ws, origins[:, part], dirs[:, part])
             colours.append(colour)
             depths.append(depth)
-        image = torch.cat(colours, dim=1).reshape(ws.shape[0], resolution, resolution, 3).permute(0, 3, 1, 2) * 2 - 1
-        if not return_depth:
-            return image
-        depth = torch.cat(depths, dim=1).reshape(ws.shape[0], 1, resolution, resolution) / self.label_scale
-        return {'image': image, 'image_depth': depth}
+        colour = torch.cat(colours, dim=1).permute(0, 2, 1) * 2 - 1                       # [N, 3, rays]
+        depth = torch.cat(depths, dim=1).unsqueeze(1) / self.label_scale                # [N, 1, rays]
+        if patch is None:
+            colour = colour.reshape(ws.shape[0], 3, resolution, resolution)
+            depth = depth.reshape(ws.shape[0], 1, resolution, resolution)
+        return {'image': colour, 'image_depth': depth} if return_depth else colour
 
     def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, resolution=None,
                 return_depth=False):

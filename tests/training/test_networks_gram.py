@@ -401,3 +401,15 @@ def test_label_scale_renders_data_in_other_units_as_grams_world():
                                                 return_depth=True)
     torch.testing.assert_close(scaled['image'], unit['image'], rtol=0, atol=1e-5)
     torch.testing.assert_close(scaled['image_depth'], unit['image_depth'] * 2.7, rtol=1e-5, atol=1e-5)
+
+
+def test_patches_are_the_row_major_pixel_ranges_of_the_image():
+    G = tiny_gram()
+    c = cameras.gram_pose_to_label(*poses(2), 12)
+    z = torch.randn([2, G.z_dim])
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        whole = G.synthesis(ws, c).reshape(2, 3, -1)
+        patches = [G.synthesis(ws, c, patch=(i, 3)) for i in range(3)]
+    assert [p.shape[-1] for p in patches] == [21, 21, 22]  # 64 pixels in 3 parts
+    torch.testing.assert_close(torch.cat(patches, dim=-1), whole, rtol=0, atol=1e-6)
