@@ -78,7 +78,7 @@ def camera_views(opts, G=None):
     default_radius, default_pivot = generation.camera_defaults(G)
     pivot = opts.pivot if opts.pivot is not None else default_pivot
     radius = opts.radius if opts.radius is not None else default_radius
-    focal = cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or cameras.FFHQ_FOCAL)
+    focal = cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or generation.camera_focal(G))
     yaw_grid = [yaw for _pitch in pitches for yaw in yaws]
     pitch_grid = [pitch for pitch in pitches for _yaw in yaws]
     return cameras.lookat_labels(yaw_grid, pitch_grid, radius=radius, pivot=pivot, focal=focal)
@@ -262,7 +262,7 @@ def write_shapes(G, seeds, label, opts, device):
 @click.option('--pitch', help='Camera pitch(es) in radians from the frontal pose, comma-separated (positive: from below)  [default: 0]', metavar='LIST', type=cli.FiniteFloatList())
 @click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=cli.FiniteFloat(0, 180, min_open=True, max_open=True))
-@click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--focal', help=f'Focal length normalised by the image size  [default: the network\'s own, else {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z', type=cli.FiniteFloatList(count=3))
 @click.option('--poses', help='JSON file of 25-float camera labels (a list, or a dataset.json)', metavar='FILE')
 @click.option('--scale', help=f'Output scale, for generators that render at any resolution: int(resolution * S) pixels per side (at most {cli.MAX_IMAGE_SIDE})', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')

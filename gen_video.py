@@ -84,7 +84,7 @@ def label_function(G, opts, num_frames):
     default_radius, default_pivot = generation.camera_defaults(G)
     pivot = opts.pivot if opts.pivot is not None else default_pivot
     camera = dict(radius=opts.radius or default_radius, pivot=pivot,
-                  focal=cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or cameras.FFHQ_FOCAL))
+                  focal=cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or generation.camera_focal(G)))
     yaw0, pitch0 = opts.yaw or 0.0, opts.pitch or 0.0
     if opts.camera == 'fixed':
         label = cameras.lookat_labels([yaw0], [pitch0], **camera)
@@ -176,7 +176,7 @@ def write_video(path, frames, num_frames, fps, bitrate):
 @click.option('--pitch-range', help='Orbit amplitude in pitch, radians  [default: 0.25]', type=cli.FiniteFloat(min=0))
 @click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=cli.FiniteFloat(0, 180, min_open=True, max_open=True))
-@click.option('--focal', help=f'Focal length normalised by the image size  [default: {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--focal', help=f'Focal length normalised by the image size  [default: the network\'s own, else {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--pivot', help='Point the camera looks at  [default: 0,0,0.2]', metavar='X,Y,Z', type=cli.FiniteFloatList(count=3))
 @click.option('--scale', help=f'Output scale, for generators that render at any resolution: int(resolution * S) pixels per side (at most {cli.MAX_IMAGE_SIDE})', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')
 @click.option('--size', help='Width x height in pixels of each video (grid cell) at the pixel pitch of --scale, for networks that render any shape (CREPS); the frame must have even sides', metavar='WxH', type=cli.ViewSize())

@@ -268,6 +268,7 @@ def synthesize(G, ws, c=None, noise_mode='const', scale=None, image_mode='image'
         kwargs['noise_mode'] = noise_mode
     if scale is not None:
         kwargs['scale'] = scale
+    kwargs.update(capabilities.mode_kwargs(G, [image_mode]))  # outputs a network computes only on request
     return capabilities.output_of(G, G.synthesis(ws, **kwargs), image_mode)
 
 
@@ -348,11 +349,32 @@ def keyframe_weights(num_keyframes, t, wraps=2, kind='cubic'):
     return scipy.interpolate.interp1d(x, y, kind=kind, axis=0)(t % num_keyframes)
 
 
-def camera_defaults(G):
-    """(radius, pivot) of the default camera: a volume renderer's own (EG3D's avg_camera_radius/pivot), else FFHQ's."""
+def default_camera(G):
+    """dict(radius, pivot, focal) of the default camera (looking at `pivot` from `radius` about the world origin).
+
+    What the network declares first: a `default_camera` attribute or property, a dict with any of
+    'radius', 'pivot' and 'focal' (normalised focal length) in the units of its labels (e.g. GRAM:
+    radius 1, pivot at the origin, the focal of its fov); then a volume renderer's own
+    (EG3D's rendering_kwargs avg_camera_radius/pivot); FFHQ's for the rest.
+    """
     options = getattr(G, 'rendering_kwargs', None) or {}
-    return (float(options.get('avg_camera_radius', cameras.FFHQ_RADIUS)),
-            list(options.get('avg_camera_pivot', cameras.FFHQ_PIVOT)))
+    camera = dict(radius=options.get('avg_camera_radius', cameras.FFHQ_RADIUS),
+                  pivot=options.get('avg_camera_pivot', cameras.FFHQ_PIVOT), focal=cameras.FFHQ_FOCAL)
+    declared = getattr(G, 'default_camera', None)
+    if isinstance(declared, dict):
+        camera.update({key: declared[key] for key in ('radius', 'pivot', 'focal') if declared.get(key) is not None})
+    return dict(radius=float(camera['radius']), pivot=[float(v) for v in camera['pivot']], focal=float(camera['focal']))
+
+
+def camera_defaults(G):
+    """(radius, pivot) of the default camera (`default_camera`)."""
+    camera = default_camera(G)
+    return camera['radius'], camera['pivot']
+
+
+def camera_focal(G):
+    """The normalised focal length of the default camera (`default_camera`)."""
+    return default_camera(G)['focal']
 
 
 def mapping_label(G, device='cpu'):

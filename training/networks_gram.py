@@ -422,6 +422,12 @@ class GramGenerator(torch.nn.Module):
                                                batch_size, device=device, generator=generator)
         return cameras.gram_pose_to_label(phi, theta, self.fov).to(device), torch.stack([phi, theta], dim=-1)
 
+    @property
+    def default_camera(self):
+        """The scripts' default camera (training.generation.default_camera): GRAM's, in the labels' units."""
+        from training import cameras
+        return dict(radius=1.0 / self.label_scale, pivot=(0.0, 0.0, 0.0), focal=cameras.gram_focal(self.fov))
+
     # -- mapping -------------------------------------------------------------------------------
 
     @property

@@ -107,9 +107,12 @@ def resolve_resume(source):
     """Map a --resume value to (snapshot path or URL, training-state path or None).
 
     A run directory resolves to its latest snapshot; a snapshot resumes exactly when its training
-    state lies beside it, and from its weights alone otherwise (official pickles, URLs).
+    state lies beside it, and from its weights alone otherwise (official pickles, URLs, and the
+    foreign checkpoints of FOREIGN_CHECKPOINT_READERS, such as a GRAM release folder or generator.pth).
     """
     if re.match(r'^[a-z]+://', source):
+        return source, None
+    if foreign_checkpoint_reader(source) is not None:  # e.g. a GRAM release folder: weights only
         return source, None
     if os.path.isdir(source):
         snapshots = glob.glob(os.path.join(source, 'network-snapshot-*.pkl'))
@@ -166,15 +169,7 @@ def load_network_pkl(f, force_fp16=False, trust_code=False, name=None, trust_opt
             data = tf_stylegan2.convert_tf_pickle(data)
         except tf_stylegan2.TFConversionError as error:
             raise NetworkPickleError(f'Cannot convert the TensorFlow pickle {name}: {error}') from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(key), torch.nn.Module) for key in ('G', 'D', 'G_ema')):
-        raise NetworkPickleError(f'{name} is not a network snapshot (a pickled dict with G, D and G_ema networks).')
-    data = dict(data)
-    data.setdefault('training_set_kwargs', None)
-    data.setdefault('augment_pipe', None)
-    if force_fp16:
-        for key in ('G', 'D', 'G_ema'):
-            data[key] = _with_fp16(data[key], name)
-    return data
+    return _finish_snapshot(data, name, force_fp16)
 
 def _with_fp16(module, name):
     """The official --force-fp16: rebuild with num_fp16_res=4, conv_clamp=256 and copy every tensor."""
@@ -192,10 +187,47 @@ def _with_fp16(module, name):
     misc.copy_params_and_buffers(module, rebuilt, require_all=True)
     return rebuilt
 
+# Checkpoints of other codebases that are not pickles: (what they are, claims(path) -> bool, read(path) -> the
+# snapshot dict), as dotted names imported on use. A reader executes nothing from the files and raises
+# NetworkPickleError (one sentence) for a file it claims but cannot use. Local paths only (files or folders).
+FOREIGN_CHECKPOINT_READERS = [
+    ('an official GRAM checkpoint (generator.pth, ema.pth)',
+     'training.gram_checkpoints.claims', 'training.gram_checkpoints.load_gram_checkpoint'),
+]
+
+def foreign_checkpoint_reader(source):
+    """(description, read) of the first foreign reader that claims the local path `source`, else None."""
+    if dnnlib.util.is_url(source, allow_file_urls=True) or not os.path.exists(source):
+        return None
+    for description, claims, read in FOREIGN_CHECKPOINT_READERS:
+        if dnnlib.util.get_obj_by_name(claims)(source):
+            return description, dnnlib.util.get_obj_by_name(read)
+    return None
+
+def _finish_snapshot(data, name, force_fp16):
+    """Check the snapshot dict, fill the optional entries, and apply --force-fp16."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(key), torch.nn.Module) for key in ('G', 'D', 'G_ema')):
+        raise NetworkPickleError(f'{name} is not a network snapshot (a pickled dict with G, D and G_ema networks).')
+    data = dict(data)
+    data.setdefault('training_set_kwargs', None)
+    data.setdefault('augment_pipe', None)
+    if force_fp16:
+        for key in ('G', 'D', 'G_ema'):
+            data[key] = _with_fp16(data[key], name)
+    return data
+
 def open_network_pkl(source, force_fp16=False, trust_code=False, trust_option=None):
-    """load_network_pkl for a path or URL (downloaded through the dnnlib cache)."""
+    """load_network_pkl for a path or URL (downloaded through the dnnlib cache), or a foreign checkpoint.
+
+    A local file or folder that a reader of FOREIGN_CHECKPOINT_READERS claims (an official GRAM
+    release folder or its generator.pth) is read by it, without executing anything from it.
+    """
+    foreign = foreign_checkpoint_reader(source)
+    if foreign is not None:  # never executes anything from the files, trust_code or not
+        return _finish_snapshot(foreign[1](source), source, force_fp16)
     if not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
-        raise NetworkPickleError(f'{source} does not exist or is not a file; pass the path or URL of a network pickle.')
+        raise NetworkPickleError(f'{source} does not exist or is not a file; pass the path or URL of a network pickle '
+                                 f'(or a folder of a supported foreign checkpoint, e.g. GRAM\'s generator.pth and ema.pth).')
     try:
         with dnnlib.util.open_url(source) as f:
             return load_network_pkl(f, force_fp16=force_fp16, trust_code=trust_code, name=source, trust_option=trust_option)

@@ -413,3 +413,21 @@ def test_patches_are_the_row_major_pixel_ranges_of_the_image():
         patches = [G.synthesis(ws, c, patch=(i, 3)) for i in range(3)]
     assert [p.shape[-1] for p in patches] == [21, 21, 22]  # 64 pixels in 3 parts
     torch.testing.assert_close(torch.cat(patches, dim=-1), whole, rtol=0, atol=1e-6)
+
+
+def test_scripts_ask_for_depth_through_the_declared_mode_options():
+    # gen_images.py --image-mode=image_depth and the multi-view measure go through generation.synthesize.
+    from training import capabilities, generation
+    G = tiny_gram()
+    c = cameras.gram_pose_to_label(*poses(2), 12)
+    z = torch.randn([2, G.z_dim])
+    assert capabilities.image_modes(G) == ('image', 'image_depth')
+    assert capabilities.mode_kwargs(G, ['image']) == {}
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        depth = generation.synthesize(G, ws, c, image_mode='image_depth')
+        image = generation.synthesize(G, ws, c)
+        expected = G.synthesis(ws, c, return_depth=True)
+    torch.testing.assert_close(depth, expected['image_depth'])
+    torch.testing.assert_close(image, expected['image'])
+    assert generation.default_camera(G) == dict(radius=1.0, pivot=[0.0, 0.0, 0.0], focal=pytest.approx(cameras.gram_focal(12)))
