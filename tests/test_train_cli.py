@@ -291,6 +291,23 @@ def test_raycond_configs_need_camera_labels(tmp_path, data):
     assert options['loss_kwargs']['class_name'] == 'training.loss.RayConditioningLoss'
 
 
+def test_gram_configs_need_camera_labels_and_refuse_stylegan_options(tmp_path, data):
+    args = [a for a in base_args(data['cameras']) if not a.startswith('--cfg=')]
+    out = tmp_path / 'out'
+    assert_error(invoke(out, *args, '--cfg=gram-ffhq', '--cond=0'), out, '--cfg=gram-ffhq', 'camera labels', '--cond=1')
+    assert_error(invoke(out, *[a for a in base_args(data['classes']) if not a.startswith('--cfg=')], '--cfg=gram-cats'),
+                 out, 'camera labels')
+    assert_error(invoke(out, *args, '--cfg=gram-carla', '--map-depth=4'), out, '--map-depth', 'gram-carla', 'drop it')
+    assert_error(invoke(out, *args, '--cfg=gram-ffhq', '--freezed=1'), out, '--freezed', 'drop it')
+    # GRAM's D has no minibatch-std layer: chunks of one image are fine (GRAM's own layout).
+    options, _ = dry_run(out, *args, '--cfg=gram-ffhq', '--batch-gpu=1')
+    assert options['batch_gpu'] == 1 and options['loss_kwargs']['class_name'] == 'training.loss.GramLoss'
+    assert options['training_set_kwargs']['use_labels'] is True and 'augment_kwargs' not in options  # --cond, --aug defaults
+    assert options['D_opt_kwargs']['lr'] == 2e-4 and options['G_opt_kwargs']['lr'] == 2e-5
+    assert options['loss_kwargs']['r1_gamma'] == 1  # --gamma is GRAM's r1_lambda
+    assert dry_run(out, *args, '--cfg=gram-ffhq', '--dlr=0.001')[0]['D_opt_kwargs']['lr'] == 0.001
+
+
 @pytest.mark.parametrize('value', ['nosuchmetric', 'fid50k_full,nosuchmetric'])
 def test_unknown_metric(tmp_path, data, value):
     args = [a for a in base_args(data['cameras']) if not a.startswith('--metrics=')]

@@ -6,7 +6,10 @@ train.py builds from the same command line: NVlabs/stylegan3 for stylegan2 / sty
 stylegan3-r, echen01/ray-conditioning (StyleGAN3's train.py plus the raycond configs) for
 raycond2 / raycond3-t / raycond3-r, VinAIResearch/CREPS (StyleGAN3's train.py plus the creps
 config) for creps, and NVlabs/eg3d (its own train.py, --cfg=ffhq|afhq|shapenet) for eg3d-ffhq /
-eg3d-afhq / eg3d-shapenet. Every key of the official dict must be printed with an equal
+eg3d-afhq / eg3d-shapenet. microsoft/GRAM has no StyleGAN train.py: for gram-ffhq / gram-cats /
+gram-carla the official dict is the training_loop arguments that express its recipe (configs.py
+FFHQ_default / CATS_default / CARLA_default, processes.py Gan3DProcess, training_loop.py), written by
+hand from those files. Every key of the official dict must be printed with an equal
 value; every extra key, missing key or other value must be an entry of DELIBERATE_DIFFERENCES,
 and every entry there that applies to a command line must still be a difference of it.
 
@@ -64,6 +67,18 @@ COMMAND_LINES = {
     'eg3d-afhq': ['--cfg=eg3d-afhq', '--gpus=8', '--batch=32', '--gamma=5', '--aug=ada', '--gen_pose_cond=True',
                   '--gpc_reg_prob=0.8', '--neural_rendering_resolution_final=128', *_EG3D_SR],
     'eg3d-shapenet': ['--cfg=eg3d-shapenet', '--gpus=8', '--batch=32', '--gamma=0.3', *_EG3D_SR],
+    # microsoft/GRAM README: "python train.py --config FFHQ_default ..." on 8 GPUs. configs.py: "'batch_size': 4,
+    # # batchsize per GPU ... 4*8=32" with "'batch_split': 4" (G renders chunks of 1) -> --batch=32 --batch-gpu=1;
+    # "'r1_lambda': 1." -> --gamma=1; datasets.py flips each image with "flip = (torch.rand(1) < 0.5)" and mirrors
+    # its pose -> --mirror=1 --mirror-cameras=1. Camera labels: --cond defaults to True for gram.
+    'gram-ffhq': ['--cfg=gram-ffhq', '--gpus=8', '--batch=32', '--batch-gpu=1', '--gamma=1', '--mirror=1',
+                  '--mirror-cameras=1'],
+    # CATS_default: "'batch_size': 2", "'batch_split': 2" -> 16 images in chunks of 1.
+    'gram-cats': ['--cfg=gram-cats', '--gpus=8', '--batch=16', '--batch-gpu=1', '--gamma=1', '--mirror=1',
+                  '--mirror-cameras=1'],
+    # CARLA_default: "'batch_size': 4", "'batch_split': 4".
+    'gram-carla': ['--cfg=gram-carla', '--gpus=8', '--batch=32', '--batch-gpu=1', '--gamma=1', '--mirror=1',
+                   '--mirror-cameras=1'],
 }
 OUR_EXTRA_ARGS = ['--device=cpu']  # ours only; the official train.py always trains on CUDA
 
@@ -74,6 +89,8 @@ R_CONFIGS = ('stylegan3-r', 'raycond3-r')
 TWO_D_CONFIGS = STYLEGAN_CONFIGS + ('creps',)
 EG3D_CONFIGS = ('eg3d-ffhq', 'eg3d-afhq', 'eg3d-shapenet')
 NON_EG3D = STYLEGAN_CONFIGS + RAYCOND_CONFIGS + ('creps',)
+GRAM_CONFIGS = ('gram-ffhq', 'gram-cats', 'gram-carla')
+STYLEGAN_D_CONFIGS = NON_EG3D + EG3D_CONFIGS  # the configs whose D has the StyleGAN options (--freezed, --mbstd-group)
 
 # ----------------------------------------------------------------------------------------------
 # What the official train.py prints (`c`, less the launcher's run_dir) for those command lines.
@@ -268,6 +285,88 @@ OFFICIAL.update({
 })
 
 
+
+def _gram_ema_kimg(batch):
+    """training_loop.py: "ExponentialMovingAverage(generator.parameters(), decay=0.999)", updated after every G step:
+    0.5 ** (batch / (ema_kimg * 1000)) = 0.999."""
+    return batch * math.log(0.5) / math.log(0.999) / 1000
+
+
+def _gram_official(generator, camera, batch, batch_split, real_pos_lambda, grad_clip, param_groups=None):
+    """The training_loop arguments of GRAM's recipe for one of its configs (microsoft/GRAM, by file and line)."""
+    G_opt_kwargs = dict(class_name='torch.optim.Adam', lr=2e-5, betas=[0, 0.9], eps=1e-8)
+    if param_groups is not None:
+        G_opt_kwargs['param_groups'] = param_groups
+    return {
+        # training_loop.py set_generator(): "getattr(generators, config['generator']['class'])(**generator_args,
+        # **config['generator']['kwargs'])" with representation_kwargs and renderer_kwargs; processes.py passes
+        # "**config['camera']" (fov, ray_start, ray_end) to every generator call: ours takes them once.
+        'G_kwargs': dict(class_name='training.networks_gram.GramGenerator', **generator, **camera),
+        # set_discriminator(): "GramDiscriminator(**config['discriminator']['kwargs'])" (img_size).
+        'D_kwargs': dict(class_name='training.networks_gram.GramDiscriminator', img_size=generator['img_size']),
+        # set_optimizer_G / set_optimizer_D: "torch.optim.Adam(param_groups, lr=config['optimizer']['gen_lr'],
+        # betas=config['optimizer']['betas'])" (gen_lr 2e-5, disc_lr 2e-4, betas (0, 0.9), torch's eps 1e-8).
+        'G_opt_kwargs': G_opt_kwargs,
+        'D_opt_kwargs': dict(class_name='torch.optim.Adam', lr=2e-4, betas=[0, 0.9], eps=1e-8),
+        # processes.py Gan3DProcess(real_pos_lambda, r1_lambda=1, pos_lambda=15): "grad_penalty = 0.5 *
+        # self.r1_lambda * grad_penalty", "nn.MSELoss()(g_pred_position, gen_positions) * self.pos_lambda", "...
+        # nn.MSELoss()(r_pred_position, real_positions) * self.real_pos_lambda".
+        'loss_kwargs': dict(class_name='training.loss.GramLoss', r1_gamma=1, pos_lambda=15, real_pos_lambda=real_pos_lambda),
+        # "if self.r1_lambda > 0 and discriminator_ddp.module.step % self.r1_interval == 0" (r1_interval=1): R1 in
+        # every D step, in the same backward as the rest; no lazy G regularisation.
+        'D_reg_interval': None, 'G_reg_interval': None,
+        # "nn.utils.clip_grad_norm_(discriminator_ddp.parameters(), config['optimizer'].get('grad_clip', 0.3))" after
+        # the D backward; the G one after "for split in range(self.batch_split): ... scaler.scale(g_loss).backward()",
+        # a sum of batch_split chunk means: batch_split times the batch mean our loop clips.
+        'grad_clip': dict(G=grad_clip / batch_split, D=grad_clip),
+        # torch_ema's update: decay = min(decay, (1 + num_updates) / (10 + num_updates)); no StyleGAN ramp-up.
+        'ema_kimg': _gram_ema_kimg(batch), 'ema_rampup': None, 'ema_warmup': True,
+        # datasets.py: every image of the dataset, flipped with probability 0.5 with its pose; real_pose=True.
+        'training_set_kwargs': dict(class_name='training.dataset.ImageFolderDataset', path=DATA, use_labels=True,
+                                    max_size=DATA_SIZE, xflip=True, resolution=DATA_RESOLUTION, random_seed=0),
+        # Data loading has no effect on what is computed: the values every config shares.
+        'data_loader_kwargs': dict(pin_memory=True, prefetch_factor=2, num_workers=3),
+        'num_gpus': 8, 'batch_size': batch, 'batch_gpu': batch // 8 // batch_split,
+        # train.py --n_epochs 600; no metric during training (fid_evaluation.py runs on saved generators);
+        # "if i%10 == 0: tqdm.write(...)": a progress line every 10 steps; images and the latest networks every
+        # --sample_interval 500 steps = 50 of those lines; torch.manual_seed(rank): 0 on the first process.
+        'total_kimg': 600 * DATA_SIZE / 1000, 'metrics': [], 'kimg_per_tick': 10 * batch / 1000,
+        'image_snapshot_ticks': 50, 'network_snapshot_ticks': 50, 'random_seed': 0,
+    }
+
+
+# microsoft/GRAM configs.py, FFHQ_default / CATS_default: 'generator' kwargs, 'representation' and 'renderer' kwargs.
+def _gram_faces(hidden_dim_sample):
+    return dict(z_dim=256, img_size=256, h_stddev=0.3, v_stddev=0.155, h_mean=math.pi * 0.5, v_mean=math.pi * 0.5,
+                sample_dist='gaussian',
+                representation_kwargs=dict(hidden_dim=256, sigma_clamp_mode='softplus', rgb_clamp_mode='widen_sigmoid',
+                                           hidden_dim_sample=hidden_dim_sample, layer_num_sample=3, center=[0, 0, -1.5],
+                                           init_radius=0),
+                renderer_kwargs=dict(num_samples=64, num_manifolds=24, levels_start=23, levels_end=8, last_back=False,
+                                     white_back=False, background=True))
+
+
+_GRAM_FACE_CAMERA = dict(fov=12, ray_start=0.88, ray_end=1.12)  # 'camera' of FFHQ_default and CATS_default
+OFFICIAL.update({
+    'gram-ffhq': _gram_official(_gram_faces(128), _GRAM_FACE_CAMERA, batch=32, batch_split=4, real_pos_lambda=15,
+                                grad_clip=1.0),
+    'gram-cats': _gram_official(_gram_faces(64), _GRAM_FACE_CAMERA, batch=16, batch_split=2, real_pos_lambda=30,
+                                grad_clip=1.0),
+    # CARLA_default, with "'sampling_network_lr': 2e-6" (set_optimizer_G: the parameters named
+    # 'module.representation.sample_network...' in their own group) and "'grad_clip': 0.3".
+    'gram-carla': _gram_official(
+        dict(z_dim=256, img_size=128, h_stddev=math.pi, v_stddev=math.pi * (42.5 / 180), h_mean=math.pi * 0.5,
+             v_mean=math.pi * (42.5 / 180), sample_dist='spherical_uniform',
+             representation_kwargs=dict(hidden_dim=256, normalize=2, sigma_clamp_mode='softplus',
+                                        rgb_clamp_mode='widen_sigmoid', hidden_dim_sample=256, layer_num_sample=3,
+                                        center=[0, 0, 0], init_radius=0),
+             renderer_kwargs=dict(num_samples=64, num_manifolds=48, levels_start=35, levels_end=5, delta_alpha=0.02,
+                                  last_back=False, white_back=True, background=False)),
+        dict(fov=30, ray_start=0.7, ray_end=1.3), batch=32, batch_split=4, real_pos_lambda=15, grad_clip=0.3,
+        param_groups=[dict(prefix='representation.sample_network', lr=2e-6)]),
+})
+
+
 class ByConfig:
     """A variant's value that depends on the config: `default`, or `per_config[cfg]`."""
 
@@ -301,7 +400,7 @@ VARIANTS = [
     # "if opts.nobench: c.cudnn_benchmark = False".
     Variant('nobench', ['--nobench=1'], None, {'cudnn_benchmark': False}),
     # "c.G_kwargs.mapping_kwargs.num_layers = ... if opts.map_depth is None else opts.map_depth".
-    Variant('map-depth', ['--map-depth=4'], None, {'G_kwargs.mapping_kwargs.num_layers': 4}),
+    Variant('map-depth', ['--map-depth=4'], STYLEGAN_D_CONFIGS, {'G_kwargs.mapping_kwargs.num_layers': 4}),
     # "c.G_opt_kwargs.lr = ... if opts.glr is None else opts.glr", "c.D_opt_kwargs.lr = opts.dlr".
     Variant('glr-dlr', ['--glr=0.001', '--dlr=0.003'], None, {'G_opt_kwargs.lr': 0.001, 'D_opt_kwargs.lr': 0.003}),
     # "c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap".
@@ -314,11 +413,12 @@ VARIANTS = [
     # Batch formulas: batch_gpu = --batch-gpu, "c.ema_kimg = c.batch_size * 10 / 32", "magnitude_ema_beta =
     # 0.5 ** (c.batch_size / (20 * 1e3))" (StyleGAN3 generators), "blur_fade_kimg = c.batch_size * 200 / 32" (-R).
     Variant('batch', ['--batch=64', '--batch-gpu=4'], None, {
-        'batch_size': 64, 'batch_gpu': 4, 'ema_kimg': 20.0,
+        'batch_size': 64, 'batch_gpu': 4, 'ema_kimg': ByConfig(20.0, _each(GRAM_CONFIGS, _gram_ema_kimg(64))),
+        'kimg_per_tick': ByConfig(4, _each(GRAM_CONFIGS, 0.64)),  # GRAM: a line every 10 steps
         'G_kwargs.magnitude_ema_beta': ByConfig(ABSENT, _each(SG3_CONFIGS, 0.5 ** (64 / 20000))),
         'loss_kwargs.blur_fade_kimg': ByConfig(ABSENT, _each(R_CONFIGS + EG3D_CONFIGS, 400.0))}),
     # "c.D_kwargs.block_kwargs.freeze_layers = opts.freezed", "...epilogue_kwargs.mbstd_group_size = opts.mbstd_group".
-    Variant('freezed-mbstd', ['--freezed=2', '--mbstd-group=2'], None, {
+    Variant('freezed-mbstd', ['--freezed=2', '--mbstd-group=2'], STYLEGAN_D_CONFIGS, {
         'D_kwargs.block_kwargs.freeze_layers': 2, 'D_kwargs.epilogue_kwargs.mbstd_group_size': 2}),
     # "c.metrics = opts.metrics", "c.total_kimg = opts.kimg", "c.kimg_per_tick = opts.tick",
     # "c.random_seed = c.training_set_kwargs.random_seed = opts.seed", "num_workers = opts.workers".
@@ -386,6 +486,12 @@ VARIANTS = [
     # "if opts.sr_module != None: sr_module = opts.sr_module".
     Variant('eg3d-sr-module', ['--sr-module=training.superresolution.SuperresolutionHybrid4X'], EG3D_CONFIGS, {
         'G_kwargs.rendering_kwargs.superresolution_module': 'training.superresolution.SuperresolutionHybrid4X'}),
+    # GRAM has no augmentation; ours adds the StyleGAN options on request ("if opts.aug != 'noaug': ...").
+    Variant('gram-ada', ['--aug=ada', '--target=0.7'], GRAM_CONFIGS, {'augment_kwargs': dict(_BGC), 'ada_target': 0.7}),
+    Variant('gram-fixed-p', ['--aug=fixed', '--p=0.3'], GRAM_CONFIGS, {'augment_kwargs': dict(_BGC), 'augment_p': 0.3}),
+    # GRAM's own layout on one GPU: the 4 images of one of its GPUs, G in chunks of 1.
+    Variant('gram-one-gpu', ['--gpus=1', '--batch=4', '--batch-gpu=1'], ('gram-ffhq', 'gram-carla'), {
+        'num_gpus': 1, 'batch_size': 4, 'batch_gpu': 1, 'ema_kimg': _gram_ema_kimg(4), 'kimg_per_tick': 0.04}),
 ]
 
 
@@ -402,14 +508,18 @@ CONDITIONS = {
     'without --mirror-cameras=1': lambda o: o.get('mirror-cameras') != '1',
     'with --mirror-cameras=1': lambda o: o.get('mirror-cameras') == '1',
     'with --resume': lambda o: o.get('resume') is not None,
+    'without --tick': lambda o: 'tick' not in o,
+    'without --kimg': lambda o: 'kimg' not in o,
+    'without --metrics': lambda o: 'metrics' not in o,
     # The test dataset's labels are 25-float cameras: --cond=1 makes them the labels.
-    'camera labels (--cond=1)': lambda o: o.get('cond') == '1' or o.get('cfg') in EG3D_CONFIGS,  # EG3D: --cond=True
+    'camera labels (--cond=1)':  # EG3D and GRAM: --cond=True by default
+        lambda o: o.get('cond') == '1' or o.get('cfg') in EG3D_CONFIGS + GRAM_CONFIGS,
     'camera labels (--cond=1) and --aug other than noaug':
         lambda o: (o.get('cond') == '1' and o.get('aug', 'ada') != 'noaug'
-                   or o.get('cfg') in EG3D_CONFIGS and o.get('aug', 'noaug') != 'noaug'),  # EG3D: --aug=noaug
+                   or o.get('cfg') in EG3D_CONFIGS + GRAM_CONFIGS and o.get('aug', 'noaug') != 'noaug'),  # --aug=noaug
 }
 
-ALL_CONFIGS = NON_EG3D + EG3D_CONFIGS
+ALL_CONFIGS = NON_EG3D + EG3D_CONFIGS + GRAM_CONFIGS
 CONV_CLAMP_CONFIGS = STYLEGAN_CONFIGS + RAYCOND_CONFIGS  # generators whose clamp is conv_clamp
 Difference = collections.namedtuple('Difference', 'path configs when ours reason')
 DELIBERATE_DIFFERENCES = [
@@ -464,6 +574,20 @@ DELIBERATE_DIFFERENCES = [
                'EG3D\'s classes live in one module here (training/networks_triplane.py)'),
     Difference('loss_kwargs.class_name', EG3D_CONFIGS, 'always', 'training.loss.TriPlaneLoss',
                "EG3D's loss is a subclass of our StyleGAN2Loss (training/loss.py), not a second StyleGAN2Loss"),
+    Difference('G_kwargs.img_size', GRAM_CONFIGS, 'always', DATA_RESOLUTION,
+               "the networks are built for --data's resolution: GRAM resizes its images to img_size (256, CARLA 128) "
+               'while loading them, ours trains on the zip dataset_tool.py packed at that resolution'),
+    Difference('D_kwargs.img_size', GRAM_CONFIGS, 'always', DATA_RESOLUTION, "as G_kwargs.img_size"),
+    Difference('kimg_per_tick', GRAM_CONFIGS, 'without --tick', 4,
+               "GRAM prints a progress line every 10 steps (0.32 kimg at batch 32); our tick also writes stats.jsonl "
+               "and counts the snapshot interval, and keeps the 4 kimg every config has (images and networks every "
+               "50 ticks = 200 kimg, GRAM's every 500 steps = 16 kimg)"),
+    Difference('total_kimg', GRAM_CONFIGS, 'without --kimg', 25000,
+               "GRAM's --n_epochs=600 counts passes over its dataset; ours counts images, --kimg default 25000 "
+               "(its released models trained 70k-150k steps = 2240-4800 kimg at batch 32)"),
+    Difference('metrics', GRAM_CONFIGS, 'without --metrics', ['fid50k_full'],
+               "GRAM computes no metric while training (fid_evaluation.py, run afterwards); ours evaluates the "
+               "--metrics default at each network snapshot, --metrics=none as GRAM"),
     # Keys only the official dict has.
     *[Difference(f'augment_kwargs.{key}', ALL_CONFIGS, 'camera labels (--cond=1) and --aug other than noaug', ABSENT,
                  'colour-only augmentation on camera-labelled data: geometric augmentation would break the image-pose '

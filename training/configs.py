@@ -239,7 +239,11 @@ for _name in EG3D_RENDERING:
 
 #----------------------------------------------------------------------------
 # GRAM (Deng et al. 2022): microsoft/GRAM's configs.py (FFHQ_default, CATS_default, CARLA_default) and
-# processes.py (Gan3DProcess) in our loop. GRAM's D has no minibatch-std layer and sees no label.
+# processes.py (Gan3DProcess) in our loop. GRAM's D has no minibatch-std layer and sees no label; --gamma
+# is its r1_lambda (1). GRAM's layout, 4 images per GPU (CATS 2) split into batch_split chunks for G, is
+# --batch=32 --batch-gpu=1 on 8 GPUs (CATS --batch=16); D's loss is a per-image mean, so its chunks change
+# nothing. Not reproduced: GRAM's torch.cuda.amp autocast and GradScaler (our loop has no AMP; GRAM
+# trains in float32 here), and its step order (D, then G; ours G, then D, in every config).
 
 def has_minibatch_std(cfg):
     """Whether the discriminator of --cfg=cfg compares images in --mbstd-group groups (train.py checks --batch-gpu)."""

@@ -14,7 +14,7 @@ phase names and the rule that a regularisation phase with weight 0 does nothing 
     Dreg    R1 penalty on reals (+ extra 'reg' D terms)   r1_gamma == 0: Dreg -> nothing, Dboth -> Dmain
     Gboth / Dboth  main and regularisation in one pass
 
-Extending (ray-conditioned, tri-plane, patch-wise configs) is done by subclassing and overriding
+Extending (ray-conditioned, tri-plane, patch-wise, GRAM configs) is done by subclassing and overriding
 only what changes, never by copying this class:
   * `run_synthesis(ws, c, update_emas)` — e.g. pass the camera to a ray-conditioned synthesis;
   * `run_G(z, c, update_emas)` / `run_D(img, c, blur_sigma, update_emas)` — whole G or D pass;
