@@ -114,8 +114,17 @@ def _inspect_dataset(opts):
                             camera_labels=bool(opts.cond and dataset.has_camera_labels),
                             camera_label_problem=dataset.camera_label_problem if opts.cond else None)
     facts.image_layout = (dataset.num_channels, dataset.label_dim)  # for the --resume check; not an option
+    if facts.camera_labels:  # the data's camera scale, for networks with their own world units (GRAM)
+        facts.camera_radius, facts.camera_focal = _camera_statistics(dataset._get_raw_labels())
     dataset.close()
     return facts
+
+def _camera_statistics(labels):
+    """(median distance of the camera centres from the world origin, median normalised focal) of [N, 25] labels."""
+    import numpy as np
+    labels = np.asarray(labels, dtype=np.float64)
+    radius = np.linalg.norm(labels[:, [3, 7, 11]], axis=1)
+    return float(np.median(radius)), float(np.median(labels[:, 16]))
 
 def _validate(opts):
     under_torchrun = distributed.launched_by_torchrun()
@@ -197,6 +206,8 @@ def build_run(opts, given):
     stray = sorted(name for name in given if name in configs.EG3D_OPTION_DEFAULTS)
     if stray and opts.cfg not in configs.EG3D_CONFIGS:
         raise OptionError(f'--{stray[0]} is an option of the eg3d configs, not of --cfg={opts.cfg}; drop it.')
+    if opts.get('patch_split') is not None and opts.cfg not in configs.GRAM_CONFIGS:
+        raise OptionError(f'--patch-split is an option of the gram configs, not of --cfg={opts.cfg}; drop it.')
     for name in ('cond', 'aug'):
         if opts.get(name) is None:
             opts[name] = configs.option_default(opts.cfg, name)
@@ -228,7 +239,8 @@ def build_run(opts, given):
                 if 'gpc_reg_fade_kimg' in c.loss_kwargs:
                     c.loss_kwargs.gpc_reg_fade_kimg = 0
     saved_options = {key: value for key, value in opts.items()
-                     if key not in ('dataset_size', 'dataset_name', 'resolution', 'camera_labels', 'camera_label_problem')}
+                     if key not in ('dataset_size', 'dataset_name', 'resolution', 'camera_labels', 'camera_label_problem',
+                                    'camera_radius', 'camera_focal')}
     c.saved_options = saved_options
 
     notes = []
@@ -410,6 +422,7 @@ def _worker(c, outdir, desc, notes):
 @click.option('--gpc_reg_fade_kimg', help='EG3D: Kimg to fade the swapping probability from 1', metavar='KIMG', type=cli.FiniteFloat(min=0), default=_EG3D['gpc_reg_fade_kimg'], show_default=True)
 @click.option('--disc_c_noise', help='EG3D: Std of the noise on D\'s camera label (times the batch std)', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['disc_c_noise'], show_default=True)
 @click.option('--sr_noise_mode', help='EG3D: Noise of the super-resolution blocks', type=click.Choice(['random', 'none']), default=_EG3D['sr_noise_mode'], show_default=True)
+@click.option('--patch-split', '--patch_split', 'patch_split', help='GRAM: Render the G step in this many pixel ranges (same gradients, 1/N of the activation memory)', metavar='INT', type=click.IntRange(min=1), default=None)
 @click.option('--resume_blur', '--resume-blur', 'resume_blur', help='EG3D: Keep the D-input blur and the swap fade when --resume loads weights only', metavar='BOOL', type=bool, default=_EG3D['resume_blur'], show_default=True)
 @click.option('--sr_num_fp16_res', help='EG3D: Float16 super-resolution blocks (CUDA)', metavar='INT', type=click.IntRange(min=0), default=_EG3D['sr_num_fp16_res'], show_default=True)
 @click.option('--g_num_fp16_res', help='EG3D: Float16 backbone resolutions (CUDA)', metavar='INT', type=click.IntRange(min=0), default=_EG3D['g_num_fp16_res'], show_default=True)

@@ -306,6 +306,8 @@ def test_gram_configs_need_camera_labels_and_refuse_stylegan_options(tmp_path, d
     assert options['D_opt_kwargs']['lr'] == 2e-4 and options['G_opt_kwargs']['lr'] == 2e-5
     assert options['loss_kwargs']['r1_gamma'] == 1  # --gamma is GRAM's r1_lambda
     assert dry_run(out, *args, '--cfg=gram-ffhq', '--dlr=0.001')[0]['D_opt_kwargs']['lr'] == 0.001
+    assert dry_run(out, *args, '--cfg=gram-ffhq', '--patch_split=4')[0]['loss_kwargs']['patch_split'] == 4
+    assert_error(invoke(out, *args, '--cfg=stylegan2', '--patch-split=2'), out, '--patch-split', 'gram configs', 'drop it')
 
 
 @pytest.mark.parametrize('value', ['nosuchmetric', 'fid50k_full,nosuchmetric'])

@@ -487,6 +487,8 @@ VARIANTS = [
     Variant('eg3d-sr-module', ['--sr-module=training.superresolution.SuperresolutionHybrid4X'], EG3D_CONFIGS, {
         'G_kwargs.rendering_kwargs.superresolution_module': 'training.superresolution.SuperresolutionHybrid4X'}),
     # GRAM has no augmentation; ours adds the StyleGAN options on request ("if opts.aug != 'noaug': ...").
+    # GRAM train.py "--patch_split": Gan3DProcess(patch_split=opt.patch_split).
+    Variant('gram-patch-split', ['--patch-split=4'], GRAM_CONFIGS, {'loss_kwargs.patch_split': 4}),
     Variant('gram-ada', ['--aug=ada', '--target=0.7'], GRAM_CONFIGS, {'augment_kwargs': dict(_BGC), 'ada_target': 0.7}),
     Variant('gram-fixed-p', ['--aug=fixed', '--p=0.3'], GRAM_CONFIGS, {'augment_kwargs': dict(_BGC), 'augment_p': 0.3}),
     # GRAM's own layout on one GPU: the 4 images of one of its GPUs, G in chunks of 1.
@@ -578,6 +580,12 @@ DELIBERATE_DIFFERENCES = [
                "the networks are built for --data's resolution: GRAM resizes its images to img_size (256, CARLA 128) "
                'while loading them, ours trains on the zip dataset_tool.py packed at that resolution'),
     Difference('D_kwargs.img_size', GRAM_CONFIGS, 'always', DATA_RESOLUTION, "as G_kwargs.img_size"),
+    # The test data are EG3D-style cameras (synthetic shapes: radius 2.7, focal 4.2647); GRAM's own data
+    # (radius 1, its preset's fov) would keep the official values.
+    Difference('G_kwargs.label_scale', GRAM_CONFIGS, 'always', ANY,  # pinned by test_gram_adopts_the_data_cameras
+               "labels whose cameras are not at GRAM's radius 1 are scaled into GRAM's world (the images stay)"),
+    Difference('G_kwargs.fov', GRAM_CONFIGS, 'always', ANY,  # pinned by test_gram_adopts_the_data_cameras
+               "the fakes' cameras take the data's field of view (GRAM's data are made at its preset's fov)"),
     Difference('kimg_per_tick', GRAM_CONFIGS, 'without --tick', 4,
                "GRAM prints a progress line every 10 steps (0.32 kimg at batch 32); our tick also writes stats.jsonl "
                "and counts the snapshot interval, and keeps the 4 kimg every config has (images and networks every "
@@ -767,3 +775,10 @@ def test_help_names_both_snap_defaults():
     result = CliRunner().invoke(train.main, ['--help'])
     assert result.exit_code == 0
     assert '[default: 50; 100 for the raycond configs]' in ' '.join(result.output.split())
+
+
+def test_gram_adopts_the_data_cameras(tmp_path, recipe_files):
+    # The test data's cameras are synthetic shapes': radius 2.7 about the origin, normalised focal 4.2647.
+    ours, _ = dry_run(tmp_path / 'out', *_command_line('gram-ffhq', VARIANTS[0], recipe_files))
+    assert ours['G_kwargs']['label_scale'] == pytest.approx(1 / 2.7, rel=1e-6)
+    assert ours['G_kwargs']['fov'] == pytest.approx(math.degrees(2 * math.atan(1 / (2 * 4.2647))), rel=1e-6)

@@ -249,6 +249,10 @@ def has_minibatch_std(cfg):
     """Whether the discriminator of --cfg=cfg compares images in --mbstd-group groups (train.py checks --batch-gpu)."""
     return cfg not in GRAM_CONFIGS
 
+def cameras_focal(fov_degrees):
+    """GRAM's normalised focal length of its fov (training.cameras.gram_focal; no torch import here)."""
+    return 1 / (2 * math.tan(math.radians(fov_degrees) / 2))
+
 def _gram(c, opts):
     from training.networks_gram import OFFICIAL_CONFIGS  # imported late: the registry itself needs no torch
     _require_cameras(opts)
@@ -261,6 +265,14 @@ def _gram(c, opts):
     c.G_kwargs = dnnlib.EasyDict(class_name='training.networks_gram.GramGenerator', **preset['generator'],
                                  **preset['camera'])
     c.G_kwargs.img_size = opts.resolution
+    # GRAM's world has its cameras at radius 1 with the preset's fov; data with other cameras (EG3D-style
+    # labels at radius 2.7, focal 4.2647) keep their images: the labels are scaled into GRAM's units and
+    # the fakes' cameras take the data's field of view.
+    radius, focal = opts.get('camera_radius'), opts.get('camera_focal')
+    if radius is not None and abs(radius - 1) > 1e-3:
+        c.G_kwargs.label_scale = 1 / radius
+    if focal is not None and abs(focal - cameras_focal(c.G_kwargs.fov)) > 1e-3 * focal:
+        c.G_kwargs.fov = math.degrees(2 * math.atan(1 / (2 * focal)))
     c.D_kwargs = dnnlib.EasyDict(class_name='training.networks_gram.GramDiscriminator', img_size=opts.resolution)
     # "torch.optim.Adam(param_groups, lr=gen_lr, betas=betas)", D alike with disc_lr (torch's eps 1e-8).
     c.G_opt_kwargs.betas = [float(beta) for beta in recipe['betas']]
@@ -269,6 +281,8 @@ def _gram(c, opts):
         c.G_opt_kwargs.param_groups = [dict(prefix='representation.sample_network', lr=recipe['sampling_network_lr'])]
     c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.GramLoss', r1_gamma=opts.gamma,
                                     pos_lambda=recipe['pos_lambda'], real_pos_lambda=recipe['real_pos_lambda'])
+    if opts.get('patch_split') is not None:  # GRAM's --patch_split (default None: whole images)
+        c.loss_kwargs.patch_split = opts.patch_split
     c.D_reg_interval = None  # R1 in every D step, in the same pass (r1_interval=1)
     c.G_reg_interval = None
     # torch_ema with decay 0.999 per G step: 0.5 ** (batch / ema_nimg) = 0.999, its warm-up, no ramp-up.
@@ -294,7 +308,8 @@ def build_training_options(opts):
     snap (None: the config's default), seed, workers, nobench, metrics, metric_detectors (optional), device,
     and the dataset facts `resolution`,
     `camera_labels` (whether the labels are 25-float cameras), `camera_label_problem` (optional: why 25-float
-    labels are not cameras) and `dataset_size`.
+    labels are not cameras), `camera_radius` and `camera_focal` (optional: the median camera distance from
+    the world origin and normalised focal of camera labels) and `dataset_size`.
     """
     if opts.cfg not in _registry:
         raise ValueError(f'Unknown --cfg={opts.cfg!r}; choose one of {", ".join(_registry)}.')

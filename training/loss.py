@@ -485,12 +485,22 @@ class GramLoss(StyleGAN2Loss):
       azimuth taken in [h_mean - pi, h_mean + pi) of G's prior, the branch GRAM's own labels use
       (its CARLA azimuths run over (-pi/2, 3pi/2]).
     The extra terms are per-image means over the two angles, so their batch mean is GRAM's MSE.
+
+    patch_split=P (GRAM's --patch_split, None = off): the exact chunked G step. The fakes are
+    rendered whole without autograd, D and the G losses give the gradient with respect to the image,
+    then each of P row-major pixel ranges is rendered again with autograd and back-propagates its
+    part of that gradient: the same gradients, with G's activation memory divided by P. D always
+    sees full images.
     """
 
-    def __init__(self, device, G, D, augment_pipe=None, r1_gamma=1, pos_lambda=15, real_pos_lambda=15, **kwargs):
+    def __init__(self, device, G, D, augment_pipe=None, r1_gamma=1, pos_lambda=15, real_pos_lambda=15,
+                 patch_split=None, **kwargs):
         super().__init__(device, G, D, augment_pipe=augment_pipe, r1_gamma=r1_gamma, **kwargs)
+        if patch_split is not None and (int(patch_split) != patch_split or patch_split < 1):
+            raise ValueError(f'patch_split must be a positive integer or None, got {patch_split}.')
         self.pos_lambda = pos_lambda
         self.real_pos_lambda = real_pos_lambda
+        self.patch_split = patch_split
         self._gen_pose = None   # (phi, theta) [N, 2] of the cameras of the latest run_G
         self._pred_pose = None  # D's pose [N, 2] of the latest run_D
 
@@ -517,6 +527,29 @@ class GramLoss(StyleGAN2Loss):
             img = self.augment_pipe(img)
         logits, self._pred_pose = self.D(img, c, update_emas=update_emas, return_pose=True)
         return logits
+
+    def _G_main(self, gen_z, gen_c, gain, ctx):
+        if not self.patch_split or self.patch_split == 1:
+            return super()._G_main(gen_z, gen_c, gain, ctx)
+        with torch.autograd.profiler.record_function('Gmain_forward'):
+            labels, self._gen_pose = self.G.sample_labels(gen_z.shape[0], device=gen_z.device)
+            with torch.no_grad():
+                gen_img = self.G.synthesis(self.G.mapping(gen_z, labels), labels)
+            gen_img.requires_grad_(True)
+            gen_logits = self.run_D(gen_img, gen_c, blur_sigma=ctx['blur_sigma'])
+            training_stats.report('Loss/scores/fake', gen_logits)
+            training_stats.report('Loss/signs/fake', gen_logits.sign())
+            loss_Gmain = torch.nn.functional.softplus(-gen_logits)
+            training_stats.report('Loss/G/loss', loss_Gmain)
+            self._keep('Gmain', loss_Gmain)
+            extra = self._extra_terms(self.extra_G_terms('main', types.SimpleNamespace(
+                **ctx, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_ws=None, gen_logits=gen_logits)))
+            image_grad = torch.autograd.grad((loss_Gmain.mean() + extra).mul(gain), [gen_img])[0].flatten(2)
+        with torch.autograd.profiler.record_function('Gmain_backward'):
+            pixels = image_grad.shape[2]
+            for index in range(self.patch_split):
+                part = self.G.synthesis(self.G.mapping(gen_z, labels), labels, patch=(index, self.patch_split))
+                part.backward(image_grad[..., pixels * index // self.patch_split:pixels * (index + 1) // self.patch_split])
 
     @staticmethod
     def _pose_error(pred, target):

@@ -420,7 +420,8 @@ class GramGenerator(torch.nn.Module):
         from training import cameras  # a late import keeps the pickled source's imports to torch_utils and rendering
         phi, theta = cameras.sample_gram_poses(self.sample_dist, self.h_mean, self.v_mean, self.h_stddev, self.v_stddev,
                                                batch_size, device=device, generator=generator)
-        return cameras.gram_pose_to_label(phi, theta, self.fov).to(device), torch.stack([phi, theta], dim=-1)
+        labels = cameras.gram_pose_to_label(phi, theta, self.fov, radius=1 / self.label_scale)  # in label units
+        return labels.to(device), torch.stack([phi, theta], dim=-1)
 
     @property
     def default_camera(self):
@@ -603,18 +604,19 @@ class AdapterBlock(torch.nn.Module):
 class GramDiscriminator(torch.nn.Module):
     """GRAM's discriminator: logits [N, 1], and with return_pose=True also the regressed (phi, theta) [N, 2]."""
 
-    def __init__(self, img_size=None, img_channels=3, *, c_dim=0, img_resolution=None):
+    def __init__(self, img_size=None, img_channels=3, *, max_channels=400, c_dim=0, img_resolution=None):
         super().__init__()
         img_size = img_resolution if img_size is None else img_size
         self.img_size = img_size
         self.img_size_log2 = int(np.log2(img_size))
         if 2 ** self.img_size_log2 != img_size or not 4 <= img_size <= 2 ** 12:
             raise ValueError(f'GramDiscriminator needs a power-of-two image size from 4 to 4096, got {img_size}.')
-        widths = [int(min(400, 2 ** i)) for i in range(13 - self.img_size_log2, 13)]
+        # Block widths min(400, 2^i) as official; max_channels (ours) narrows them for small CPU models.
+        widths = [int(min(max_channels, 400, 2 ** i)) for i in range(13 - self.img_size_log2, 13)]
         self.layers = torch.nn.ModuleList([ResidualCoordConvBlock(a, b, downsample=True)
                                            for a, b in zip(widths[:-1], widths[1:])])
         self.fromRGB = AdapterBlock(img_channels, widths[0])
-        self.final_layer = torch.nn.Conv2d(400, 1 + 2, 2)
+        self.final_layer = torch.nn.Conv2d(widths[-1], 1 + 2, 2)
         self.c_dim = c_dim  # GRAM's D sees no label
         self.img_resolution = img_size
         self.img_channels = img_channels

@@ -222,3 +222,40 @@ def test_real_pose_is_the_labels_phi_theta_on_the_branch_of_the_prior(theta):
     label = cameras.gram_pose_to_label(torch.tensor([1.1]), torch.tensor([theta]), 30)
     pose = loss.real_pose(label)
     np.testing.assert_allclose(pose.numpy(), [[1.1, theta]], atol=1e-5)
+
+
+def _tiny_gram_pair():
+    from training import networks_gram
+    torch.manual_seed(0)
+    G = networks_gram.GramGenerator(
+        8, 8, representation_kwargs=dict(hidden_dim=16, hidden_dim_sample=16, center=(0, 0, -1.5)),
+        renderer_kwargs=dict(num_samples=16, num_manifolds=8, levels_start=23, levels_end=8), ray_chunk=20)
+    D = networks_gram.GramDiscriminator(img_size=8, max_channels=16)
+    return G.train(), D.train()
+
+
+@pytest.mark.parametrize('split', [2, 4, 3])
+def test_patch_split_gives_the_gradients_of_the_whole_image(split):
+    # GRAM's --patch_split: D sees the whole image; G back-propagates it in pixel ranges.
+    grads = {}
+    for patch_split in (None, split):
+        G, D = _tiny_gram_pair()
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        loss = GramLoss('cpu', G, D, r1_gamma=1, pos_lambda=15, real_pos_lambda=15, patch_split=patch_split)
+        z = torch.randn([3, G.z_dim], generator=torch.Generator().manual_seed(1))
+        c = torch.zeros([3, 25])
+        torch.manual_seed(7)  # the fakes' cameras come from the global generator
+        loss.accumulate_gradients('Gmain', real_img=None, real_c=c, gen_z=z, gen_c=c, gain=0.7, cur_nimg=0)
+        grads[patch_split] = {name: p.grad.clone() for name, p in G.named_parameters() if p.grad is not None}
+        assert set(loss.last_losses) == {'Gmain', 'Gpos'}
+    assert grads[None].keys() == grads[split].keys() and len(grads[None]) > 40
+    for name, whole in grads[None].items():
+        scale = float(whole.abs().max())
+        assert float((grads[split][name] - whole).abs().max()) <= 1e-5 * scale + 1e-10, name
+
+
+def test_patch_split_must_be_a_positive_integer():
+    G, D = _tiny_gram_pair()
+    with pytest.raises(ValueError, match='patch_split'):
+        GramLoss('cpu', G, D, patch_split=0)
