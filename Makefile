@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python bench/train_cpu.py
 	$(BIN)/python bench/creps_cpu.py
 	$(BIN)/python bench/triplane_cpu.py
+	$(BIN)/python bench/gram_cpu.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
