@@ -243,16 +243,21 @@ class StyleGAN2Loss(Loss):
         """Maximise the logits of fakes: softplus(-D(G(z)))."""
         with torch.autograd.profiler.record_function('Gmain_forward'):
             gen_img, gen_ws = self.run_G(gen_z, gen_c)
-            gen_logits = self.run_D(gen_img, gen_c, blur_sigma=ctx['blur_sigma'])
-            training_stats.report('Loss/scores/fake', gen_logits)
-            training_stats.report('Loss/signs/fake', gen_logits.sign())
-            loss_Gmain = torch.nn.functional.softplus(-gen_logits)
-            training_stats.report('Loss/G/loss', loss_Gmain)
-            self._keep('Gmain', loss_Gmain)
-            extra = self._extra_terms(self.extra_G_terms('main', types.SimpleNamespace(
-                **ctx, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_ws=gen_ws, gen_logits=gen_logits)))
+            loss = self._G_main_loss(gen_img, gen_ws, gen_z, gen_c, ctx)
         with torch.autograd.profiler.record_function('Gmain_backward'):
-            (loss_Gmain.mean() + extra).mul(gain).backward()
+            loss.mul(gain).backward()
+
+    def _G_main_loss(self, gen_img, gen_ws, gen_z, gen_c, ctx):
+        """The scalar Gmain loss of the fakes gen_img (reported and kept), extra 'main' terms included."""
+        gen_logits = self.run_D(gen_img, gen_c, blur_sigma=ctx['blur_sigma'])
+        training_stats.report('Loss/scores/fake', gen_logits)
+        training_stats.report('Loss/signs/fake', gen_logits.sign())
+        loss_Gmain = torch.nn.functional.softplus(-gen_logits)
+        training_stats.report('Loss/G/loss', loss_Gmain)
+        self._keep('Gmain', loss_Gmain)
+        extra = self._extra_terms(self.extra_G_terms('main', types.SimpleNamespace(
+            **ctx, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_ws=gen_ws, gen_logits=gen_logits)))
+        return loss_Gmain.mean() + extra
 
     def _G_reg(self, gen_z, gen_c, gain, ctx):
         """Path-length regularisation on a shrunk batch (plus any extra 'reg' terms)."""
@@ -536,15 +541,8 @@ class GramLoss(StyleGAN2Loss):
             with torch.no_grad():
                 gen_img = self.G.synthesis(self.G.mapping(gen_z, labels), labels)
             gen_img.requires_grad_(True)
-            gen_logits = self.run_D(gen_img, gen_c, blur_sigma=ctx['blur_sigma'])
-            training_stats.report('Loss/scores/fake', gen_logits)
-            training_stats.report('Loss/signs/fake', gen_logits.sign())
-            loss_Gmain = torch.nn.functional.softplus(-gen_logits)
-            training_stats.report('Loss/G/loss', loss_Gmain)
-            self._keep('Gmain', loss_Gmain)
-            extra = self._extra_terms(self.extra_G_terms('main', types.SimpleNamespace(
-                **ctx, gen_z=gen_z, gen_c=gen_c, gen_img=gen_img, gen_ws=None, gen_logits=gen_logits)))
-            image_grad = torch.autograd.grad((loss_Gmain.mean() + extra).mul(gain), [gen_img])[0].flatten(2)
+            loss = self._G_main_loss(gen_img, None, gen_z, gen_c, ctx)
+            image_grad = torch.autograd.grad(loss.mul(gain), [gen_img])[0].flatten(2)
         with torch.autograd.profiler.record_function('Gmain_backward'):
             pixels = image_grad.shape[2]
             for index in range(self.patch_split):
