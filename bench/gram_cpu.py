@@ -18,7 +18,9 @@ unchunked, on all rays at once, as the official code computes it:
   fancy_integration (one-hot background mask, constant deltas, cumprod transmittance), the image
   mapped to [-1, 1].
 Ours runs with legacy_rays=True (GRAM's grid), so before any timing the two images are compared
-(max abs difference at most `--tolerance`): both columns compute the same function.
+(max abs difference at most `--tolerance`, 1e-3 as the issue's parity bound): both columns compute
+the same function. GRAM's first-crossing search is discontinuous, so float rounding can move a
+single pixel's crossing (one pixel of 128x128 differs by 7e-4, the rest by under 2e-5).
 
 Record (`"bench": "gram_speed"`, one per resolution): images/s of a no-grad forward of the official
 FFHQ_default architecture (seeded official initialisation), batch `--batch`, GRAM's frontal camera
@@ -231,7 +233,7 @@ def main():
     parser.add_argument('--batch', type=int, default=1, help='images per forward (1)')
     parser.add_argument('--repeats', type=int, default=3, help='timed rounds, each runs both (3)')
     parser.add_argument('--tiny', action='store_true', help='a narrow network (hidden 32, field 16), for tests')
-    parser.add_argument('--tolerance', type=float, default=1e-4, help='max abs image difference allowed (1e-4)')
+    parser.add_argument('--tolerance', type=float, default=1e-3, help='max abs image difference allowed (1e-3)')
     parser.add_argument('--threads', type=int, default=os.cpu_count() or 1, help='torch threads (default: all cores)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
