@@ -160,12 +160,16 @@ class StyleGAN2Loss(Loss):
 
     def run_D(self, img, c, blur_sigma=0, update_emas=False):
         """Blur, then augment, then D; the same path for reals and fakes."""
+        return self.D(self.D_input(img, blur_sigma), c, update_emas=update_emas)
+
+    def D_input(self, img, blur_sigma=0):
+        """What D sees of `img`: blurred (while the blur lasts), then augmented."""
         if blur_sigma > 0:
             with torch.autograd.profiler.record_function('blur'):
                 img = blur(img, blur_sigma)
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
-        return self.D(img, c, update_emas=update_emas)
+        return img
 
     def detach_real(self, real_img, requires_grad):
         """The real batch as a leaf for the D pass (requiring grad for R1)."""
@@ -525,12 +529,7 @@ class GramLoss(StyleGAN2Loss):
         return img, ws
 
     def run_D(self, img, c, blur_sigma=0, update_emas=False):
-        if blur_sigma > 0:
-            with torch.autograd.profiler.record_function('blur'):
-                img = blur(img, blur_sigma)
-        if self.augment_pipe is not None:
-            img = self.augment_pipe(img)
-        logits, self._pred_pose = self.D(img, c, update_emas=update_emas, return_pose=True)
+        logits, self._pred_pose = self.D(self.D_input(img, blur_sigma), c, update_emas=update_emas, return_pose=True)
         return logits
 
     def _G_main(self, gen_z, gen_c, gain, ctx):

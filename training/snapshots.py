@@ -10,6 +10,7 @@ with `weights_only=True` and can never run code.
 import copy
 import glob
 import importlib
+import inspect
 import os
 import pickle
 import re
@@ -178,6 +179,10 @@ def _with_fp16(module, name):
         raise NetworkPickleError(f'{name}: {type(module).__name__} does not record its constructor arguments, so '
                                  f'it cannot be rebuilt in fp16; drop --force-fp16.')
     kwargs = copy.deepcopy(dict(module.init_kwargs))
+    parameters = inspect.signature(type(module).__init__).parameters
+    if 'num_fp16_res' not in parameters and not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        raise NetworkPickleError(f'{name}: {type(module).__name__} has no float16 layers to switch on; '
+                                 f'drop --force-fp16.')
     target = kwargs.get('synthesis_kwargs', kwargs)
     target['num_fp16_res'] = 4
     target['conv_clamp'] = 256

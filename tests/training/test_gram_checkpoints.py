@@ -341,3 +341,8 @@ def test_legacy_converts_to_a_pickle_that_loads_without_code_and_renders_the_sam
         assert torch.equal(render(converted['G_ema']), render(original['G_ema']))
         with open(dest, 'rb') as f:
             assert f.read(1) == pickle.PROTO
+
+
+def test_force_fp16_is_refused_in_one_sentence_for_networks_without_float16_layers(files, tiny):
+    with pytest.raises(snapshots.NetworkPickleError, match='no float16 layers.*drop --force-fp16'):
+        snapshots.open_network_pkl(str(files['tiny']), force_fp16=True)
