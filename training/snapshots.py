@@ -179,7 +179,8 @@ def _with_fp16(module, name):
         raise NetworkPickleError(f'{name}: {type(module).__name__} does not record its constructor arguments, so '
                                  f'it cannot be rebuilt in fp16; drop --force-fp16.')
     kwargs = copy.deepcopy(dict(module.init_kwargs))
-    parameters = inspect.signature(type(module).__init__).parameters
+    cls = type(module).__bases__[0] if persistence.is_persistent(type(module)) else type(module)  # the decorated class
+    parameters = inspect.signature(cls.__init__).parameters
     if 'num_fp16_res' not in parameters and not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
         raise NetworkPickleError(f'{name}: {type(module).__name__} has no float16 layers to switch on; '
                                  f'drop --force-fp16.')
