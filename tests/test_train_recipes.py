@@ -321,6 +321,9 @@ def _gram_official(generator, camera, batch, batch_split, real_pos_lambda, grad_
         'grad_clip': dict(G=grad_clip / batch_split, D=grad_clip),
         # torch_ema's update: decay = min(decay, (1 + num_updates) / (10 + num_updates)); no StyleGAN ramp-up.
         'ema_kimg': _gram_ema_kimg(batch), 'ema_rampup': None, 'ema_warmup': True,
+        # train_D / train_G: the forwards "with torch.cuda.amp.autocast():", "scaler.scale(d_loss).backward()",
+        # "scaler.unscale_(optimizer_D)" before the clip, "scaler.step(optimizer_D)"; one GradScaler for both.
+        'amp': True,
         # datasets.py: every image of the dataset, flipped with probability 0.5 with its pose; real_pose=True.
         'training_set_kwargs': dict(class_name='training.dataset.ImageFolderDataset', path=DATA, use_labels=True,
                                     max_size=DATA_SIZE, xflip=True, resolution=DATA_RESOLUTION, random_seed=0),
@@ -488,6 +491,8 @@ VARIANTS = [
         'G_kwargs.rendering_kwargs.superresolution_module': 'training.superresolution.SuperresolutionHybrid4X'}),
     # GRAM has no augmentation; ours adds the StyleGAN options on request ("if opts.aug != 'noaug': ...").
     # GRAM train.py "--patch_split": Gan3DProcess(patch_split=opt.patch_split).
+    # train.py has no precision option; our --fp32 turns GRAM's autocast and GradScaler off.
+    Variant('gram-fp32', ['--fp32=1'], GRAM_CONFIGS, {'amp': False}),
     Variant('gram-patch-split', ['--patch-split=4'], GRAM_CONFIGS, {'loss_kwargs.patch_split': 4}),
     Variant('gram-ada', ['--aug=ada', '--target=0.7'], GRAM_CONFIGS, {'augment_kwargs': dict(_BGC), 'ada_target': 0.7}),
     Variant('gram-fixed-p', ['--aug=fixed', '--p=0.3'], GRAM_CONFIGS, {'augment_kwargs': dict(_BGC), 'augment_p': 0.3}),

@@ -242,8 +242,8 @@ for _name in EG3D_RENDERING:
 # processes.py (Gan3DProcess) in our loop. GRAM's D has no minibatch-std layer and sees no label; --gamma
 # is its r1_lambda (1). GRAM's layout, 4 images per GPU (CATS 2) split into batch_split chunks for G, is
 # --batch=32 --batch-gpu=1 on 8 GPUs (CATS --batch=16); D's loss is a per-image mean, so its chunks change
-# nothing. Not reproduced: GRAM's torch.cuda.amp autocast and GradScaler (our loop has no AMP; GRAM
-# trains in float32 here), and its step order (D, then G; ours G, then D, in every config).
+# nothing. GRAM's torch.cuda.amp autocast and GradScaler are the loop's `amp` (CUDA only; --fp32 turns
+# it off). Not reproduced: its step order (D, then G; ours G, then D, in every config).
 
 def has_minibatch_std(cfg):
     """Whether the discriminator of --cfg=cfg compares images in --mbstd-group groups (train.py checks --batch-gpu)."""
@@ -293,6 +293,7 @@ def _gram(c, opts):
     # sum over its batch_split chunks of each chunk's mean (D's is one batch mean), batch_split times the
     # batch mean our loop clips: the same clip of the mean is grad_clip / batch_split.
     c.grad_clip = dict(G=recipe['grad_clip'] / recipe['batch_split'], D=recipe['grad_clip'])
+    c.amp = not opts.fp32  # "with torch.cuda.amp.autocast()" and one GradScaler for both networks
     return dict(map_depth=None, glr=recipe['gen_lr'], dlr=recipe['disc_lr'], snap=50)
 
 for _name in GRAM_CONFIGS:

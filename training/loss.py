@@ -38,6 +38,7 @@ addition, a "finite so far" flag per phase and name is kept on the device; `nonf
 those flags once (one sync), resets them and returns `<phase>/<name>` of those that were ever non-finite.
 """
 
+import contextlib
 import math
 import types
 
@@ -49,6 +50,7 @@ from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import upfirdn2d
 from training import cameras
+from training.mixed_precision import MixedPrecision
 from training.networks_triplane import filtered_resizing
 
 _PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
@@ -110,6 +112,15 @@ class StyleGAN2Loss(Loss):
         self.blur_fade_kimg = blur_fade_kimg
         self.last_losses = dict()   # name -> detached loss tensor of the latest accumulate_gradients call
         self._all_finite = dict()   # name -> bool tensor on the loss device, since the last nonfinite_terms()
+        # The loop's autocast and loss scale (training.mixed_precision); the loop passes gain * scale.
+        self.mixed_precision = MixedPrecision(device, enabled=False)
+
+    def forward_scope(self, name):
+        """The context of a forward pass: its profiler label and the loop's autocast (if any)."""
+        scope = contextlib.ExitStack()
+        scope.enter_context(torch.autograd.profiler.record_function(name))
+        scope.enter_context(self.mixed_precision.autocast())
+        return scope
 
     # -- state for exact resume ----------------------------------------------------------------
 
@@ -178,8 +189,8 @@ class StyleGAN2Loss(Loss):
     def r1_penalty(self, real_img, real_logits):
         """Per-image squared norm of d(sum of logits)/d(real_img), real_img being the input of run_D."""
         with torch.autograd.profiler.record_function('r1_grads'), conv2d_gradfix.no_weight_gradients():
-            r1_grads = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img],
-                                           create_graph=True, only_inputs=True)[0]
+            r1_grads = self.mixed_precision.input_grads(real_logits.sum(), [real_img], create_graph=True,
+                                                        only_inputs=True)[0]
         return r1_grads.square().sum([1, 2, 3])
 
     def extra_G_terms(self, stage, ctx):
@@ -245,7 +256,7 @@ class StyleGAN2Loss(Loss):
 
     def _G_main(self, gen_z, gen_c, gain, ctx):
         """Maximise the logits of fakes: softplus(-D(G(z)))."""
-        with torch.autograd.profiler.record_function('Gmain_forward'):
+        with self.forward_scope('Gmain_forward'):
             gen_img, gen_ws = self.run_G(gen_z, gen_c)
             loss = self._G_main_loss(gen_img, gen_ws, gen_z, gen_c, ctx)
         with torch.autograd.profiler.record_function('Gmain_backward'):
@@ -266,7 +277,7 @@ class StyleGAN2Loss(Loss):
     def _G_reg(self, gen_z, gen_c, gain, ctx):
         """Path-length regularisation on a shrunk batch (plus any extra 'reg' terms)."""
         loss = 0
-        with torch.autograd.profiler.record_function('Gpl_forward'):
+        with self.forward_scope('Gpl_forward'):
             if self.pl_weight != 0:
                 loss = self._path_length_loss(gen_z, gen_c).mean()
             loss = loss + self._extra_terms(self.extra_G_terms('reg', types.SimpleNamespace(
@@ -281,8 +292,8 @@ class StyleGAN2Loss(Loss):
         pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
         with torch.autograd.profiler.record_function('pl_grads'), \
                 conv2d_gradfix.no_weight_gradients(self.pl_no_weight_grad):
-            pl_grads = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws],
-                                           create_graph=True, only_inputs=True)[0]
+            pl_grads = self.mixed_precision.input_grads((gen_img * pl_noise).sum(), [gen_ws], create_graph=True,
+                                                        only_inputs=True)[0]
         pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
         # As official, the penalty uses the updated mean without detaching it.
         pl_mean = self.pl_mean.to(pl_lengths.dtype).lerp(pl_lengths.mean(), self.pl_decay)
@@ -296,7 +307,7 @@ class StyleGAN2Loss(Loss):
 
     def _D_gen(self, gen_z, gen_c, gain, ctx):
         """Minimise the logits of fakes: softplus(D(G(z))), generated with update_emas=True."""
-        with torch.autograd.profiler.record_function('Dgen_forward'):
+        with self.forward_scope('Dgen_forward'):
             gen_img, _gen_ws = self.run_G(gen_z, gen_c, update_emas=True)
             gen_logits = self.run_D(gen_img, gen_c, blur_sigma=ctx['blur_sigma'], update_emas=True)
             training_stats.report('Loss/scores/fake', gen_logits)
@@ -313,7 +324,7 @@ class StyleGAN2Loss(Loss):
         """Maximise the logits of reals (Dmain) and/or penalise their input gradient (Dreg)."""
         main, reg = phase in ('Dmain', 'Dboth'), phase in ('Dreg', 'Dboth')
         name = {'Dmain': 'Dreal', 'Dreg': 'Dr1', 'Dboth': 'Dreal_Dr1'}[phase]
-        with torch.autograd.profiler.record_function(name + '_forward'):
+        with self.forward_scope(name + '_forward'):
             real_img_tmp = self.detach_real(real_img, requires_grad=reg)
             real_logits = self.run_D(real_img_tmp, real_c, blur_sigma=ctx['blur_sigma'])
             training_stats.report('Loss/scores/real', real_logits)
@@ -450,8 +461,8 @@ class TriPlaneLoss(StyleGAN2Loss):
 
     def r1_penalty(self, real_img, real_logits):
         with torch.autograd.profiler.record_function('r1_grads'), conv2d_gradfix.no_weight_gradients():
-            grads = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img['image'], real_img['image_raw']],
-                                        create_graph=True, only_inputs=True)
+            grads = self.mixed_precision.input_grads(real_logits.sum(), [real_img['image'], real_img['image_raw']],
+                                                     create_graph=True, only_inputs=True)
         return grads[0].square().sum([1, 2, 3]) + grads[1].square().sum([1, 2, 3])
 
     def extra_G_terms(self, stage, ctx):
@@ -535,7 +546,7 @@ class GramLoss(StyleGAN2Loss):
     def _G_main(self, gen_z, gen_c, gain, ctx):
         if not self.patch_split or self.patch_split == 1:
             return super()._G_main(gen_z, gen_c, gain, ctx)
-        with torch.autograd.profiler.record_function('Gmain_forward'):
+        with self.forward_scope('Gmain_forward'):
             labels, self._gen_pose = self.G.sample_labels(gen_z.shape[0], device=gen_z.device)
             with torch.no_grad():
                 gen_img = self.G.synthesis(self.G.mapping(gen_z, labels), labels)
@@ -545,7 +556,8 @@ class GramLoss(StyleGAN2Loss):
         with torch.autograd.profiler.record_function('Gmain_backward'):
             pixels = image_grad.shape[2]
             for index in range(self.patch_split):
-                part = self.G.synthesis(self.G.mapping(gen_z, labels), labels, patch=(index, self.patch_split))
+                with self.mixed_precision.autocast():
+                    part = self.G.synthesis(self.G.mapping(gen_z, labels), labels, patch=(index, self.patch_split))
                 part.backward(image_grad[..., pixels * index // self.patch_split:pixels * (index + 1) // self.patch_split])
 
     @staticmethod

@@ -497,7 +497,7 @@ class GramGenerator(torch.nn.Module):
             values = rf.forward_with_frequencies_phase_shifts(
                 points[sample][index].unsqueeze(0), frequencies[sample:sample + 1], phases[sample:sample + 1],
                 views[sample][index].unsqueeze(0)).squeeze(0)
-            out = out.index_put((torch.full_like(index[0], sample), *index), values)
+            out = out.index_put((torch.full_like(index[0], sample), *index), values.to(out.dtype))  # autocast: float16
         return out
 
     def synthesis(self, ws, c, resolution=None, return_depth=False, patch=None, update_emas=False):

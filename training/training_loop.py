@@ -18,6 +18,9 @@ How it differs from the official loop, and why:
   norm after accumulation and averaging, before its optimizer step; `ema_warmup` caps the EMA decay
   at (1 + n) / (10 + n) at the n-th update, as torch_ema does; `param_groups` in G_opt_kwargs /
   D_opt_kwargs give the parameters under named submodules their own optimizer settings.
+- **Mixed precision** (`amp`, CUDA only, off by default; GRAM's recipe): forwards under autocast,
+  losses times a dynamic scale, gradients unscaled before clipping, non-finite steps skipped
+  (training/mixed_precision.py).
 - **Exact resume**: beside every network snapshot a training state holds the optimizer states,
   counters, loss and ADA state (see training/snapshots.py).
 - **Preemption**: SIGTERM or SIGINT makes every process stop at the same step and write a
@@ -38,6 +41,7 @@ import dnnlib
 from torch_utils import distributed, misc, training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import capabilities, snapshots
+from training.mixed_precision import MixedPrecision
 from training.dataset import DatasetError
 
 #----------------------------------------------------------------------------
@@ -300,6 +304,7 @@ def training_loop(
     check_interval          = 4,        # Steps between checks for stop signals and non-finite losses.
     grad_clip               = None,     # {'G': max_norm, 'D': max_norm}: clip that network's total gradient 2-norm before each step. None = never.
     ema_warmup              = False,    # Cap the EMA decay at (1 + n) / (10 + n) at the n-th update (torch_ema's warm-up)?
+    amp                     = False,    # Autocast forwards to float16 with dynamic loss scaling (CUDA only; training/mixed_precision.py).
     saved_options           = None,     # JSON-able options stored in each training state (train.py's).
 ):
     """Train on the device set up by torch_utils.distributed; return EasyDict(status='done'|'interrupted',
@@ -372,6 +377,10 @@ def training_loop(
 
     # Loss and phases (lazy regularisation scales lr and betas like the official loop).
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
+    mixed_precision, note = MixedPrecision.for_device(device, amp)
+    if note:
+        log(note)
+    loss.mixed_precision = mixed_precision
     phases = []
     optimizers = dict()
     for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
@@ -398,6 +407,7 @@ def training_loop(
         for name, opt in optimizers.items():
             _load_optimizer_state(opt, state['optimizers'][name])
         loss.load_state_dict(state['loss'])
+        mixed_precision.load_state_dict(state.get('amp', {}))
     ada_stats = training_stats.Collector(regex='Loss/signs/real') if (augment_pipe is not None and ada_target is not None) else None
 
     # Image grid.
@@ -426,6 +436,7 @@ def training_loop(
     def training_state(next_tick, next_tick_start_nimg, snapshot_name):
         return dict(cur_nimg=cur_nimg, cur_tick=next_tick, tick_start_nimg=next_tick_start_nimg, batch_idx=batch_idx,
                     optimizers={name: opt.state_dict() for name, opt in optimizers.items()}, loss=loss.state_dict(),
+                    amp=mixed_precision.state_dict(),
                     augment_p=float(augment_pipe.p) if augment_pipe is not None else 0.0, ada_signs=list(ada_signs),
                     world_size=world_size, options=saved_options, snapshot=snapshot_name)
 
@@ -475,18 +486,22 @@ def training_loop(
                 gen_c = all_gen_c[phase_idx, share].to(device).split(batch_gpu)
                 phase.opt.zero_grad(set_to_none=True)
                 phase.module.requires_grad_(True)
+                gain = phase.interval / num_chunks * mixed_precision.loss_scale()
                 for chunk, (real_img, real_c, z, c) in enumerate(zip(phase_real_img, phase_real_c, gen_z, gen_c)):
                     _seed_device_rng(device, random_seed, batch_idx, phase_idx, rank * num_chunks + chunk)
                     loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=z, gen_c=c,
-                                              gain=phase.interval / num_chunks, cur_nimg=cur_nimg)
+                                              gain=gain, cur_nimg=cur_nimg)
                 phase.module.requires_grad_(False)
                 _average_gradients(phase.module, world_size)
+                mixed_precision.unscale_(phase.opt)
                 if phase.clip is not None:
                     torch.nn.utils.clip_grad_norm_([p for p in phase.module.parameters() if p.grad is not None],
                                                    phase.clip)
-                phase.opt.step()
+                mixed_precision.step(phase.opt)
                 if device.type != 'cuda':
                     training_stats.report('Timing/' + phase.name, time.perf_counter() - phase_start)
+
+            mixed_precision.update()
 
             # Generator EMA; buffers are copied, not averaged.
             ema_nimg = ema_kimg * 1000

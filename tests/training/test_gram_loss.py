@@ -9,6 +9,7 @@ quadratic in its input with a linear pose head, so every value and gradient belo
 paper and evaluated in numpy float64.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from training import cameras
 from training.loss import GramLoss
+from training.mixed_precision import MixedPrecision
 
 DT = torch.float64
 SHAPE = (3, 4, 4)
@@ -259,3 +261,59 @@ def test_patch_split_must_be_a_positive_integer():
     G, D = _tiny_gram_pair()
     with pytest.raises(ValueError, match='patch_split'):
         GramLoss('cpu', G, D, patch_split=0)
+
+# ----------------------------------------------------------------------------------------------
+# AMP (GRAM's torch.cuda.amp GradScaler): scaled losses, unscaled gradients.
+
+
+def _scaling_only(init_scale):
+    """The loop's MixedPrecision with its loss scale on and autocast off: float64 stays float64, so the
+    scaled and unscaled runs can be compared to rounding."""
+    amp = MixedPrecision('cpu', enabled=True, init_scale=init_scale)
+    amp.autocast = contextlib.nullcontext
+    return amp
+
+
+@pytest.mark.parametrize('phase', ['Gboth', 'Dboth'])
+def test_scaled_losses_unscale_to_the_unscaled_gradients_R1_included(phase):
+    # GRAM: "scaler.scale(d_loss).backward()"; the R1 input gradient of "scaler.scale(r_preds.sum())" times
+    # "1./scaler.get_scale()"; "scaler.unscale_(optimizer_D)" before the clip. With s = 2**12 the gradients
+    # before unscale_ are s times the plain ones and after it equal them. Were R1's input gradient left
+    # scaled, the Dboth gradient would carry s^2 in its R1 part.
+    G, D, loss, real, real_c, _, z, gen_c = make(r1_gamma=3.0)
+    _, reference, _ = run(loss, G, D, phase, real, real_c, z, gen_c, gain=0.5)
+    assert (phase == 'Gboth') or 'Dr1' in loss.last_losses
+    loss.mixed_precision = amp = _scaling_only(2.0 ** 12)
+    _, scaled, _ = run(loss, G, D, phase, real, real_c, z, gen_c, gain=0.5 * amp.loss_scale())
+    module = G if phase == 'Gboth' else D
+    for name, value in reference.items():
+        np.testing.assert_allclose(scaled[name], value * 2.0 ** 12, rtol=1e-12, atol=1e-300, err_msg=name)
+    for name, p in module.named_parameters():
+        p.grad = torch.from_numpy(scaled[name].copy()) if name in scaled else None
+    amp.unscale_(torch.optim.SGD(module.parameters(), lr=1.0))
+    for name, p in module.named_parameters():
+        if name in reference:
+            np.testing.assert_allclose(p.grad.numpy(), reference[name], rtol=1e-12, atol=1e-300, err_msg=name)
+
+
+def test_scaled_patch_split_gives_the_unscaled_gradients():
+    # The chunked G step back-propagates the scaled image gradient part by part, each under autocast.
+    grads = {}
+    for amp in (None, _scaling_only(2.0 ** 10)):
+        G, D = _tiny_gram_pair()
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        loss = GramLoss('cpu', G, D, r1_gamma=1, pos_lambda=15, real_pos_lambda=15, patch_split=2)
+        if amp is not None:
+            loss.mixed_precision = amp
+        z = torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(1))
+        c = torch.zeros([2, 25])
+        torch.manual_seed(7)
+        gain = 0.7 * (amp.loss_scale() if amp is not None else 1.0)
+        loss.accumulate_gradients('Gmain', real_img=None, real_c=c, gen_z=z, gen_c=c, gain=gain, cur_nimg=0)
+        if amp is not None:
+            amp.unscale_(torch.optim.SGD([p for p in G.parameters() if p.grad is not None], lr=1.0))
+        grads[amp is None] = {name: p.grad.clone() for name, p in G.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys() and len(grads[True]) > 40
+    for name, plain in grads[True].items():
+        assert float((grads[False][name] - plain).abs().max()) <= 1e-6 * float(plain.abs().max()) + 1e-12, name

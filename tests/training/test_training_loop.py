@@ -320,6 +320,29 @@ def test_gram_trains_finite_and_resumes_bit_identically(shapes8_zip, tmp_path, c
         img = G(torch.randn([2, G.z_dim]), labels)
     assert img.shape == (2, 3, 8, 8) and torch.isfinite(img).all()
 
+def test_gram_amp_trains_under_autocast_and_resumes_with_its_loss_scale(shapes8_zip, tmp_path, monkeypatch):
+    # GRAM's recipe has amp=True, which takes effect on CUDA; the CPU here runs the same path with bfloat16
+    # autocast. The forwards run in bfloat16 (a float32 run ends elsewhere), the scaler's state is saved
+    # and restored, and a stop and resume continues exactly.
+    from training import mixed_precision
+    def tiny(c):
+        c.training_set_kwargs.update(resolution=8, max_size=16)
+        c.G_kwargs.img_size = c.D_kwargs.img_size = 8
+        return _tiny_gram(c)
+    assert tiny(tiny_options(shapes8_zip, tmp_path / 'options', cfg='gram-ffhq', cond=True)).amp is True
+    float32, _, _ = _straight_and_resumed(shapes8_zip, tmp_path / 'fp32', cfg='gram-ffhq', edit=tiny, cond=True,
+                                          batch=2, steps=2)
+    monkeypatch.setitem(mixed_precision.AMP_DTYPES, 'cpu', torch.bfloat16)
+    a, a_state, b = _straight_and_resumed(shapes8_zip, tmp_path / 'amp', cfg='gram-ffhq', edit=tiny, cond=True,
+                                          batch=2, steps=2)
+    assert a_state['amp']['scale'] == 2.0 ** 16 and a_state['amp']['_growth_tracker'] == 2
+    for name in ['G', 'D', 'G_ema']:
+        for tensor_name, tensor in named_tensors(a[name]).items():
+            assert torch.isfinite(tensor).all(), f'{name}.{tensor_name}'
+            assert torch.equal(tensor, named_tensors(b[name])[tensor_name]), f'{name}.{tensor_name}'
+    differ = [n for n, t in named_tensors(a['G']).items() if not torch.equal(t, named_tensors(float32['G'])[n])]
+    assert len(differ) > 10
+
 def _label(zip_path, index):
     from training.dataset import ImageFolderDataset
     dataset = ImageFolderDataset(path=zip_path, use_labels=True)
