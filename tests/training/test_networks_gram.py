@@ -276,7 +276,20 @@ def test_chunks_of_rays_render_the_same_image():
     with torch.no_grad():
         whole = tiny_gram(ray_chunk=10 ** 6)(z, c)
         chunked = tiny_gram(ray_chunk=7)(z, c)
+        default = tiny_gram()(z, c)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(default, whole, rtol=0, atol=1e-6)
+
+
+def test_ray_chunk_counts_the_rays_of_the_whole_batch(monkeypatch):
+    G = tiny_gram(ray_chunk=8)
+    assert ng.default_ray_chunk('cpu') == ng.CPU_RAY_CHUNK and ng.default_ray_chunk('cuda') == ng.DEFAULT_RAY_CHUNK
+    passes = []
+    render_rays = G._render_rays
+    monkeypatch.setattr(G, '_render_rays', lambda ws, o, d: passes.append(d.shape[:2]) or render_rays(ws, o, d))
+    with torch.no_grad():
+        G(torch.randn([2, G.z_dim]), cameras.gram_pose_to_label(*poses(2), 12), resolution=5)
+    assert passes == [(2, 4)] * 6 + [(2, 1)]  # 8 rays a pass: 4 of each of the 2 images, 25 rays each
 
 
 def test_resolution_renders_another_grid_of_the_same_camera():
