@@ -7,8 +7,9 @@ creps_official_tensors.json (the CREPS generator, and the StyleGAN2 discriminato
 and eg3d_official_tensors.json (EG3D's TriPlaneGenerator and DualDiscriminator, in our
 training/networks_triplane.py), and gram_official_tensors.json (GRAM's GramGenerator and
 GramDiscriminator, in our training/networks_gram.py; with their `state_dict` keys, the `.pth`
-format). Official weights transfer by name only if this holds. The EpiGRAF spec describes networks
-this project does not build yet; here it is only checked to parse.
+format), and epigraf_official_tensors.json (EpiGRAF's Generator and Discriminator, default and
+pose-conditioned, in our training/networks_epigraf.py). Official weights transfer by name only if
+this holds.
 """
 
 import importlib
@@ -33,12 +34,14 @@ EXPECTED_ENTRIES = {
 }
 # The files whose networks this project builds; every entry of them is built and compared below.
 BUILT_SPECS = ('stylegan_official_tensors.json', 'raycond_official_tensors.json', 'creps_official_tensors.json',
-               'eg3d_official_tensors.json', 'gram_official_tensors.json')
+               'eg3d_official_tensors.json', 'gram_official_tensors.json', 'epigraf_official_tensors.json')
 # Official files whose classes live in one of our modules under another name.
 OUR_MODULES = {'eg3d/training/triplane.py': 'training.networks_triplane',
                'eg3d/training/dual_discriminator.py': 'training.networks_triplane',
                'generators/generators.py': 'training.networks_gram',
-               'discriminators/discriminators.py': 'training.networks_gram'}
+               'discriminators/discriminators.py': 'training.networks_gram',
+               'src/training/networks_epigraf.py': 'training.networks_epigraf',
+               'src/training/networks_discriminator.py': 'training.networks_epigraf'}
 # The older spec files, whose entries the spec README does not count.
 UNCOUNTED_SPECS = ('stylegan_official_tensors.json', 'raycond_official_tensors.json')
 ENTRY_FIELDS = ('module', 'cls', 'kwargs', 'parameters', 'buffers')
@@ -64,8 +67,8 @@ assert len(ENTRIES) == sum(EXPECTED_ENTRIES[name] for name in BUILT_SPECS), len(
 
 def _entry_id(entry):
     kw = entry['kwargs']
-    if 'name' in entry and entry['repo'] == 'microsoft/GRAM':  # GRAM's kwargs have no img_resolution / c_dim
-        return entry['name'].replace(' ', '-')
+    if 'name' in entry and entry['repo'] in ('microsoft/GRAM', 'universome/epigraf'):
+        return entry['name'].split(' (')[0].replace(' ', '-') + '-' + entry['role']
     extra = '-R' if kw.get('use_radial_filters') else ''
     return f"{pathlib.Path(entry['module']).stem}.{entry['cls']}-{kw['img_resolution']}-c{kw['c_dim']}{extra}"
 
@@ -102,7 +105,19 @@ def built(request):
     module = importlib.import_module(OUR_MODULES.get(entry['module'],
                                                      entry['module'].removesuffix('.py').replace('/', '.')))
     torch.manual_seed(0)
-    return entry, getattr(module, entry['cls'])(**entry['kwargs'])
+    return entry, getattr(module, entry['cls'])(**_spec_kwargs(entry['kwargs']))
+
+
+def _spec_kwargs(value):
+    """Constructor arguments with the spec's recorded tensors ({'__tensor__': shape, ...}) as zero tensors.
+
+    The recorder writes dataset-dependent tensors (EpiGRAF's mean_camera_pose) by shape and dtype only.
+    """
+    if isinstance(value, dict) and '__tensor__' in value:
+        return torch.zeros(value['__tensor__'], dtype=getattr(torch, value['dtype']))
+    if isinstance(value, dict):
+        return {key: _spec_kwargs(item) for key, item in value.items()}
+    return value
 
 
 def test_parameters_in_official_order(built):
@@ -122,7 +137,9 @@ def test_attributes(built):
     entry, net = built
     for attr in ATTRIBUTES:
         if attr in entry:
-            assert getattr(net, attr) == entry[attr], attr
+            # EpiGRAF's c_dim is its class label's; ours is the camera label's 25 (the class one is class_dim).
+            ours = net.class_dim if attr == 'c_dim' and hasattr(net, 'class_dim') else getattr(net, attr)
+            assert ours == entry[attr], attr
     if 'block_resolutions' in entry:
         assert net.synthesis.block_resolutions == entry['block_resolutions']
     if 'layer_names' in entry:
@@ -168,3 +185,25 @@ def test_gram_state_dict_keys_and_attributes(entry):
             assert isinstance(ours, torch.Tensor) and ours.tolist() == value['values'], name
         else:
             assert ours == value, name
+
+
+@pytest.mark.parametrize('entry', _load_spec('epigraf_official_tensors.json'), ids=lambda e: e['name'][:40] + e['role'])
+def test_epigraf_attributes_and_output_shape(entry):
+    # The recorded attributes of the official networks, and the shape of the official forward check
+    # (G: camera_angles [[0, pi/2, 0]] in eval mode at test_resolution 32; D: a 64 x 64 patch).
+    from training import networks_epigraf
+    torch.manual_seed(0)
+    net = getattr(networks_epigraf, entry['cls'])(**_spec_kwargs(entry['kwargs'])).eval()
+    for name, value in entry['attrs'].items():
+        ours = _attribute(net, name.removesuffix('.get_dim()'))
+        assert (ours.get_dim() if name.endswith('.get_dim()') else ours) == value, name
+    with torch.no_grad():
+        if entry['role'] == 'G':
+            net.synthesis.test_resolution = 32
+            out = net(torch.randn(1, 512), torch.zeros(1, 0), camera_angles=torch.tensor([[0.0, 1.5707963, 0.0]]))
+        else:
+            patch = {'scales': torch.ones(1, 2), 'offsets': torch.zeros(1, 2)}
+            out = net(torch.randn(1, 3, 64, 64), torch.zeros(1, 0), patch_params=patch,
+                      camera_angles=torch.tensor([[0.0, 1.5707963, 0.0]])).squeeze(1)  # ours is [N, 1], the official [N]
+    assert list(out.shape) == entry['forward_check']['output']
+    assert torch.isfinite(out).all()

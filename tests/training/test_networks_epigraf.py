@@ -1,0 +1,321 @@
+"""EpiGRAF's networks (training/networks_epigraf.py) compute the official function.
+
+The oracle is EpiGRAF's render written out here in float64 from the official formulas
+(src/training/rendering.py, networks_epigraf.py, training_utils.py of universome/epigraf), reading
+only the network's tensors: its NDC ray grid with the patch remap, the look-at cam2world of
+(yaw, pitch), the tri-plane lookup, the per-sample compositing, inverse-CDF importance sampling and
+the merged second pass. Randomness is off on both sides (no stratified jitter, evenly spaced u).
+"""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training import cameras
+from training import networks_epigraf as ne
+
+SPEC_CFG = {
+    'patch': {'enabled': True, 'patch_params_cond': True, 'resolution': 4, 'mbstd_group_size': 2},
+    'dataset': {'camera': {'fov': 12.0, 'ray_start': 0.88, 'ray_end': 1.12, 'radius': 1.0}, 'cube_scale': 0.2,
+                'white_back': False, 'last_back': False},
+    'camera_cond': False, 'camera_cond_drop_p': 0.0, 'backbone': 'stylegan2', 'num_ray_steps': 6,
+    'clamp_mode': 'softplus', 'nerf_noise_std_init': 1.0, 'nerf_noise_kimg_growth': 5000, 'density_shift': 0.0,
+    'use_noise': True, 'tri_plane': {'res': 16, 'feat_dim': 4, 'fp32': True, 'mlp': {'n_layers': 2, 'hid_dim': 8}},
+    'bg_model': {'type': None},
+}
+
+
+def tiny_G(seed=0, camera_cond=False, legacy_rays=True, **cfg_overrides):
+    cfg = copy.deepcopy(SPEC_CFG)
+    cfg.update(cfg_overrides)
+    torch.manual_seed(seed)
+    G = ne.Generator(cfg, z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, legacy_rays=legacy_rays,
+                     mapping_kwargs=dict(num_layers=2, camera_cond=camera_cond, mean_camera_pose=torch.tensor([0.1, 1.5, 0])),
+                     channel_base=64, channel_max=16)
+    with torch.no_grad():  # a density with structure inside the frustum, so that the importance pass matters
+        G.synthesis.tri_plane_mlp.model[1].bias[-1] = 1.0
+    return G.eval()
+
+
+def angles(n, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randn(n, generator=gen) * 0.3, math.pi / 2 + torch.randn(n, generator=gen) * 0.15,
+                        torch.zeros(n)], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The official render, in float64.
+
+
+def official_rays(n, h, fov, patch=None, pixel_centres=False):
+    """Camera-space unit directions [N, h * h, 3] of EpiGRAF's grid (y up, looking along -z)."""
+    steps = (torch.arange(h, dtype=torch.float64) * 2 + 1) / h - 1 if pixel_centres else torch.linspace(-1, 1, h, dtype=torch.float64)
+    x, y = torch.meshgrid(steps, steps.flip(0), indexing='ij')
+    x, y = x.T.flatten().repeat(n, 1), y.T.flatten().repeat(n, 1)
+    if patch is not None:
+        scales, offsets = (t.double() for t in patch)
+        x = (x + 1) * scales[:, :1] - 1 + offsets[:, :1] * 2
+        y = (y + 1) * scales[:, 1:] - 1 + offsets[:, 1:] * 2
+    z = -torch.ones_like(x) / math.tan(math.radians(fov) / 2)
+    d = torch.stack([x, y, z], dim=2)
+    return d / d.norm(dim=2, keepdim=True)
+
+
+def official_cam2world(camera_angles, radius):
+    yaw, pitch = camera_angles[:, :1].double(), camera_angles[:, 1:2].double().clamp(1e-5, math.pi - 1e-5)
+    origin = radius * torch.cat([pitch.sin() * yaw.cos(), pitch.cos(), pitch.sin() * yaw.sin()], dim=1)
+    forward = -origin / origin.norm(dim=1, keepdim=True)
+    up = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).expand_as(forward)
+    left = torch.cross(up, forward, dim=-1)
+    left = left / left.norm(dim=1, keepdim=True)
+    up = torch.cross(forward, left, dim=-1)
+    up = up / up.norm(dim=1, keepdim=True)
+    return torch.stack([-left, up, -forward], dim=-1), origin
+
+
+def official_field(G, planes, points):
+    cfg = G.synthesis.cfg
+    n, m, _ = points.shape
+    coords = points / cfg.dataset.cube_scale
+    grid = torch.stack([coords[..., [0, 1]], coords[..., [0, 2]], coords[..., [1, 2]]], dim=1).reshape(n * 3, 1, m, 2)
+    c = planes.shape[1] // 3
+    x = F.grid_sample(planes.double().reshape(n * 3, c, *planes.shape[2:]), grid, mode='bilinear', align_corners=True)
+    x = x.reshape(n, 3, c, m).permute(0, 1, 3, 2).mean(dim=1)
+    layers = list(G.synthesis.tri_plane_mlp.model)
+    for index, layer in enumerate(layers):
+        x = x @ (layer.weight.double() / math.sqrt(layer.in_features)).T + layer.bias.double()
+        if index < len(layers) - 1:
+            x = F.leaky_relu(x, 0.2) * math.sqrt(2)
+    return x
+
+
+def official_integration(rgb_sigma, z):
+    deltas = torch.cat([z[:, :, 1:] - z[:, :, :-1], 1e10 * torch.ones_like(z[:, :, :1])], dim=2)
+    alphas = 1 - torch.exp(-deltas * F.softplus(rgb_sigma[..., -1:]))
+    t = torch.cumprod(1 - alphas + 1e-10, dim=2)
+    weights = alphas * torch.cat([torch.ones_like(t[:, :, :1]), t], dim=2)[:, :, :-1]
+    return (weights * rgb_sigma[..., :-1]).sum(2), (weights * z).sum(2), weights
+
+
+def official_sample_pdf(bins, weights, n_importance, eps=1e-5):
+    rows, k = weights.shape
+    weights = weights + eps
+    cdf = torch.cumsum(weights / weights.sum(-1, keepdim=True), -1)
+    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)
+    u = torch.linspace(0, 1, n_importance, dtype=cdf.dtype).expand(rows, n_importance).contiguous()
+    inds = torch.searchsorted(cdf, u)
+    below, above = torch.clamp_min(inds - 1, 0), torch.clamp_max(inds, k)
+    sampled = torch.stack([below, above], -1).view(rows, 2 * n_importance)
+    cdf_g = torch.gather(cdf, 1, sampled).view(rows, n_importance, 2)
+    bins_g = torch.gather(bins, 1, sampled).view(rows, n_importance, 2)
+    denom = cdf_g[..., 1] - cdf_g[..., 0]
+    denom[denom < eps] = 1
+    return bins_g[..., 0] + (u - cdf_g[..., 0]) / denom * (bins_g[..., 1] - bins_g[..., 0])
+
+
+def official_render(G, ws, camera_angles, h, patch=None, pixel_centres=False, return_depth=False):
+    cfg = G.synthesis.cfg
+    cam = cfg.dataset.camera
+    n, steps = len(ws), cfg.num_ray_steps
+    with torch.no_grad():
+        planes = G.synthesis.planes(ws)
+        d_cam = official_rays(n, h, cam.fov, patch, pixel_centres)
+        rotation, origin = official_cam2world(camera_angles, cam.radius)
+        d = d_cam @ rotation.transpose(1, 2)                                      # [N, R, 3]
+        o = origin.unsqueeze(1).expand_as(d)
+        z = torch.linspace(cam.ray_start, cam.ray_end, steps, dtype=torch.float64).reshape(1, 1, steps, 1)
+        z = z.repeat(n, h * h, 1, 1)
+        coarse = official_field(G, planes, (o.unsqueeze(2) + d.unsqueeze(2) * z).reshape(n, -1, 3)).reshape(n, h * h, steps, 4)
+        _, _, weights = official_integration(coarse, z)
+        weights = weights.reshape(n * h * h, steps) + 1e-5
+        zf = z.reshape(n * h * h, steps)
+        fine_z = official_sample_pdf(0.5 * (zf[:, :-1] + zf[:, 1:]), weights[:, 1:-1], steps).reshape(n, h * h, steps, 1)
+        fine = official_field(G, planes, (o.unsqueeze(2) + d.unsqueeze(2) * fine_z).reshape(n, -1, 3)).reshape(n, h * h, steps, 4)
+        all_out, all_z = torch.cat([fine, coarse], 2), torch.cat([fine_z, z], 2)
+        _, order = torch.sort(all_z, dim=2)
+        colour, depth, _ = official_integration(all_out.gather(2, order.expand(-1, -1, -1, 4)), all_z.gather(2, order))
+    out = depth if return_depth else colour
+    return out.reshape(n, h, h, -1).permute(0, 3, 1, 2)
+
+
+def ours(G, ws, c, **kwargs):
+    with torch.no_grad():
+        return G.synthesis(ws, c=c, jitter=False, det=True, **kwargs).double()
+
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def legacy_G():
+    return tiny_G()
+
+
+def test_whole_image_equals_the_official_render(legacy_G):
+    G = legacy_G
+    a = angles(2)
+    ws = G.mapping(torch.randn(2, 8), torch.zeros(2, 0))
+    c = cameras.epigraf_angles_to_label(a, 12.0)
+    ref = official_render(G, ws, a, 8)
+    assert float(ref.std()) > 1e-3  # a picture, not a constant
+    torch.testing.assert_close(ours(G, ws, c, resolution=8), ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(ours(G, ws, c, resolution=8, return_depth=True), official_render(G, ws, a, 8, return_depth=True),
+                               rtol=0, atol=2e-5)
+
+
+def test_official_call_with_camera_angles_gives_the_same_image(legacy_G):
+    G = legacy_G
+    a = angles(2, seed=1)
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        official_call = G(z, torch.zeros(2, 0), camera_angles=a, jitter=False, det=True)
+        contract_call = G(z, cameras.epigraf_angles_to_label(a, 12.0), jitter=False, det=True)
+    ref = official_render(G, G.mapping(z, torch.zeros(2, 0)), a, 8)
+    torch.testing.assert_close(official_call.double(), ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(contract_call, official_call, rtol=0, atol=1e-6)
+
+
+def test_patches_equal_the_official_patch_render(legacy_G):
+    G = legacy_G
+    a = angles(2, seed=2)
+    ws = G.mapping(torch.randn(2, 8), torch.zeros(2, 0))
+    scales = torch.tensor([[0.5, 0.5], [0.25, 0.25]])
+    offsets = torch.tensor([[0.1, 0.4], [0.7, 0.0]])
+    ref = official_render(G, ws, a, 4, patch=(scales, offsets))
+    got = ours(G, ws, cameras.epigraf_angles_to_label(a, 12.0), patch_params={'scales': scales, 'offsets': offsets})
+    assert got.shape == (2, 3, 4, 4)  # cfg.patch.resolution
+    torch.testing.assert_close(got, ref, rtol=0, atol=2e-5)
+
+
+def test_physical_rays_are_the_pixel_centres_and_a_patch_is_a_window_of_the_image():
+    G = tiny_G(legacy_rays=False)
+    a = angles(1, seed=3)
+    ws = G.mapping(torch.randn(1, 8), torch.zeros(1, 0))
+    c = cameras.epigraf_angles_to_label(a, 12.0)
+    full = ours(G, ws, c, resolution=8)
+    torch.testing.assert_close(full, official_render(G, ws, a, 8, pixel_centres=True), rtol=0, atol=2e-5)
+    # EpiGRAF's y offset counts from the bottom: scale 1/2 at offset (1/2, 0) is the bottom-right quarter.
+    patch = ours(G, ws, c, patch=(torch.full((1, 2), 0.5), torch.tensor([[0.5, 0.0]])))
+    torch.testing.assert_close(patch, full[:, :, 4:, 4:], rtol=0, atol=2e-5)
+    whole = ours(G, ws, c, patch=(torch.ones(1, 2), torch.zeros(1, 2)), resolution=8)
+    torch.testing.assert_close(whole, full, rtol=0, atol=1e-6)
+
+
+def test_training_mode_renders_the_patch_resolution_with_jitter_and_density_noise():
+    G = tiny_G().train()
+    G.progressive_update(1250)  # a quarter of nerf_noise_kimg_growth: std 0.75
+    assert G.synthesis.nerf_noise_std == pytest.approx(0.75)
+    G.progressive_update(6000)
+    assert G.synthesis.nerf_noise_std == 0.0
+    G.progressive_update(0)
+    c = cameras.epigraf_angles_to_label(angles(2), 12.0)
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        a, b = G(z, c), G(z, c)
+    assert a.shape == (2, 3, 4, 4) and not torch.equal(a, b)  # stochastic in training, as EpiGRAF
+    G.eval()
+    with torch.no_grad():
+        assert G(z, c).shape == (2, 3, 8, 8)
+
+
+def test_stratified_jitter_stays_inside_the_mid_point_intervals():
+    depths = torch.linspace(1, 2, 5, dtype=torch.float64).reshape(1, 1, 5, 1).repeat(3, 7, 1, 1)
+    jittered = ne.stratify(depths, torch.Generator().manual_seed(0))
+    mids = 0.5 * (depths[:, :, 1:] + depths[:, :, :-1])
+    lower = torch.cat([depths[:, :, :1], mids], dim=2)
+    upper = torch.cat([mids, depths[:, :, -1:]], dim=2)
+    assert ((jittered >= lower) & (jittered <= upper)).all()
+    assert (jittered != depths).any()
+
+
+def test_gpc_encodes_raw_normalised_angles_and_uses_the_mean_pose_at_eval():
+    G = tiny_G(camera_cond=True)
+    mapping = G.mapping
+    assert mapping.embed.weight.shape == (8, 2)  # raw yaw and pitch, as the official GPC entry
+    a = torch.tensor([[-7.0, 1.5, 0.0], [0.5, 2.0, 0.0]])
+    expected = np.sign(a[:, :2].numpy()) * (np.abs(a[:, :2].numpy()) % (2 * np.pi)) / (2 * np.pi)
+    np.testing.assert_allclose(ne.normalise_angles(a).numpy(), expected, rtol=1e-6)
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        at_mean = mapping(z, torch.zeros(2, 0))
+        explicit = mapping(z, torch.zeros(2, 0), camera_angles=torch.tensor([[0.1, 1.5, 0.0]] * 2))
+        other = mapping(z, torch.zeros(2, 0), camera_angles=a)
+    torch.testing.assert_close(at_mean, explicit)
+    assert not torch.allclose(at_mean, other)
+
+
+def test_scalar_encoder_is_fourier_features_and_a_learned_embedding():
+    torch.manual_seed(0)
+    enc = ne.ScalarEncoder1d(coord_dim=3, x_multiplier=1000.0, const_emb_dim=256)
+    np.testing.assert_allclose(enc.fourier_encoder.fourier_coefs.numpy(), np.pi * 2.0 ** np.arange(10) / 1024, rtol=1e-6)
+    assert enc.get_dim() == 828
+    x = torch.tensor([[0.5, 0.25, 0.0013]])
+    out = enc(x).reshape(3, 276)
+    raw = 1000 * x[0, :, None].double() * torch.tensor(np.pi * 2.0 ** np.arange(10) / 1024)
+    torch.testing.assert_close(out[:, :20].double(), torch.cat([raw.sin(), raw.cos()], dim=1), rtol=0, atol=1e-4)  # float32 at ~800 rad
+    torch.testing.assert_close(out[:, 20:], enc.const_embed.weight[[500, 250, 1]])
+
+
+def test_hyper_modulation_scales_conv1_inputs_by_one_plus_tanh():
+    torch.manual_seed(0)
+    layer = ne.Conv2dLayer(4, 5, kernel_size=3, c_dim=6, hyper_mod=True, activation='lrelu')
+    plain = ne.Conv2dLayer(4, 5, kernel_size=3, activation='lrelu')
+    plain.load_state_dict({k: v for k, v in layer.state_dict().items() if not k.startswith('affine')})
+    x, h = torch.randn(2, 4, 6, 6), torch.randn(2, 6)
+    scale = 1 + torch.tanh(h @ (layer.affine.weight / math.sqrt(6)).T + layer.affine.bias)
+    torch.testing.assert_close(layer(x, c=h), plain(x * scale[:, :, None, None]))
+
+
+def test_discriminator_reads_the_patch_and_the_camera():
+    cfg = {'patch': {'patch_params_cond': True}, 'num_additional_start_blocks': 1, 'camera_cond': True,
+           'camera_cond_drop_p': 0.0, 'camera_cond_raw': False, 'hyper_mod': True}
+    torch.manual_seed(0)
+    D = ne.Discriminator(cfg, c_dim=0, img_resolution=8, img_channels=3, channel_base=128, channel_max=16,
+                         mapping_kwargs={}, epilogue_kwargs={'mbstd_group_size': 2})
+    assert D.block_resolutions == [16, 8] and D.b16.conv1.down == 1 and D.b8.conv1.down == 2
+    img = torch.randn(2, 3, 8, 8)
+    c = cameras.epigraf_angles_to_label(angles(2), 12.0)
+    whole = {'scales': torch.ones(2, 2), 'offsets': torch.zeros(2, 2)}
+    small = {'scales': torch.full((2, 2), 0.25), 'offsets': torch.full((2, 2), 0.5)}
+    with torch.no_grad():
+        logits = D(img, c, patch_params=whole)
+        assert logits.shape == (2, 1) and torch.isfinite(logits).all()
+        torch.testing.assert_close(D(img, c), logits)  # no patch = the whole image
+        assert not torch.allclose(D(img, c, patch_params=small), logits)
+        turned = cameras.epigraf_angles_to_label(angles(2) + torch.tensor([0.5, 0.0, 0.0]), 12.0)
+        assert not torch.allclose(D(img, turned, patch_params=whole), logits)
+        by_angles = D(img, torch.zeros(2, 0), patch_params=whole, camera_angles=cameras.epigraf_angles_from_label(c))
+    torch.testing.assert_close(by_angles, logits)
+
+
+def test_unsupported_options_are_refused_in_one_sentence():
+    for override, words in [({'bg_model': {'type': 'sphere'}}, 'bg_model'), ({'backbone': 'raw_planes'}, 'backbone')]:
+        with pytest.raises(ValueError, match=words):
+            tiny_G(**override)
+    with pytest.raises(ValueError, match='c_dim'):
+        ne.Generator(SPEC_CFG, z_dim=8, c_dim=3, w_dim=8, img_resolution=8, img_channels=3)
+
+
+def test_pickles_rebuild_without_executing_code():
+    import io
+    import pickle
+    from torch_utils import persistence
+    G = tiny_G(camera_cond=True)
+    G.synthesis.nerf_noise_std = 0.5
+    D = ne.Discriminator({'patch': {'patch_params_cond': True}, 'num_additional_start_blocks': 1, 'camera_cond': False,
+                          'camera_cond_drop_p': 0.0, 'hyper_mod': True}, c_dim=0, img_resolution=8, img_channels=3,
+                         channel_base=128, channel_max=16, epilogue_kwargs={'mbstd_group_size': 2})
+    buffer = io.BytesIO()
+    pickle.dump(dict(G=G, D=D), buffer)
+    buffer.seek(0)
+    loaded = persistence.load(buffer)  # the no-exec loader
+    c = cameras.epigraf_angles_to_label(angles(2), 12.0)
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded['G'](z, c, jitter=False, det=True), G(z, c, jitter=False, det=True), rtol=0, atol=0)
+        img = torch.randn(2, 3, 8, 8)
+        torch.testing.assert_close(loaded['D'](img, c), D(img, c), rtol=0, atol=0)
+    assert loaded['G'].synthesis.legacy_rays is True and loaded['G'].mapping.mean_camera_pose.tolist() == pytest.approx([0.1, 1.5, 0])
