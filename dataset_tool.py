@@ -1,7 +1,9 @@
 """Pack images (with optional class or camera labels) into a dataset that training can read.
 
 The output is an uncompressed zip (or a folder) of PNGs named `00000/img00000000.png`, 1000 per
-sub-folder, plus `dataset.json` holding `{"labels": [[name, label], ...]}` or `{"labels": null}`.
+sub-folder, plus `dataset.json` holding `{"labels": [[name, label], ...]}` or `{"labels": null}`
+(and EpiGRAF's `"camera_angles"` with --export-camera-angles). A source dataset.json with EpiGRAF's
+`{"camera_angles": {name: [yaw, pitch, roll]}}` and no labels gets 25-float camera labels.
 Every image ends up with the same square power-of-two size and the same channel count (1 or 3).
 
 Typical commands:
@@ -27,6 +29,11 @@ Typical commands:
     # A small procedurally rendered multi-view dataset with 25-float camera labels.
     python dataset_tool.py --source=synthetic:shapes --dest=~/datasets/shapes-64.zip \\
         --max-images=10000 --resolution=64x64 --seed=0
+
+    # An EpiGRAF dataset (dataset.json "camera_angles": yaw, pitch, roll) to 25-float camera labels;
+    # --export-camera-angles keeps camera_angles in the output too, for EpiGRAF.
+    python dataset_tool.py --source=~/epigraf/ffhq512 --dest=~/datasets/ffhq-512.zip \\
+        --fov=12 --radius=1 --export-camera-angles
 """
 
 import contextlib
@@ -60,6 +67,13 @@ SYNTHETIC_SOURCES = ('shapes',)
 DEFAULT_SYNTHETIC_RESOLUTION = 64
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same input gives the same zip bytes
 CAMERA_LABEL_DIM = 25  # training/cameras.py: 16 cam2world + 9 intrinsics floats
+DEFAULT_FOV = 12.0     # degrees across the image side: EpiGRAF's (and GRAM's) FFHQ and Cats cameras
+DEFAULT_RADIUS = 1.0
+MAX_ROLL = 1e-2        # radians; EpiGRAF's cameras are level
+# Frontal is yaw 0 in EpiGRAF and pi/2 (~1.57) in GRAM's azimuths. 1 rad (57 degrees) lies between the
+# two: a frontal-centred set (FFHQ, Cats: mean within a few hundredths of 0, spread ~0.3) or a 360-degree
+# one (mean ~0) passes, a GRAM-convention one must be heavily lopsided towards the left to pass.
+MAX_MEAN_YAW = 1.0
 
 
 class DatasetToolError(click.ClickException):
@@ -86,6 +100,13 @@ class Options:
     resample: int
     alpha: Optional[str]
     background: tuple[int, int, int]
+
+
+@dataclasses.dataclass
+class AngleOptions:
+    """How EpiGRAF's camera_angles become 25-float labels (training/cameras.py epigraf_angles_to_label)."""
+    fov: float = DEFAULT_FOV          # degrees across the image side
+    radius: float = DEFAULT_RADIUS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,7 +166,8 @@ def check_output_size(width: int, height: int, what: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Sources: each returns a Source whose items yield (name, image, label).
 
-def open_source(source: str, max_images: Optional[int], resolution: Optional[tuple[int, int]], seed: int) -> Source:
+def open_source(source: str, max_images: Optional[int], resolution: Optional[tuple[int, int]], seed: int,
+                angles: AngleOptions = AngleOptions()) -> Source:
     if source.startswith('synthetic:'):
         return open_synthetic(source, max_images, resolution, seed)
     path = os.path.expanduser(source)
@@ -155,9 +177,9 @@ def open_source(source: str, max_images: Optional[int], resolution: Optional[tup
     if os.path.isdir(path):
         if name.endswith('_lmdb') or os.path.isfile(os.path.join(path, 'data.mdb')):
             return open_lsun(path, max_images)
-        return open_image_folder(path, max_images)
+        return open_image_folder(path, max_images, angles)
     if name.lower().endswith('.zip'):
-        return open_image_zip(path, max_images)
+        return open_image_zip(path, max_images, angles)
     if name.endswith('cifar-10-python.tar.gz'):
         return open_cifar10(path, max_images)
     if name.endswith('idx3-ubyte.gz'):
@@ -169,16 +191,56 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def parse_labels_json(data: bytes, where: str) -> Optional[dict]:
-    """`{"labels": [[name, label], ...]}` or `{"labels": null}` -> dict name -> label, or None."""
+def parse_labels_json(data: bytes, where: str, angles: AngleOptions) -> Optional[dict]:
+    """`{"labels": [[name, label], ...]}` or `{"labels": null}` -> dict name -> label, or None.
+
+    Without per-image labels (no "labels" or null), EpiGRAF's `{"camera_angles": {name: [yaw, pitch,
+    roll], ...}}` gives 25-float camera labels (`angles`: their field of view and radius)."""
     try:
-        labels = json.loads(data)['labels']
-        if labels is None:
-            return None
-        table = {str(name).replace('\\', '/'): label for name, label in labels}
+        meta = json.loads(data)
+        if isinstance(meta, dict) and 'camera_angles' in meta and meta.get('labels') is None:
+            camera_angles, table = meta['camera_angles'], None
+        else:
+            camera_angles, labels = None, meta['labels']
+            table = None if labels is None else {str(name).replace('\\', '/'): label for name, label in labels}
     except (ValueError, KeyError, TypeError) as error:
         raise DatasetToolError(f'{where} is not of the form {{"labels": [["name.png", label], ...]}} ({error}); fix or remove it.') from None
-    return table
+    return table if camera_angles is None else camera_angle_labels(camera_angles, where, angles)
+
+
+def camera_angle_labels(camera_angles: Any, where: str, angles: AngleOptions) -> Optional[dict]:
+    """EpiGRAF's camera_angles (name -> [yaw, pitch, roll], radians) -> dict name -> 25-float label.
+
+    Refused: anything but finite (yaw, pitch, roll) triples, a pitch outside (0, pi), |roll| above
+    MAX_ROLL, and yaws whose mean is more than MAX_MEAN_YAW from 0 (GRAM's azimuths, frontal at pi/2)."""
+    if camera_angles is None:
+        return None
+    if not isinstance(camera_angles, dict):
+        raise DatasetToolError(f'"camera_angles" in {where} is a {type(camera_angles).__name__}, not of the form '
+                               f'{{"name.png": [yaw, pitch, roll], ...}}; fix or remove it.')
+    table = {str(name).replace('\\', '/'): value for name, value in camera_angles.items()}
+    if not table:
+        return None
+    for name, value in table.items():
+        if (not isinstance(value, list) or len(value) != 3 or label_kind(value) is None
+                or not all(math.isfinite(v) for v in value)):
+            raise DatasetToolError(f"camera_angles of '{name}' in {where} is {json.dumps(value)[:60]}, not three finite "
+                                   f"numbers [yaw, pitch, roll] in radians; fix or remove it.")
+    for name, (_yaw, pitch, roll) in sorted(table.items()):
+        if not 0 < pitch < math.pi:
+            raise DatasetToolError(f"camera_angles of '{name}' in {where} has pitch {pitch:.4g} rad, but EpiGRAF's pitch "
+                                   f"is the polar angle from +y, strictly between 0 and pi (pi/2 = horizon); fix it.")
+        if abs(roll) > MAX_ROLL:
+            raise DatasetToolError(f"camera_angles of '{name}' in {where} has roll {roll:.4g} rad, but EpiGRAF's cameras "
+                                   f"have no roll (|roll| at most {MAX_ROLL:g}); fix it or remove the image.")
+    mean_yaw = sum(value[0] for value in table.values()) / len(table)
+    if abs(mean_yaw) > MAX_MEAN_YAW:
+        raise DatasetToolError(f"yaws of {where} average {mean_yaw:.3f} rad; EpiGRAF's camera_angles need zero-centred "
+                               f"yaws (frontal = 0) — subtract pi/2 if these are GRAM's azimuths.")
+    from training import cameras  # needs torch: only for camera angles
+    names = list(table)
+    labels = cameras.epigraf_angles_to_label([table[n] for n in names], angles.fov, radius=angles.radius)
+    return dict(zip(names, labels.tolist()))
 
 
 def labelled_items(names: list[str], labels: Optional[dict], json_where: str, read: Callable[[str], Any]) -> Iterator[Item]:
@@ -215,7 +277,7 @@ def check_label_values(named_labels: list[tuple[str, Any]], where: str) -> None:
                                f"'{valid[0]}' is one: {problem}; fix the camera or remove the image.")
 
 
-def open_image_folder(path: str, max_images: Optional[int]) -> Source:
+def open_image_folder(path: str, max_images: Optional[int], angles: AngleOptions = AngleOptions()) -> Source:
     names = []
     for root, _dirs, files in os.walk(path):
         for file in files:
@@ -228,7 +290,7 @@ def open_image_folder(path: str, max_images: Optional[int]) -> Source:
     labels = None
     if os.path.isfile(json_path):
         with open(json_path, 'rb') as f:
-            labels = parse_labels_json(f.read(), f"'{json_path}'")
+            labels = parse_labels_json(f.read(), f"'{json_path}'", angles)
 
     def read(name: str) -> PIL.Image.Image:
         with open(os.path.join(path, name), 'rb') as f:
@@ -237,7 +299,7 @@ def open_image_folder(path: str, max_images: Optional[int]) -> Source:
     return Source(len(names), labelled_items(names, labels, f"'{json_path}'", read))
 
 
-def open_image_zip(path: str, max_images: Optional[int]) -> Source:
+def open_image_zip(path: str, max_images: Optional[int], angles: AngleOptions = AngleOptions()) -> Source:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:
@@ -247,7 +309,7 @@ def open_image_zip(path: str, max_images: Optional[int]) -> Source:
         archive.close()
         raise DatasetToolError(f"No images found in source zip '{path}'; it must contain PNG, JPEG or WebP files.")
     where = f"dataset.json inside '{path}'"
-    labels = parse_labels_json(archive.read('dataset.json'), where) if 'dataset.json' in archive.namelist() else None
+    labels = parse_labels_json(archive.read('dataset.json'), where, angles) if 'dataset.json' in archive.namelist() else None
 
     def items() -> Iterator[Item]:
         with archive:
@@ -499,6 +561,25 @@ def describe_label_kind(kind: Optional[tuple]) -> str:
     return 'class integers' if kind[0] == 'class' else f'{kind[1]} floats'
 
 
+def camera_angles_of(labels: Optional[list], source: str) -> dict:
+    """EpiGRAF's camera_angles {new name: [yaw, pitch, 0]} of the written 25-float camera labels (camera
+    centres about the world origin; radius, look-at point, roll and field of view are not kept)."""
+    kind = label_kind(labels[0]) if labels else None
+    if kind != ('vector', CAMERA_LABEL_DIM):
+        has = 'no labels' if kind is None else f'labels of {describe_label_kind(kind)}'
+        raise DatasetToolError(f"--export-camera-angles needs 25-float camera labels, but '{source}' has {has}; "
+                               f"drop the option or give the images camera labels.")
+    from training import cameras  # needs torch: only for 25-float labels
+    import torch
+    c = torch.tensor(labels, dtype=torch.float64)
+    problem = next(((i, p) for i, p in enumerate(cameras.problems(c)) if p is not None), None)
+    if problem is not None:
+        raise DatasetToolError(f"--export-camera-angles needs camera labels, but the 25 floats of image #{problem[0]} of "
+                               f"'{source}' are not a valid camera: {problem[1]}; drop the option.")
+    angles = cameras.epigraf_angles_from_label(c).tolist()
+    return {archive_name(i): angle for i, angle in enumerate(angles)}
+
+
 # ----------------------------------------------------------------------------------------------
 # Writers: an uncompressed zip or a folder, both built under a temporary name and renamed at the end.
 
@@ -601,12 +682,16 @@ def progress(total: int) -> Iterator[Callable[[int], None]]:
     yield log
 
 
-def convert_dataset(source: str, dest: str, max_images: Optional[int], seed: int, opts: Options) -> str:
-    """Convert `source` into `dest` and return the one-line summary."""
+def convert_dataset(source: str, dest: str, max_images: Optional[int], seed: int, opts: Options,
+                    angles: AngleOptions = AngleOptions(), export_camera_angles: bool = False) -> str:
+    """Convert `source` into `dest` and return the one-line summary.
+
+    `angles`: how EpiGRAF camera_angles in a source dataset.json become labels. `export_camera_angles`:
+    also write EpiGRAF's camera_angles (keyed by the new names) for 25-float camera labels."""
     refuse_existing(os.path.abspath(os.path.expanduser(dest)))
     cli.check_output_path(dest, '--dest', 'file' if dest.lower().endswith('.zip') else 'dir')
     check_requested_resolution(opts.transform, opts.resolution)
-    src = open_source(source, max_images, opts.resolution, seed)
+    src = open_source(source, max_images, opts.resolution, seed, angles)
     checker = DatasetChecker()
     labels = []
     start = time.perf_counter()
@@ -625,6 +710,8 @@ def convert_dataset(source: str, dest: str, max_images: Optional[int], seed: int
             raise DatasetToolError(f"No images found in source '{source}'.")
         has_labels = all(label is not None for label in labels)
         metadata = {'labels': [[archive_name(i), label] for i, label in enumerate(labels)] if has_labels else None}
+        if export_camera_angles:
+            metadata['camera_angles'] = camera_angles_of(labels if has_labels else None, source)
         write('dataset.json', json.dumps(metadata).encode('utf-8'))
     seconds = max(time.perf_counter() - start, 1e-9)
     _, (width, height), mode = checker.first
@@ -667,14 +754,26 @@ def help_epilog() -> str:
               help='Background colour for --alpha=composite.')
 @click.option('--seed', default=0, show_default=True, type=int, metavar='INT',
               help='Random seed for synthetic sources.')
+@click.option('--fov', default=DEFAULT_FOV, show_default=True, type=float, metavar='DEGREES',
+              help='Only for a source dataset.json with EpiGRAF\'s "camera_angles" {name: [yaw, pitch, roll]} '
+                   '(radians; yaw zero-centred, frontal = 0; pitch from +y; roll 0) and no "labels": the cameras\' '
+                   'field of view across the image side, for their 25-float labels (12 for FFHQ and Cats).')
+@click.option('--radius', default=DEFAULT_RADIUS, show_default=True, type=float, metavar='FLOAT',
+              help='Only for "camera_angles": the distance of the cameras from the world origin, which they look at.')
+@click.option('--export-camera-angles', is_flag=True,
+              help='For 25-float camera labels: also write EpiGRAF\'s "camera_angles" {new name: [yaw, pitch, 0]} '
+                   'into the output dataset.json (camera centres about the world origin; radius, look-at point and '
+                   'field of view are not kept), so that EpiGRAF can read it.')
 @signals.exit_on_interrupt
-def main(source, dest, max_images, transform, resolution, resize_filter, alpha, background, seed):
+def main(source, dest, max_images, transform, resolution, resize_filter, alpha, background, seed, fov, radius,
+         export_camera_angles):
     """Pack images and their labels into an uncompressed zip (or folder) dataset for training.
 
     Every output image is a PNG named 00000/img00000000.png (1000 per folder) with the same square,
     power-of-two size and the same channel count (1 or 3); dataset.json holds
     {"labels": [[name, label], ...]} (class integers or lists of floats such as 25-float cameras,
-    re-keyed from the source's dataset.json) or {"labels": null}.
+    re-keyed from the source's dataset.json, or converted from its EpiGRAF "camera_angles") or
+    {"labels": null}.
     """
     if max_images is not None and max_images < 1:
         raise DatasetToolError(f'--max-images={max_images} must be at least 1.')
@@ -685,7 +784,11 @@ def main(source, dest, max_images, transform, resolution, resize_filter, alpha, 
         alpha=parse_choice('--alpha', alpha, {'drop': 'drop', 'composite': 'composite'}),
         background=parse_background(background),
     )
-    click.echo(convert_dataset(source, dest, max_images, seed, opts))
+    if not (math.isfinite(fov) and 0 < fov < 180):
+        raise DatasetToolError(f'--fov={fov:g} must be an angle in degrees between 0 and 180 (exclusive); pass e.g. --fov=12.')
+    if not (math.isfinite(radius) and radius > 0):
+        raise DatasetToolError(f'--radius={radius:g} must be a positive distance; pass e.g. --radius=1.')
+    click.echo(convert_dataset(source, dest, max_images, seed, opts, AngleOptions(fov, radius), export_camera_angles))
 
 
 if __name__ == '__main__':

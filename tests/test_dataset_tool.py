@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import math
 import os
 import pickle
 import sys
@@ -565,3 +566,165 @@ def test_error_25_float_labels_with_one_that_is_not_a_valid_camera(tmp_path, ima
     message = assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root,
                            words=['e.jpg', 'not a valid camera', *words])
     assert 'no label' not in message and 'missing' not in message
+
+
+# ----------------------------------------------------------------------------------------------
+# EpiGRAF's camera_angles: to 25-float camera labels, and back with --export-camera-angles.
+
+EPIGRAF_ANGLES = {'a.png': [0.3, 1.4, 0.0], 'b/c.PNG': [-0.5, 1.7, 0.004], 'b/d.webp': [0.0, math.pi / 2, 0.0],
+                  'e.jpg': [-0.1, 1.2, -0.002], 'z/z/f.png': [0.25, 1.9, 0.0]}
+
+
+def _epigraf_labels(angles, fov=12, radius=1.0):
+    from training import cameras
+    return cameras.epigraf_angles_to_label(angles, fov, radius=radius).tolist()
+
+
+@pytest.mark.parametrize('labels_key', ['absent', 'null'])
+def test_epigraf_camera_angles_become_camera_labels(tmp_path, image_folder, labels_key):
+    root, _, _ = image_folder
+    meta = {'camera_angles': dict(reversed(EPIGRAF_ANGLES.items()))}
+    if labels_key == 'null':
+        meta['labels'] = None
+    (root / 'dataset.json').write_text(json.dumps(meta))
+    dest = tmp_path / 'out.zip'
+    result = run_ok('--source', root, '--dest', dest)
+    assert 'labels: 25 floats' in result.output
+    names, _, meta = read_zip_dataset(dest)
+    order = sorted(EPIGRAF_ANGLES)
+    assert [entry[0] for entry in meta['labels']] == names
+    np.testing.assert_allclose([entry[1] for entry in meta['labels']],
+                               _epigraf_labels([EPIGRAF_ANGLES[n] for n in order]), atol=1e-7)
+    assert 'camera_angles' not in meta
+    # The frontal image (yaw 0, pitch pi/2) gets GRAM's frontal camera on +z: R = diag(1, -1, -1), t = (0, 0, 1).
+    frontal = np.array(meta['labels'][order.index('b/d.webp')][1][:16]).reshape(4, 4)
+    np.testing.assert_allclose(frontal, [[1, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 1], [0, 0, 0, 1]], atol=1e-6)
+    # --fov and --radius set the intrinsics and the distance.
+    dest = tmp_path / 'wide.zip'
+    run_ok('--source', root, '--dest', dest, '--fov', 30, '--radius', 2.7)
+    _, _, meta = read_zip_dataset(dest)
+    np.testing.assert_allclose([entry[1] for entry in meta['labels']],
+                               _epigraf_labels([EPIGRAF_ANGLES[n] for n in order], 30, 2.7), atol=1e-6)
+    assert meta['labels'][0][1][16] == pytest.approx(1 / (2 * math.tan(math.radians(15))), rel=1e-6)
+
+
+def test_epigraf_camera_angles_from_a_zip_source_and_per_image_labels_win(tmp_path, image_folder):
+    root, _, cameras = image_folder
+    src = tmp_path / 'src.zip'
+    with zipfile.ZipFile(src, 'w') as archive:
+        for name in EPIGRAF_ANGLES:
+            archive.write(root / name, name)
+        archive.writestr('dataset.json', json.dumps({'camera_angles': EPIGRAF_ANGLES}))
+    run_ok('--source', src, '--dest', tmp_path / 'out.zip')
+    _, _, meta = read_zip_dataset(tmp_path / 'out.zip')
+    np.testing.assert_allclose([entry[1] for entry in meta['labels']],
+                               _epigraf_labels([EPIGRAF_ANGLES[n] for n in sorted(EPIGRAF_ANGLES)]), atol=1e-7)
+    # A dataset.json with both keeps its per-image labels (our own --export-camera-angles output has both).
+    (root / 'dataset.json').write_text(json.dumps({'labels': [[n, c] for n, c in cameras.items()],
+                                                   'camera_angles': EPIGRAF_ANGLES}))
+    run_ok('--source', root, '--dest', tmp_path / 'both.zip')
+    _, _, meta = read_zip_dataset(tmp_path / 'both.zip')
+    assert [entry[1] for entry in meta['labels']] == [cameras[n] for n in sorted(cameras)]
+
+
+def test_epigraf_refuses_yaws_that_are_not_zero_centred(tmp_path, image_folder):
+    root, _, _ = image_folder
+    gram_azimuths = {name: [yaw + math.pi / 2, pitch, roll] for name, (yaw, pitch, roll) in EPIGRAF_ANGLES.items()}
+    (root / 'dataset.json').write_text(json.dumps({'camera_angles': gram_azimuths}))
+    for dest in ['out.zip', 'out']:
+        message = assert_fails(tmp_path, str(tmp_path / dest), '--source', root,
+                               words=['yaws of', 'dataset.json', 'average 1.56', 'zero-centred', 'subtract pi/2'])
+        assert str(root / 'dataset.json') in message
+    # A lopsided but zero-centred set (mean 0.9 rad) passes.
+    lopsided = {name: [0.9 + 0.1 * k, 1.5, 0.0] for k, name in enumerate(['a.png', 'b/c.PNG', 'e.jpg'])}
+    lopsided.update({'b/d.webp': [0.9, 1.5, 0.0], 'z/z/f.png': [0.6, 1.5, 0.0]})
+    (root / 'dataset.json').write_text(json.dumps({'camera_angles': lopsided}))
+    run_ok('--source', root, '--dest', tmp_path / 'ok.zip')
+
+
+@pytest.mark.parametrize('bad, words', [
+    ([0.1, 1.5, 0.05], ['e.jpg', 'roll 0.05', 'no roll']),
+    ([0.1, 0.0, 0.0], ['e.jpg', 'pitch 0', 'between 0 and pi']),
+    ([0.1, 3.5, 0.0], ['e.jpg', 'pitch 3.5']),
+    ([0.1, 1.5], ['e.jpg', 'three finite numbers']),
+    ([0.1, 'x', 0.0], ['e.jpg', 'three finite numbers']),
+])
+def test_epigraf_refuses_bad_camera_angles(tmp_path, image_folder, bad, words):
+    root, _, _ = image_folder
+    angles = dict(EPIGRAF_ANGLES, **{'e.jpg': bad})
+    (root / 'dataset.json').write_text(json.dumps({'camera_angles': angles}))
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, words=words)
+
+
+def test_epigraf_errors_missing_entry_and_bad_options(tmp_path, image_folder):
+    root, _, _ = image_folder
+    angles = {n: a for n, a in EPIGRAF_ANGLES.items() if n != 'e.jpg'}
+    (root / 'dataset.json').write_text(json.dumps({'camera_angles': angles}))
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, words=['e.jpg', 'no label'])
+    (root / 'dataset.json').write_text(json.dumps({'camera_angles': [[0.0, 1.5, 0.0]]}))
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, words=['camera_angles', 'list'])
+    (root / 'dataset.json').write_text(json.dumps({'camera_angles': EPIGRAF_ANGLES}))
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, '--fov', 0, words=['--fov=0'])
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, '--fov', 'nan', words=['--fov=nan'])
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, '--radius', -1, words=['--radius=-1'])
+
+
+@pytest.mark.parametrize('dest_name', ['out.zip', 'out'])
+def test_export_camera_angles_round_trip(tmp_path, image_folder, dest_name):
+    root, _, _ = image_folder
+    (root / 'dataset.json').write_text(json.dumps({'camera_angles': EPIGRAF_ANGLES}))
+    dest = tmp_path / dest_name
+    run_ok('--source', root, '--dest', dest, '--export-camera-angles')
+    names, _, meta = (read_zip_dataset if dest_name.endswith('.zip') else read_folder_dataset)(dest)
+    assert list(meta) == ['labels', 'camera_angles']
+    assert sorted(meta['camera_angles']) == names  # keyed by the new names
+    for new, old in zip(names, sorted(EPIGRAF_ANGLES)):
+        yaw, pitch, roll = meta['camera_angles'][new]
+        assert yaw == pytest.approx(EPIGRAF_ANGLES[old][0], abs=1e-6)
+        assert pitch == pytest.approx(EPIGRAF_ANGLES[old][1], abs=1e-6)
+        assert roll == 0
+    # Packing the output again keeps its labels, and re-exports the same angles.
+    again = tmp_path / f'again-{dest_name}'
+    run_ok('--source', dest, '--dest', again, '--export-camera-angles')
+    _, _, again_meta = (read_zip_dataset if dest_name.endswith('.zip') else read_folder_dataset)(again)
+    assert again_meta['labels'] == meta['labels']
+    for name, angle in meta['camera_angles'].items():
+        np.testing.assert_allclose(again_meta['camera_angles'][name], angle, atol=1e-6)
+
+
+def test_export_camera_angles_of_eg3d_style_labels_and_synthetic_shapes(tmp_path, image_folder):
+    import torch
+    from training import cameras
+    root, _, _ = image_folder
+    names = sorted(EPIGRAF_ANGLES)
+    labels = _valid_cameras(5)  # EG3D's lookat_labels at yaw 0.1 k from frontal, on a 2.7 sphere
+    (root / 'dataset.json').write_text(json.dumps({'labels': [[n, c] for n, c in zip(names, labels)]}))
+    run_ok('--source', root, '--dest', tmp_path / 'out.zip', '--export-camera-angles')
+    out_names, _, meta = read_zip_dataset(tmp_path / 'out.zip')
+    expected = cameras.epigraf_angles_from_label(torch.tensor(labels, dtype=torch.float64)).tolist()
+    np.testing.assert_allclose([meta['camera_angles'][n] for n in out_names], expected, atol=1e-6)
+    assert meta['camera_angles'][out_names[0]][0] == pytest.approx(0, abs=1e-3)  # frontal: yaw about 0
+    run_ok('--source', 'synthetic:shapes', '--dest', tmp_path / 'shapes.zip', '--max-images', 2,
+           '--resolution', '16x16', '--export-camera-angles')
+    _, _, meta = read_zip_dataset(tmp_path / 'shapes.zip')
+    assert len(meta['camera_angles']) == 2 and all(len(a) == 3 for a in meta['camera_angles'].values())
+
+
+def test_export_camera_angles_needs_camera_labels(tmp_path, image_folder):
+    root, _, cameras = image_folder
+    # image_folder's labels are 25 floats that are no cameras at all.
+    for dest in ['out.zip', 'out']:
+        assert_fails(tmp_path, str(tmp_path / dest), '--source', root, '--export-camera-angles',
+                     words=['--export-camera-angles', 'image #0', 'not a valid camera'])
+    (root / 'dataset.json').write_text(json.dumps({'labels': [[n, 1] for n in cameras]}))
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, '--export-camera-angles',
+                 words=['--export-camera-angles', 'class integers'])
+    (root / 'dataset.json').unlink()
+    assert_fails(tmp_path, str(tmp_path / 'out.zip'), '--source', root, '--export-camera-angles',
+                 words=['--export-camera-angles', 'no labels'])
+
+
+def test_help_documents_the_epigraf_options():
+    result = run_ok('--help')
+    for text in ['--fov', '--radius', '--export-camera-angles', 'camera_angles', 'zero-centred']:
+        assert text in result.output

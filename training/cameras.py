@@ -280,6 +280,33 @@ def sample_gram_poses(mode, h_mean, v_mean, h_stddev, v_stddev, batch_size, devi
     return phi.clamp(1e-5, math.pi - 1e-5), theta
 
 # ----------------------------------------------------------------------------------------------
+# EpiGRAF's cameras (universome/epigraf dataset.json "camera_angles"): (yaw, pitch, roll) in radians,
+# GRAM's camera with a zero-centred azimuth: pitch is GRAM's phi and yaw = theta - pi/2, so the
+# frontal camera (0, pi/2) is GRAM's (pi/2, pi/2), on +z; roll is about 0 and not used.
+
+EPIGRAF_YAW_OFFSET = math.pi / 2  # GRAM's theta of EpiGRAF's yaw 0
+
+
+def epigraf_angles_to_label(angles, fov_degrees, radius=1.0):
+    """[N, 25] labels of EpiGRAF's camera angles [N, 3] = (yaw, pitch, roll) in radians (roll ignored).
+
+    yaw is zero-centred (frontal = 0, GRAM's theta - pi/2), pitch is the polar angle from +y (pi/2 = horizon):
+    the camera sits at radius (-sin(pitch) sin(yaw), cos(pitch), sin(pitch) cos(yaw)) and looks at the origin.
+    `fov_degrees` spans the image side, as GRAM's (gram_focal).
+    """
+    angles = torch.as_tensor(angles, dtype=torch.float64)  # the offset in double; the label is float32
+    if angles.ndim != 2 or angles.shape[1] != 3:
+        raise ValueError(f'EpiGRAF camera angles are (yaw, pitch, roll) per sample ([N, 3]); got shape {list(angles.shape)}.')
+    return gram_pose_to_label(angles[:, 1], angles[:, 0] + EPIGRAF_YAW_OFFSET, fov_degrees, radius=radius)
+
+
+def epigraf_angles_from_label(c):
+    """[N, 3] EpiGRAF (yaw in [-pi, pi), pitch, roll = 0) of the camera centres of labels `c` [N, 25], about the origin."""
+    phi, theta = gram_pose_from_label(c)
+    yaw = torch.remainder(theta - EPIGRAF_YAW_OFFSET + math.pi, 2 * math.pi) - math.pi
+    return torch.stack([yaw, phi, torch.zeros_like(phi)], dim=-1)
+
+# ----------------------------------------------------------------------------------------------
 
 
 def flip_yaw(c):

@@ -201,3 +201,96 @@ def test_problems_says_what_is_wrong_with_each_label():
     assert found[3] == 'the last intrinsics row must be (0, 0, 1), not (0.1, 0, 1)'
     with pytest.raises(ValueError, match=r'^Camera label #1: it contains NaN or infinite values\.$'):
         cameras.validate(c)
+
+
+# ----------------------------------------------------------------------------------------------
+# EpiGRAF's camera_angles (yaw, pitch, roll): zero-centred yaw, pitch from +y, roll ignored.
+
+
+def _random_epigraf_angles(n, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    yaw = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi   # (-pi, pi)
+    pitch = 0.1 + torch.rand(n, generator=gen, dtype=torch.float64) * (math.pi - 0.2)  # (0.1, pi - 0.1)
+    return torch.stack([yaw, pitch, torch.zeros(n, dtype=torch.float64)], dim=-1)
+
+
+def _wrapped(angle):
+    return np.angle(np.exp(1j * np.asarray(angle)))
+
+
+def test_epigraf_angles_round_trip_through_labels():
+    angles = _random_epigraf_angles(256)
+    c = cameras.epigraf_angles_to_label(angles, 12)
+    assert c.shape == (256, 25)
+    cameras.validate(c)
+    back = cameras.epigraf_angles_from_label(c).double()
+    assert back.shape == (256, 3)
+    np.testing.assert_allclose(_wrapped(back[:, 0] - angles[:, 0]), 0, atol=1e-6)
+    np.testing.assert_allclose(back[:, 1].numpy(), angles[:, 1].numpy(), atol=1e-6)
+    assert torch.equal(back[:, 2], torch.zeros(256, dtype=torch.float64))
+    assert back[:, 0].min() >= -math.pi and back[:, 0].max() < math.pi
+    # Roll is not used; the radius moves the camera only.
+    rolled = angles.clone()
+    rolled[:, 2] = 0.3
+    assert torch.equal(cameras.epigraf_angles_to_label(rolled, 12), c)
+    far = cameras.epigraf_angles_from_label(cameras.epigraf_angles_to_label(angles, 12, radius=2.5)).double()
+    np.testing.assert_allclose(_wrapped(far[:, 0] - angles[:, 0]), 0, atol=1e-6)
+    with pytest.raises(ValueError, match=r'\[N, 3\]'):
+        cameras.epigraf_angles_to_label(angles[:, :2], 12)
+
+
+def test_epigraf_angles_to_label_against_the_closed_form():
+    """An oracle in numpy: the camera at r (-sin p sin y, cos p, sin p cos y) (GRAM's with theta = yaw + pi/2),
+    z (forward) to the origin, y (down) = minus world +y made orthogonal to z, x (right) = y cross z."""
+    angles = _random_epigraf_angles(16, seed=1)
+    angles[:, 2] = 0.005  # about 0, as EpiGRAF's datasets hold it
+    fov, radius = 12.0, 1.7
+    c = cameras.epigraf_angles_to_label(angles, fov, radius=radius)
+    cam2world, intrinsics = cameras.unpack(c)
+    for i, (yaw, pitch, _) in enumerate(angles.tolist()):
+        theta = yaw + math.pi / 2
+        origin = radius * np.array([math.sin(pitch) * math.cos(theta), math.cos(pitch), math.sin(pitch) * math.sin(theta)])
+        np.testing.assert_allclose(origin, radius * np.array([-math.sin(pitch) * math.sin(yaw), math.cos(pitch),
+                                                              math.sin(pitch) * math.cos(yaw)]), atol=1e-12)
+        z = -origin / np.linalg.norm(origin)
+        up = np.array([0.0, 1.0, 0.0])
+        y = -(up - up.dot(z) * z)
+        y /= np.linalg.norm(y)
+        x = np.cross(y, z)
+        expected = np.eye(4)
+        expected[:3, :3] = np.stack([x, y, z], axis=1)
+        expected[:3, 3] = origin
+        np.testing.assert_allclose(cam2world[i].numpy(), expected, atol=2e-6)
+        assert abs(x[1]) < 1e-12  # level: image x has no world-y component
+    focal = 1 / (2 * math.tan(math.radians(fov) / 2))  # fov across the image side, as GRAM's
+    np.testing.assert_allclose(intrinsics[0].numpy(), [[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], rtol=1e-6)
+
+
+def test_epigraf_yaw_zero_is_grams_frontal_camera():
+    frontal = cameras.epigraf_angles_to_label([[0.0, math.pi / 2, 0.0]], 12)
+    gram_frontal = cameras.gram_pose_to_label(torch.tensor([math.pi / 2]), torch.tensor([math.pi / 2]), 12)
+    torch.testing.assert_close(frontal, gram_frontal, atol=0, rtol=0)
+    # On +z, looking down -z with image y down: cam2world = diag(1, -1, -1) and t = (0, 0, 1).
+    expected = np.array([[1, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 1], [0, 0, 0, 1]], dtype=np.float64)
+    np.testing.assert_allclose(cameras.unpack(frontal)[0][0].numpy(), expected, atol=1e-6)
+    # Everywhere: EpiGRAF (yaw, pitch) is GRAM (phi = pitch, theta = yaw + pi/2), and back.
+    angles = _random_epigraf_angles(64, seed=2)
+    gram = cameras.gram_pose_to_label(angles[:, 1], angles[:, 0] + math.pi / 2, 12)
+    torch.testing.assert_close(cameras.epigraf_angles_to_label(angles, 12), gram, atol=1e-6, rtol=0)
+    phi, theta = cameras.gram_pose_from_label(gram)
+    back = cameras.epigraf_angles_from_label(gram)
+    np.testing.assert_allclose(_wrapped((theta - back[:, 0]).numpy()), math.pi / 2, atol=1e-6)
+    assert torch.equal(back[:, 1], phi)
+    # A positive yaw moves the camera towards world -x (x = -r sin(pitch) sin(yaw)).
+    assert cameras.epigraf_angles_to_label([[0.3, math.pi / 2, 0.0]], 12)[0, 3] < 0
+
+
+def test_epigraf_mirroring_negates_yaw_like_flip_yaw():
+    angles = _random_epigraf_angles(64, seed=3)
+    mirrored = angles * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    c = cameras.epigraf_angles_to_label(angles, 12, radius=1.3)
+    torch.testing.assert_close(cameras.flip_yaw(c), cameras.epigraf_angles_to_label(mirrored, 12, radius=1.3),
+                               atol=1e-6, rtol=0)
+    back = cameras.epigraf_angles_from_label(cameras.flip_yaw(c)).double()
+    np.testing.assert_allclose(_wrapped(back[:, 0] + angles[:, 0]), 0, atol=1e-6)
+    np.testing.assert_allclose(back[:, 1].numpy(), angles[:, 1].numpy(), atol=1e-6)
