@@ -467,6 +467,13 @@ class Generator(torch.nn.Module):
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
+    @property
+    def default_camera(self):
+        """The scripts' default camera (training.generation.default_camera): EpiGRAF's radius and fov."""
+        camera = self.cfg.dataset.camera
+        return dict(radius=float(camera.radius), pivot=(0.0, 0.0, 0.0),
+                    focal=1 / (2 * math.tan(math.radians(camera.fov) / 2)))
+
     def progressive_update(self, cur_kimg):
         self.synthesis.progressive_update(cur_kimg)
 
