@@ -23,6 +23,11 @@ python train.py --outdir=training-runs --cfg=gram-ffhq --data=datasets/ffhq-256x
     --gpus=8 --batch=32 --batch-gpu=1 --gamma=1 --mirror=1 --mirror-cameras=1
 
 \b
+# EpiGRAF on posed 512x512 faces: 64x64 patches of the full image, no upsampler (camera_angles datasets: dataset_tool.py):
+python train.py --outdir=training-runs --cfg=epigraf --data=datasets/ffhq-512-epigraf.zip \
+    --gpus=4 --batch=64 --gamma=0.1 --mirror=1 --mirror-cameras=1
+
+\b
 # Continue a run exactly where it stopped (latest snapshot of the run directory):
 python train.py --outdir=training-runs --resume=training-runs/00003-stylegan2-shapes-32-gpus1-batch8-gamma1
 """
@@ -53,6 +58,17 @@ class OptionError(ValueError):
     """Inconsistent or missing command-line options; the message is one sentence."""
 
 _EG3D = configs.EG3D_OPTION_DEFAULTS
+_EPIGRAF = configs.EPIGRAF_OPTION_DEFAULTS
+
+
+class GammaType(cli.FiniteFloat):
+    """--gamma: a float >= 0, or 'auto' (StyleGAN2-ADA's and EpiGRAF's 0.0002 * resolution ** 2 / batch)."""
+    name = 'float or auto'
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == 'auto':
+            return 'auto'
+        return super().convert(value, param, ctx)
 
 # Options that may change when resuming without changing what the next steps compute.
 _BOOKKEEPING_OPTIONS = {'outdir', 'resume', 'dry_run', 'device', 'trust_code', 'kimg', 'tick', 'snap', 'metrics', 'detector',
@@ -116,6 +132,7 @@ def _inspect_dataset(opts):
     facts.image_layout = (dataset.num_channels, dataset.label_dim)  # for the --resume check; not an option
     if facts.camera_labels:  # the data's camera scale, for networks with their own world units (GRAM)
         facts.camera_radius, facts.camera_focal = _camera_statistics(dataset._get_raw_labels())
+        facts.camera_mean_angles = _mean_epigraf_angles(dataset._get_raw_labels())
     dataset.close()
     return facts
 
@@ -125,6 +142,12 @@ def _camera_statistics(labels):
     labels = np.asarray(labels, dtype=np.float64)
     radius = np.linalg.norm(labels[:, [3, 7, 11]], axis=1)
     return float(np.median(radius)), float(np.median(labels[:, 16]))
+
+def _mean_epigraf_angles(labels):
+    """EpiGRAF's mean (yaw, pitch, roll) of [N, 25] camera labels: its generator's mean_camera_pose."""
+    from training import cameras
+    angles = cameras.epigraf_angles_from_label(torch.as_tensor(labels, dtype=torch.float64))
+    return [float(v) for v in angles.mean(dim=0)]
 
 def _validate(opts):
     under_torchrun = distributed.launched_by_torchrun()
@@ -206,6 +229,9 @@ def build_run(opts, given):
     stray = sorted(name for name in given if name in configs.EG3D_OPTION_DEFAULTS)
     if stray and opts.cfg not in configs.EG3D_CONFIGS:
         raise OptionError(f'--{stray[0]} is an option of the eg3d configs, not of --cfg={opts.cfg}; drop it.')
+    stray = sorted(name for name in given if name in configs.EPIGRAF_OPTION_DEFAULTS)
+    if stray and opts.cfg != 'epigraf':
+        raise OptionError(f'--{stray[0].replace("_", "-")} is an option of --cfg=epigraf, not of --cfg={opts.cfg}; drop it.')
     if opts.get('patch_split') is not None and opts.cfg not in configs.GRAM_CONFIGS:
         raise OptionError(f'--patch-split is an option of the gram configs, not of --cfg={opts.cfg}; drop it.')
     for name in ('cond', 'aug'):
@@ -214,6 +240,8 @@ def build_run(opts, given):
     facts = _inspect_dataset(opts)
     image_layout = facts.pop('image_layout')  # (channels, label size)
     opts.update(facts)
+    if opts.gamma == 'auto':  # StyleGAN2-ADA's heuristic, EpiGRAF's training.gamma=auto
+        opts.gamma = 0.0002 * opts.resolution ** 2 / opts.batch
     resume_data = None
     if resume_pkl is not None and not re.match(r'^[a-z]+://', resume_pkl):
         resume_data = snapshots.load_network_snapshot(resume_pkl, trust_code=opts.trust_code,  # fail now, before a run directory exists
@@ -240,7 +268,7 @@ def build_run(opts, given):
                     c.loss_kwargs.gpc_reg_fade_kimg = 0
     saved_options = {key: value for key, value in opts.items()
                      if key not in ('dataset_size', 'dataset_name', 'resolution', 'camera_labels', 'camera_label_problem',
-                                    'camera_radius', 'camera_focal')}
+                                    'camera_radius', 'camera_focal', 'camera_mean_angles')}
     c.saved_options = saved_options
 
     notes = []
@@ -378,7 +406,7 @@ def _worker(c, outdir, desc, notes):
 @click.option('--data', help='Training data (zip or folder made by dataset_tool.py)', metavar='[ZIP|DIR]')
 @click.option('--gpus', help='Processes on this node (one per GPU; on --device=cpu, CPU processes)', metavar='INT', type=click.IntRange(min=1))
 @click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1))
-@click.option('--gamma', help='R1 regularization weight (GRAM: its r1_lambda, penalty gamma/2 |grad|^2)', metavar='FLOAT', type=cli.FiniteFloat(min=0))
+@click.option('--gamma', help='R1 regularization weight (GRAM: its r1_lambda, penalty gamma/2 |grad|^2), or auto: 0.0002 res^2 / batch', metavar='FLOAT|auto', type=GammaType(min=0))
 # Optional features.
 @click.option('--cond', help='Train conditional model (labels from dataset.json)  [default: False; True for the eg3d and gram configs]', metavar='BOOL', type=bool)
 @click.option('--mirror', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=False, show_default=True)
@@ -436,6 +464,22 @@ def _worker(c, outdir, desc, notes):
 @click.option('--density_reg_p_dist', help='EG3D: Density regularisation perturbation', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['density_reg_p_dist'], show_default=True)
 @click.option('--reg_type', help='EG3D: Density regularisation type', type=click.Choice(['l1', 'l1-alt', 'monotonic-detach', 'monotonic-fixed', 'total-variation']), default=_EG3D['reg_type'], show_default=True)
 @click.option('--decoder_lr_mul', help='EG3D: Decoder learning-rate multiplier', metavar='FLOAT', type=cli.FiniteFloat(min=0), default=_EG3D['decoder_lr_mul'], show_default=True)
+@click.option('--triplane-res', help='EpiGRAF: Tri-plane resolution (model.generator.tri_plane.res)', metavar='INT', type=click.IntRange(min=4), default=_EPIGRAF['triplane_res'], show_default=True)
+@click.option('--triplane-channels', help='EpiGRAF: Features per plane (tri_plane.feat_dim)', metavar='INT', type=click.IntRange(min=1), default=_EPIGRAF['triplane_channels'], show_default=True)
+@click.option('--patch-res', help='EpiGRAF: Patch resolution G renders and D sees (training.patch.resolution)', metavar='INT', type=click.IntRange(min=4), default=_EPIGRAF['patch_res'], show_default=True)
+@click.option('--patch-dist', help='EpiGRAF: Patch scale distribution (patch_beta, patch_uniform, patch_discrete_uniform; none = whole images)', type=click.Choice(['beta', 'uniform', 'discrete_uniform', 'none']), default=_EPIGRAF['patch_dist'], show_default=True)
+@click.option('--patch-anneal-kimg', help='EpiGRAF: Kimg to anneal the patch scales (training.patch.anneal_kimg)', metavar='KIMG', type=cli.FiniteFloat(min=0), default=_EPIGRAF['patch_anneal_kimg'], show_default=True)
+@click.option('--ray-steps', help='EpiGRAF: Coarse (and as many importance) samples per ray (num_ray_steps)', metavar='INT', type=click.IntRange(min=3), default=_EPIGRAF['ray_steps'], show_default=True)
+@click.option('--camera-cond-g', help='EpiGRAF: Condition G\'s mapping on the camera (model.generator.camera_cond)', metavar='BOOL', type=bool, default=_EPIGRAF['camera_cond_g'], show_default=True)
+@click.option('--camera-cond-d', help='EpiGRAF: Condition D on the camera (off in EpiGRAF, whose README recommends it against flat shapes)', metavar='BOOL', type=bool, default=_EPIGRAF['camera_cond_d'], show_default=True)
+@click.option('--camera-cond-d-drop-p', help='EpiGRAF: Dropout of D\'s camera conditioning', metavar='FLOAT', type=cli.FiniteFloat(min=0, max=1), default=_EPIGRAF['camera_cond_d_drop_p'], show_default=True)
+@click.option('--camera-cond-g-drop-p', help='EpiGRAF: Dropout of G\'s camera conditioning', metavar='FLOAT', type=cli.FiniteFloat(min=0, max=1), default=_EPIGRAF['camera_cond_g_drop_p'], show_default=True)
+@click.option('--nerf-noise-kimg', help='EpiGRAF: Kimg over which the density noise decays from 1 to 0', metavar='KIMG', type=cli.FiniteFloat(min=0, min_open=True), default=_EPIGRAF['nerf_noise_kimg'], show_default=True)
+@click.option('--fov', help='EpiGRAF: Field of view in degrees (dataset.camera.fov)  [default: the data\'s focal]', metavar='DEG', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--ray-start', help='EpiGRAF: Near distance of the rays  [default: 0.88 x the data\'s camera radius]', metavar='FLOAT', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--ray-end', help='EpiGRAF: Far distance of the rays  [default: 1.12 x the data\'s camera radius]', metavar='FLOAT', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--cube-scale', help='EpiGRAF: Half side of the tri-plane cube  [default: 0.2 x the data\'s camera radius]', metavar='FLOAT', type=cli.FiniteFloat(min=0, min_open=True))
+@click.option('--white-back', help='EpiGRAF: White background (dataset.white_back)', metavar='BOOL', type=bool, default=_EPIGRAF['white_back'], show_default=True)
 @click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
 @signals.exit_on_interrupt
 def main(**kwargs):

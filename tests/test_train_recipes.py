@@ -79,6 +79,12 @@ COMMAND_LINES = {
     # CARLA_default: "'batch_size': 4", "'batch_split': 4".
     'gram-carla': ['--cfg=gram-carla', '--gpus=8', '--batch=32', '--batch-gpu=1', '--gamma=1', '--mirror=1',
                    '--mirror-cameras=1'],
+    # universome/epigraf README: "python src/infra/launch.py hydra.run.dir=. desc=<EXPERIMENT_NAME>
+    # dataset=<DATASET_NAME> dataset.resolution=<DATASET_RESOLUTION> training.gamma=0.1 training.resume=null"
+    # with configs/infra num_gpus 4 and training.batch_size 64; training.mirror is true (the pose flipped with
+    # the image). The 16x16 test data take 8x8 patches: training.patch.resolution=8 -> --patch-res=8.
+    'epigraf': ['--cfg=epigraf', '--gpus=4', '--batch=64', '--gamma=0.1', '--mirror=1', '--mirror-cameras=1',
+                '--patch-res=8'],
 }
 OUR_EXTRA_ARGS = ['--device=cpu']  # ours only; the official train.py always trains on CUDA
 
@@ -90,6 +96,7 @@ TWO_D_CONFIGS = STYLEGAN_CONFIGS + ('creps',)
 EG3D_CONFIGS = ('eg3d-ffhq', 'eg3d-afhq', 'eg3d-shapenet')
 NON_EG3D = STYLEGAN_CONFIGS + RAYCOND_CONFIGS + ('creps',)
 GRAM_CONFIGS = ('gram-ffhq', 'gram-cats', 'gram-carla')
+EPIGRAF_CONFIGS = ('epigraf',)
 STYLEGAN_D_CONFIGS = NON_EG3D + EG3D_CONFIGS  # the configs whose D has the StyleGAN options (--freezed, --mbstd-group)
 
 # ----------------------------------------------------------------------------------------------
@@ -370,6 +377,73 @@ OFFICIAL.update({
 })
 
 
+def _epigraf_patch(**changes):
+    # configs/training/patch_beta.yaml, with training.patch.resolution=8 at dataset.resolution 16.
+    return dict(dict(enabled=True, patch_params_cond=True, min_scale_trg=0.5, max_scale=1.0, anneal_kimg=10000,
+                     resolution=8, mbstd_group_size=4, distribution='beta', alpha=1.0, beta_val_start=0.001,
+                     beta_val_end=0.8), **changes)
+
+
+def _epigraf_official(patch=None):
+    """universome/epigraf src/train.py main() on the composed config (model=epigraf, training=patch_beta,
+    dataset=ffhq_posed at our test data's resolution); the networks' cfg as the spec recorded it."""
+    patch = _epigraf_patch() if patch is None else patch
+    G_cfg = dict(
+        fmaps=1.0, cmax=512, cbase=32768, optim=dict(lr=0.0025, betas=[0.0, 0.99]), patch=patch,
+        dataset=dict(path=DATA, c_dim=0, camera=dict(fov=12.0, ray_start=0.88, ray_end=1.12, radius=1.0, dist='custom'),
+                     resolution=DATA_RESOLUTION, path_for_slurm_job='None/<data>', name='<data>', cube_scale=0.2,
+                     white_back=False, last_back=False),
+        w_dim=512, camera_cond=False, camera_cond_drop_p=0.0, camera_cond_noise_std=0.0, camera_cond_spoof_p=0.5,
+        map_depth=2, ema_multiplier=0.3125, backbone='stylegan2', num_ray_steps=48, clamp_mode='softplus',
+        nerf_noise_std_init=1.0, nerf_noise_kimg_growth=5000, density_shift=0.0, use_noise=True,
+        tri_plane=dict(res=512, feat_dim=32, fp32=True, has_view_cond=False, posenc_period_len=0,
+                       mlp=dict(n_layers=2, hid_dim=64)),
+        bg_model=dict(type=None, output_channels=4, coord_dim=4, num_blocks=2, cbase=32768, cmax=128,
+                      num_fp16_blocks=0, fmm=dict(enabled=False, rank=3, activation='demod'), posenc_period_len=64.0,
+                      num_steps=8, start=1.0))
+    D_cfg = dict(fmaps=0.5, cmax=512, cbase=32768, patch=patch, num_additional_start_blocks=1, mbstd_group_size=4,
+                 camera_cond=False, camera_cond_drop_p=0.0, camera_cond_noise_std=0.0, camera_cond_raw=False,
+                 hyper_mod=patch['enabled'], optim=dict(lr=0.002, betas=[0.0, 0.99]))
+    return {
+        # "c.G_kwargs = dnnlib.EasyDict(class_name=None, cfg=cfg.model.generator, z_dim=512, w_dim=..., ...)",
+        # "channel_base = int(cbase * fmaps)", "mapping_kwargs.num_layers = map_depth", camera_cond*, "mean_camera_pose
+        # = mean_camera_pose" (the mean of the dataset's camera angles), "class_name = 'training.networks_epigraf.
+        # Generator'", "fused_modconv_default = 'inference_only'" (stylegan2 backbone).
+        'G_kwargs': dict(class_name='training.networks_epigraf.Generator', cfg=G_cfg, z_dim=512, w_dim=512,
+                         mapping_kwargs=dict(num_layers=2, camera_cond=False, camera_cond_drop_p=0.0,
+                                             camera_cond_noise_std=0.0, mean_camera_pose='<data mean angles>'),
+                         channel_base=32768, channel_max=512, fused_modconv_default='inference_only'),
+        # "c.D_kwargs = dnnlib.EasyDict(class_name='training.networks_discriminator.Discriminator', cfg=cfg.model.
+        # discriminator, ...)", "channel_base = int(cbase * fmaps)" (16384), "freeze_layers = opts.freezed",
+        # "epilogue_kwargs.mbstd_group_size = cfg.model.discriminator.mbstd_group_size".
+        'D_kwargs': dict(class_name='training.networks_discriminator.Discriminator', cfg=D_cfg,
+                         block_kwargs=dict(freeze_layers=0), mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=4),
+                         channel_base=16384, channel_max=512),
+        'G_opt_kwargs': dict(class_name='torch.optim.Adam', betas=[0.0, 0.99], eps=1e-8, lr=0.0025),
+        'D_opt_kwargs': dict(class_name='torch.optim.Adam', betas=[0.0, 0.99], eps=1e-8, lr=0.002),
+        # "c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', cfg=cfg)", "r1_gamma = ... opts.gamma".
+        'loss_kwargs': dict(class_name='training.loss.StyleGAN2Loss', cfg='<the whole config>', r1_gamma=0.1),
+        'data_loader_kwargs': dict(pin_memory=True, prefetch_factor=2, num_workers=3),
+        # init_dataset(): path, use_labels (then opts.use_labels, false), max_size, resolution; xflip = opts.mirror.
+        'training_set_kwargs': dict(class_name='training.dataset.ImageFolderDataset', path=DATA, use_labels=False,
+                                    max_size=DATA_SIZE, xflip=True, resolution=DATA_RESOLUTION, random_seed=0),
+        'num_gpus': 4, 'batch_size': 64, 'batch_gpu': 16,
+        # training/base.yaml: metrics fid2k_full, kimg 50000, tick 4, seed 0; "c.G_reg_interval = 4 if pl_weight > 0
+        # else 0", "c.D_reg_interval = 16 if r1_gamma > 0 else None", "c.ema_kimg = c.batch_size * 10 / 32".
+        'metrics': ['fid2k_full'], 'total_kimg': 50000, 'kimg_per_tick': 4, 'random_seed': 0,
+        'G_reg_interval': 0, 'D_reg_interval': 16, 'ema_kimg': 20.0,
+        # augment.mode ada with augment.probs (every multiplier 1 but xflip 0), "c.ada_target = opts.target" (0.6).
+        'augment_kwargs': dict(_BGC, xflip=0), 'ada_target': 0.6,
+        # snap 250 and image_snap 100 ticks (the training loop reads them from cfg.training).
+        'image_snapshot_ticks': 100, 'network_snapshot_ticks': 250,
+        # "c = dnnlib.EasyDict(cfg=cfg)", "c.resume_whole_state = False".
+        'cfg': '<the whole config>', 'resume_whole_state': False,
+    }
+
+
+OFFICIAL['epigraf'] = _epigraf_official()
+
+
 class ByConfig:
     """A variant's value that depends on the config: `default`, or `per_config[cfg]`."""
 
@@ -499,6 +573,20 @@ VARIANTS = [
     # GRAM's own layout on one GPU: the 4 images of one of its GPUs, G in chunks of 1.
     Variant('gram-one-gpu', ['--gpus=1', '--batch=4', '--batch-gpu=1'], ('gram-ffhq', 'gram-carla'), {
         'num_gpus': 1, 'batch_size': 4, 'batch_gpu': 1, 'ema_kimg': _gram_ema_kimg(4), 'kimg_per_tick': 0.04}),
+    # EpiGRAF's Hydra overrides under our names: training.gamma=auto ("0.0002 * (cfg.dataset.resolution ** 2) /
+    # opts.batch_size"), training=patch_uniform with training.patch.anneal_kimg, model.generator.camera_cond /
+    # model.discriminator.camera_cond, and the tri-plane and ray options.
+    Variant('epigraf-gamma-auto', ['--gamma=auto'], EPIGRAF_CONFIGS, {'loss_kwargs.r1_gamma': 0.0002 * 16 ** 2 / 64}),
+    Variant('epigraf-patch-uniform', ['--patch-dist=uniform', '--patch-anneal-kimg=500'], EPIGRAF_CONFIGS, {
+        'G_kwargs.cfg.patch': _epigraf_patch(distribution='uniform', anneal_kimg=500),
+        'D_kwargs.cfg.patch': _epigraf_patch(distribution='uniform', anneal_kimg=500)}),
+    Variant('epigraf-camera-cond', ['--camera-cond-g=1', '--camera-cond-g-drop-p=0.2', '--camera-cond-d=0'],
+            EPIGRAF_CONFIGS, {'G_kwargs.cfg.camera_cond': True, 'G_kwargs.mapping_kwargs.camera_cond': True,
+                              'G_kwargs.cfg.camera_cond_drop_p': 0.2, 'G_kwargs.mapping_kwargs.camera_cond_drop_p': 0.2}),
+    Variant('epigraf-tri-plane', ['--triplane-res=64', '--triplane-channels=16', '--ray-steps=24',
+                                  '--nerf-noise-kimg=100', '--white-back=1'], EPIGRAF_CONFIGS, {
+        'G_kwargs.cfg.tri_plane.res': 64, 'G_kwargs.cfg.tri_plane.feat_dim': 16, 'G_kwargs.cfg.num_ray_steps': 24,
+        'G_kwargs.cfg.nerf_noise_kimg_growth': 100, 'G_kwargs.cfg.dataset.white_back': True}),
 ]
 
 
@@ -518,15 +606,20 @@ CONDITIONS = {
     'without --tick': lambda o: 'tick' not in o,
     'without --kimg': lambda o: 'kimg' not in o,
     'without --metrics': lambda o: 'metrics' not in o,
+    'without --snap': lambda o: 'snap' not in o,
+    'without --camera-cond-d=0': lambda o: o.get('camera-cond-d') != '0',
     # The test dataset's labels are 25-float cameras: --cond=1 makes them the labels.
     'camera labels (--cond=1)':  # EG3D and GRAM: --cond=True by default
-        lambda o: o.get('cond') == '1' or o.get('cfg') in EG3D_CONFIGS + GRAM_CONFIGS,
+        lambda o: o.get('cond') == '1' or o.get('cfg') in EG3D_CONFIGS + GRAM_CONFIGS + EPIGRAF_CONFIGS,
     'camera labels (--cond=1) and --aug other than noaug':
         lambda o: (o.get('cond') == '1' and o.get('aug', 'ada') != 'noaug'
-                   or o.get('cfg') in EG3D_CONFIGS + GRAM_CONFIGS and o.get('aug', 'noaug') != 'noaug'),  # --aug=noaug
+                   or o.get('cfg') in EG3D_CONFIGS + GRAM_CONFIGS and o.get('aug', 'noaug') != 'noaug'  # --aug=noaug
+                   or o.get('cfg') in EPIGRAF_CONFIGS and o.get('aug', 'ada') != 'noaug'),  # EpiGRAF: ada
 }
 
-ALL_CONFIGS = NON_EG3D + EG3D_CONFIGS + GRAM_CONFIGS
+ALL_CONFIGS = NON_EG3D + EG3D_CONFIGS + GRAM_CONFIGS + EPIGRAF_CONFIGS
+_EPIGRAF_CFG_REASON = ("EpiGRAF's networks read their options from its whole Hydra config; ours builds the same keys "
+                       "but these")
 CONV_CLAMP_CONFIGS = STYLEGAN_CONFIGS + RAYCOND_CONFIGS  # generators whose clamp is conv_clamp
 Difference = collections.namedtuple('Difference', 'path configs when ours reason')
 DELIBERATE_DIFFERENCES = [
@@ -558,7 +651,7 @@ DELIBERATE_DIFFERENCES = [
     *[Difference(f'{net}_kwargs.{key}', configs_, 'without --fp32=1', value,
                  'explicit class default: the official train.py leaves it unset and the classes default to the same '
                  '(fp16 on the 4 highest resolutions, clamp 256)')
-      for net, configs_ in (('G', CONV_CLAMP_CONFIGS), ('D', NON_EG3D))
+      for net, configs_ in (('G', CONV_CLAMP_CONFIGS), ('D', NON_EG3D + EPIGRAF_CONFIGS))
       for key, value in (('num_fp16_res', 4), ('conv_clamp', 256))],
     Difference('G_kwargs.conv_clamp', ('creps',), 'with --fp32=1', ABSENT,
                "the official --fp32 branch passes conv_clamp=None to the CREPS generator, whose layers take no such "
@@ -601,6 +694,52 @@ DELIBERATE_DIFFERENCES = [
     Difference('metrics', GRAM_CONFIGS, 'without --metrics', ['fid50k_full'],
                "GRAM computes no metric while training (fid_evaluation.py, run afterwards); ours evaluates the "
                "--metrics default at each network snapshot, --metrics=none as GRAM"),
+    # EpiGRAF (universome/epigraf src/train.py and its composed Hydra config).
+    Difference('cfg', EPIGRAF_CONFIGS, 'always', ABSENT,
+               "EpiGRAF passes its whole Hydra config to the loop; ours passes the networks and the loss what they use"),
+    Difference('resume_whole_state', EPIGRAF_CONFIGS, 'always', ABSENT,
+               "EpiGRAF's training.resume=latest flag; ours resumes a run exactly from its training state (--resume=<run dir>)"),
+    Difference('loss_kwargs.class_name', EPIGRAF_CONFIGS, 'always', 'training.loss.EpiGRAFLoss',
+               "EpiGRAF's patch-wise StyleGAN2Loss is a subclass of our StyleGAN2Loss (training/loss.py)"),
+    Difference('loss_kwargs.cfg', EPIGRAF_CONFIGS, 'always', ABSENT,
+               "EpiGRAF's loss reads training.patch, model.loss_kwargs and camera_cond_spoof_p from the whole config; "
+               "ours takes them as the arguments below"),
+    Difference('loss_kwargs.patch_kwargs', EPIGRAF_CONFIGS, 'always', ANY, "training.patch (pinned with G's cfg)"),
+    Difference('loss_kwargs.camera_cond_spoof_p', EPIGRAF_CONFIGS, 'always', 0.5, 'model.generator.camera_cond_spoof_p'),
+    Difference('loss_kwargs.mbstd_group_size', EPIGRAF_CONFIGS, 'always', 4, 'training.patch.mbstd_group_size'),
+    Difference('loss_kwargs.blur_init_sigma', EPIGRAF_CONFIGS, 'always', 10, 'model.loss_kwargs.blur_init_sigma'),
+    Difference('loss_kwargs.blur_fade_kimg', EPIGRAF_CONFIGS, 'always', 200, 'model.loss_kwargs.blur_fade_kimg'),
+    Difference('G_reg_interval', EPIGRAF_CONFIGS, 'always', None,
+               "no lazy G regularisation: EpiGRAF's loop spells it 0 (its 'reg_interval in [None, 0]'), ours None"),
+    Difference('D_kwargs.class_name', EPIGRAF_CONFIGS, 'always', 'training.networks_epigraf.Discriminator',
+               "EpiGRAF's classes live in one module here (training/networks_epigraf.py)"),
+    Difference('D_kwargs.patch_resolution', EPIGRAF_CONFIGS, 'always', 8,
+               "EpiGRAF's loop builds D with img_resolution = the patch's; ours passes the dataset's and this"),
+    Difference('D_kwargs.cfg.camera_cond', EPIGRAF_CONFIGS, 'without --camera-cond-d=0', True,
+               "D sees the camera by default: EpiGRAF's default (off) gives flat shapes (universome/epigraf #12; its "
+               "README recommends model.discriminator.camera_cond=true camera_cond_drop_p=0.5); --camera-cond-d=0 is EpiGRAF's"),
+    Difference('D_kwargs.cfg.camera_cond_drop_p', EPIGRAF_CONFIGS, 'always', 0.5, 'as D_kwargs.cfg.camera_cond'),
+    Difference('G_kwargs.mapping_kwargs.mean_camera_pose', EPIGRAF_CONFIGS, 'always', ANY,
+               "the mean (yaw, pitch, roll) of the data's cameras, as EpiGRAF (pinned by test_epigraf_adopts_the_data_cameras)"),
+    Difference('training_set_kwargs.use_labels', EPIGRAF_CONFIGS, 'always', True,
+               "our camera labels are the dataset's labels (EpiGRAF reads camera_angles apart from class labels, "
+               "which are off)"),
+    Difference('G_kwargs.cfg.dataset.name', EPIGRAF_CONFIGS, 'always', ABSENT, _EPIGRAF_CFG_REASON + ' (unused)'),
+    Difference('G_kwargs.cfg.dataset.path_for_slurm_job', EPIGRAF_CONFIGS, 'always', ABSENT,
+               _EPIGRAF_CFG_REASON + ' (its slurm launcher)'),
+    # The test data are EG3D-style cameras (synthetic shapes: radius 2.7, focal 4.2647); EpiGRAF's own data
+    # (radius 1, 12 degrees) keep the official values.
+    *[Difference(f'G_kwargs.cfg.dataset.{key}', EPIGRAF_CONFIGS, 'always', ANY,
+                 "the rays, the cube and the field of view follow the data's cameras (pinned by "
+                 "test_epigraf_adopts_the_data_cameras)")
+      for key in ('camera.fov', 'camera.ray_start', 'camera.ray_end', 'camera.radius', 'cube_scale')],
+    Difference('metrics', EPIGRAF_CONFIGS, 'without --metrics', ['fid50k_full'],
+               "EpiGRAF evaluates fid2k_full while training (it reads far worse than FID50k, universome/epigraf #13); "
+               "ours the --metrics default of every config"),
+    Difference('total_kimg', EPIGRAF_CONFIGS, 'without --kimg', 25000, "the --kimg default of every config (EpiGRAF's 50000)"),
+    Difference('image_snapshot_ticks', EPIGRAF_CONFIGS, 'without --snap', 50,
+               "one --snap for images and networks (EpiGRAF: image_snap 100 and snap 250 ticks)"),
+    Difference('network_snapshot_ticks', EPIGRAF_CONFIGS, 'without --snap', 50, 'as image_snapshot_ticks'),
     # Keys only the official dict has.
     *[Difference(f'augment_kwargs.{key}', ALL_CONFIGS, 'camera labels (--cond=1) and --aug other than noaug', ABSENT,
                  'colour-only augmentation on camera-labelled data: geometric augmentation would break the image-pose '
@@ -729,6 +868,8 @@ def test_recipe_matches_the_official_train_py(tmp_path, recipe_files, cfg, varia
     ours, _ = dry_run(tmp_path / 'out', *args)
     official = _apply(OFFICIAL[cfg], cfg, variant.changes, recipe_files)
     official = _apply(official, cfg, {'training_set_kwargs.path': recipe_files[DATA]}, {})
+    if cfg in EPIGRAF_CONFIGS:  # EpiGRAF's networks keep the dataset path in their config too
+        official = _apply(official, cfg, {'G_kwargs.cfg.dataset.path': recipe_files[DATA]}, {})
     problems = unexplained_differences(ours, official, cfg, _parse_args(args))
     assert not problems, f'train.py {" ".join(args)}:\n  ' + '\n  '.join(problems)
 
@@ -787,3 +928,31 @@ def test_gram_adopts_the_data_cameras(tmp_path, recipe_files):
     ours, _ = dry_run(tmp_path / 'out', *_command_line('gram-ffhq', VARIANTS[0], recipe_files))
     assert ours['G_kwargs']['label_scale'] == pytest.approx(1 / 2.7, rel=1e-6)
     assert ours['G_kwargs']['fov'] == pytest.approx(math.degrees(2 * math.atan(1 / (2 * 4.2647))), rel=1e-6)
+
+
+def test_epigraf_adopts_the_data_cameras(tmp_path, recipe_files):
+    # The test data's cameras: synthetic shapes at radius 2.7 about the origin, normalised focal 4.2647. EpiGRAF's
+    # ffhq_posed camera (radius 1: rays 0.88-1.12, cube 0.2, 12 degrees) is scaled to them, and mean_camera_pose is
+    # the mean EpiGRAF (yaw, pitch, roll) of the labels: yaw 0 = our frontal +z, pitch from +y.
+    import json
+    import zipfile
+    import numpy as np
+    ours, _ = dry_run(tmp_path / 'out', *_command_line('epigraf', VARIANTS[0], recipe_files))
+    camera = ours['G_kwargs']['cfg']['dataset']['camera']
+    assert camera['radius'] == pytest.approx(2.7, rel=1e-4)
+    assert (camera['ray_start'], camera['ray_end']) == pytest.approx((0.88 * 2.7, 1.12 * 2.7), rel=1e-4)
+    assert ours['G_kwargs']['cfg']['dataset']['cube_scale'] == pytest.approx(0.2 * 2.7, rel=1e-4)
+    assert camera['fov'] == pytest.approx(math.degrees(2 * math.atan(1 / (2 * 4.2647))), rel=1e-4)
+    with zipfile.ZipFile(recipe_files[DATA]) as archive:
+        labels = np.array([label for _, label in json.loads(archive.read('dataset.json'))['labels']], dtype=np.float64)
+    x, y, z = labels[:, 3], labels[:, 7], labels[:, 11]
+    radius = np.sqrt(x ** 2 + y ** 2 + z ** 2)
+    expected = [np.arctan2(-x, z).mean(), np.arccos(y / radius).mean(), 0.0]
+    assert ours['G_kwargs']['mapping_kwargs']['mean_camera_pose'] == pytest.approx(expected, abs=1e-6)
+
+
+def test_epigraf_options_are_refused_for_other_configs(tmp_path, recipe_files):
+    result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path), *_command_line('stylegan2', VARIANTS[0], recipe_files),
+                                             '--patch-res=8', '--dry-run'])
+    assert result.exit_code == 1
+    assert 'Error: --patch-res is an option of --cfg=epigraf, not of --cfg=stylegan2; drop it.' in result.output

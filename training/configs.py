@@ -174,6 +174,7 @@ GRAM_EMA_DECAY = 0.999  # GRAM's training_loop.py: ExponentialMovingAverage(gene
 # Options whose default differs by config (EG3D's train.py: --cond=True, --aug=noaug; GRAM always
 # trains on posed images without augmentation).
 _CONFIG_OPTION_DEFAULTS = {name: dict(cond=True, aug='noaug') for name in EG3D_CONFIGS + GRAM_CONFIGS}
+_CONFIG_OPTION_DEFAULTS['epigraf'] = dict(cond=True, aug='ada')  # EpiGRAF: augment.mode ada, no x-flip
 _OPTION_DEFAULTS = dict(cond=False, aug='ada')
 
 def option_default(cfg, name):
@@ -298,6 +299,95 @@ def _gram(c, opts):
 
 for _name in GRAM_CONFIGS:
     register(_name, modules=['training.networks_gram'])(_gram)
+
+#----------------------------------------------------------------------------
+# EpiGRAF (Skorokhodov et al. 2022): universome/epigraf's composed Hydra config (model=epigraf,
+# training=patch_beta, dataset=ffhq_posed) as --cfg=epigraf. The tri-plane generator renders 64 x 64
+# patches of the full-resolution image straight to pixels; the patch-aware D sees them with their
+# (scale, offset). Its options keep EpiGRAF's meaning under hyphenated names (train.py declares them).
+
+EPIGRAF_OPTION_DEFAULTS = dict(
+    triplane_res=512, triplane_channels=32, patch_res=64, patch_dist='beta', patch_anneal_kimg=10000,
+    ray_steps=48, camera_cond_g=False, camera_cond_d=True, camera_cond_d_drop_p=0.5, camera_cond_g_drop_p=0.0,
+    nerf_noise_kimg=5000, fov=None, ray_start=None, ray_end=None, cube_scale=None, white_back=False)
+# dataset=ffhq_posed's camera, for cameras at radius 1 (None above: these, scaled to the data's median radius,
+# and the fov of the data's focal, so that EG3D-style labels at radius 2.7 train as they are).
+EPIGRAF_CAMERA = dict(fov=12.0, ray_start=0.88, ray_end=1.12, cube_scale=0.2)
+EPIGRAF_DISCRETE_SUPPORT = [0.25, 1.0]  # training/patch_discrete_uniform.yaml
+EPIGRAF_EMA_MULTIPLIER = 0.3125  # model.generator.ema_multiplier (kept in the config; train.py's ema_kimg is batch * 10 / 32)
+# model.generator.bg_model of configs/model/epigraf.yaml (only type=null is supported here).
+EPIGRAF_BG_MODEL = dict(type=None, output_channels=4, coord_dim=4, num_blocks=2, cbase=32768, cmax=128,
+                        num_fp16_blocks=0, fmm=dict(enabled=False, rank=3, activation='demod'), posenc_period_len=64.0,
+                        num_steps=8, start=1.0)
+
+def _epigraf_patch(e, opts):
+    """training.patch of the composed config (training=patch_beta, or the --patch-dist one)."""
+    enabled = e.patch_dist != 'none'
+    resolution = e.patch_res if enabled else opts.resolution
+    patch = dnnlib.EasyDict(enabled=enabled, patch_params_cond=enabled, min_scale_trg=resolution / opts.resolution,
+                            max_scale=1.0, anneal_kimg=e.patch_anneal_kimg, resolution=resolution,
+                            mbstd_group_size=opts.mbstd_group, distribution=e.patch_dist if enabled else 'beta',
+                            alpha=1.0, beta_val_start=0.001, beta_val_end=0.8)
+    if e.patch_dist == 'discrete_uniform':
+        patch.discrete_support = list(EPIGRAF_DISCRETE_SUPPORT)
+    return patch
+
+def _epigraf(c, opts):
+    e = dnnlib.EasyDict({k: opts.get(k) if opts.get(k) is not None else v for k, v in EPIGRAF_OPTION_DEFAULTS.items()})
+    _require_cameras(opts)
+    if opts.get('freezed'):
+        raise ValueError('--freezed does not apply to --cfg=epigraf here; drop it.')
+    if e.patch_dist != 'none' and (e.patch_res > opts.resolution or opts.resolution % e.patch_res):
+        raise ValueError(f'--patch-res={e.patch_res} must divide the {opts.resolution}x{opts.resolution} images '
+                         f'(EpiGRAF trains on 64 x 64 patches); pass a smaller --patch-res or --patch-dist=none.')
+    patch = _epigraf_patch(e, opts)
+    radius, focal = opts.get('camera_radius') or 1.0, opts.get('camera_focal')
+    for name in ('ray_start', 'ray_end', 'cube_scale'):
+        if e[name] is None:
+            e[name] = EPIGRAF_CAMERA[name] * radius
+    if e.fov is None:
+        e.fov = math.degrees(2 * math.atan(1 / (2 * focal))) if focal else EPIGRAF_CAMERA['fov']
+    # configs/model/epigraf.yaml model.generator, with the dataset and training.patch it interpolates.
+    dataset = dnnlib.EasyDict(path=opts.data, c_dim=0, camera=dnnlib.EasyDict(
+        fov=e.fov, ray_start=e.ray_start, ray_end=e.ray_end, radius=radius, dist='custom'), resolution=opts.resolution,
+        cube_scale=e.cube_scale, white_back=e.white_back, last_back=False)
+    G_cfg = dnnlib.EasyDict(
+        fmaps=1.0, cmax=opts.cmax, cbase=opts.cbase, optim=dnnlib.EasyDict(lr=0.0025, betas=[0.0, 0.99]), patch=patch,
+        dataset=dataset, w_dim=512, camera_cond=e.camera_cond_g, camera_cond_drop_p=e.camera_cond_g_drop_p,
+        camera_cond_noise_std=0.0, camera_cond_spoof_p=0.5, map_depth=2, ema_multiplier=EPIGRAF_EMA_MULTIPLIER,
+        backbone='stylegan2', num_ray_steps=e.ray_steps, clamp_mode='softplus', nerf_noise_std_init=1.0,
+        nerf_noise_kimg_growth=e.nerf_noise_kimg, density_shift=0.0, use_noise=True,
+        tri_plane=dnnlib.EasyDict(res=e.triplane_res, feat_dim=e.triplane_channels, fp32=True, has_view_cond=False,
+                                  posenc_period_len=0, mlp=dnnlib.EasyDict(n_layers=2, hid_dim=64)),
+        bg_model=copy.deepcopy(EPIGRAF_BG_MODEL))
+    c.G_kwargs.class_name = 'training.networks_epigraf.Generator'
+    c.G_kwargs.cfg = G_cfg
+    c.G_kwargs.fused_modconv_default = 'inference_only'
+    c.G_kwargs.mapping_kwargs.update(camera_cond=e.camera_cond_g, camera_cond_drop_p=e.camera_cond_g_drop_p,
+                                     camera_cond_noise_std=0.0)
+    c.G_kwargs.mapping_kwargs.mean_camera_pose = list(opts.get('camera_mean_angles') or (0.0, math.pi / 2, 0.0))
+    del c.G_kwargs.num_fp16_res, c.G_kwargs.conv_clamp  # the tri-plane decoder is float32 (tri_plane.fp32)
+    # configs/model/epigraf.yaml model.discriminator (fmaps 0.5: channel_base = cbase / 2).
+    c.D_kwargs.class_name = 'training.networks_epigraf.Discriminator'
+    c.D_kwargs.cfg = dnnlib.EasyDict(
+        fmaps=0.5, cmax=opts.cmax, cbase=opts.cbase, patch=copy.deepcopy(patch),
+        num_additional_start_blocks=int(round(math.log2(opts.resolution / patch.resolution))),
+        mbstd_group_size=opts.mbstd_group, camera_cond=e.camera_cond_d, camera_cond_drop_p=e.camera_cond_d_drop_p,
+        camera_cond_noise_std=0.0, camera_cond_raw=False, hyper_mod=patch.enabled,
+        optim=dnnlib.EasyDict(lr=0.002, betas=[0.0, 0.99]))
+    c.D_kwargs.patch_resolution = patch.resolution  # our loop passes the dataset's img_resolution
+    c.D_kwargs.channel_base = opts.cbase // 2
+    c.loss_kwargs.class_name = 'training.loss.EpiGRAFLoss'
+    c.loss_kwargs.patch_kwargs = copy.deepcopy(patch)
+    c.loss_kwargs.camera_cond_spoof_p = G_cfg.camera_cond_spoof_p
+    c.loss_kwargs.mbstd_group_size = opts.mbstd_group
+    c.loss_kwargs.blur_init_sigma = 10  # model.loss_kwargs
+    c.loss_kwargs.blur_fade_kimg = 200
+    c.G_reg_interval = None  # no path-length term (pl_weight 0): Gall in every step (EpiGRAF spells it 0)
+    c.D_reg_interval = 16 if opts.gamma > 0 else None  # EpiGRAF's train.py; ema_kimg stays batch * 10 / 32
+    return dict(map_depth=2, glr=0.0025, dlr=0.002, snap=50)
+
+register('epigraf', modules=['training.networks_epigraf'])(_epigraf)
 
 #----------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import upfirdn2d
 from training import cameras
+from training import patches
 from training.mixed_precision import MixedPrecision
 from training.networks_triplane import filtered_resizing
 
@@ -575,3 +576,80 @@ class GramLoss(StyleGAN2Loss):
         if stage == 'real' and self.real_pos_lambda > 0:
             return {'Dpos_real': self._pose_error(self._pred_pose, self.real_pose(ctx.real_c)) * self.real_pos_lambda}
         return {}
+
+
+class EpiGRAFLoss(StyleGAN2Loss):
+    """EpiGRAF's patch-wise loss (universome/epigraf src/training/loss.py and training_loop.py), on StyleGAN2Loss.
+
+    - Fakes: G renders the rays of a patch (training.patches.sample_patch_params, one draw per
+      mini-batch-std group, its scale schedule at cur_nimg); D sees the patch with its (scale, offset).
+    - Reals: each image gives one patch of its own draw from the same distribution, resampled
+      bilinearly from the whole image (training.patches.extract_patches, at G's ray grid); R1 is
+      taken on those patches.
+    - Generator pose conditioning (when G's mapping is camera-conditioned): with probability
+      p = 1 -> camera_cond_spoof_p linearly over 1000 kimg a sample's conditioning angles are rolled
+      among the selected ones (EpiGRAF's "spoofing"), per accumulate_gradients call here (per phase
+      batch there).
+    - The NeRF density noise follows G.progressive_update(cur_kimg) (nerf_noise_std_init -> 0 over
+      nerf_noise_kimg_growth); set here from cur_nimg before each pass (EpiGRAF updates it after each
+      step, so its first step has none), which keeps resume exact.
+    - Images are dicts {'image', 'scales', 'offsets'} between run_G / run_D. No style mixing and no
+      path-length term (EpiGRAF's epigraf model has neither).
+    """
+
+    def __init__(self, device, G, D, augment_pipe=None, r1_gamma=0.1, patch_kwargs=None, camera_cond_spoof_p=0.5,
+                 mbstd_group_size=4, **kwargs):
+        super().__init__(device, G, D, augment_pipe=augment_pipe, r1_gamma=r1_gamma, **kwargs)
+        if self.style_mixing_prob != 0 or self.pl_weight != 0:
+            raise ValueError('EpiGRAFLoss has no style mixing and no path-length term (style_mixing_prob and pl_weight 0).')
+        self.patch_kwargs = dict(patch_kwargs or {'enabled': False})
+        if self.patch_kwargs['enabled']:
+            patches.scale_schedule(self.patch_kwargs, 0)  # an unknown distribution fails here, not mid-training
+        self.camera_cond_spoof_p = camera_cond_spoof_p
+        self.mbstd_group_size = mbstd_group_size
+        self._cur_kimg = 0.0
+
+    def spoofing_prob(self, cur_kimg):
+        return patches.linear_schedule(cur_kimg, 1.0, self.camera_cond_spoof_p, 1000)
+
+    def _patches(self, batch_size, device):
+        if not self.patch_kwargs['enabled']:
+            return None
+        return patches.sample_patch_params(batch_size, self.patch_kwargs, self._cur_kimg, device,
+                                           group_size=self.mbstd_group_size)
+
+    def _conditioning_angles(self, c):
+        angles = cameras.epigraf_angles_from_label(c.to(torch.float32))
+        spoof = torch.rand(angles.shape[0], device=angles.device) < self.spoofing_prob(self._cur_kimg)
+        angles[spoof] = angles[spoof].roll(shifts=1, dims=0)
+        return angles
+
+    def run_G(self, z, c, update_emas=False):
+        ws = self.G.mapping(z, torch.zeros([len(z), 0], device=z.device), camera_angles=self._conditioning_angles(c),
+                            update_emas=update_emas)
+        patch = self._patches(len(z), z.device)
+        img = self.G.synthesis(ws, c=c, patch=patch, update_emas=update_emas)
+        return self._with_patch(img, patch), ws
+
+    @staticmethod
+    def _with_patch(img, patch):
+        return {'image': img, 'scales': None if patch is None else patch[0], 'offsets': None if patch is None else patch[1]}
+
+    def run_D(self, img, c, blur_sigma=0, update_emas=False):
+        patch = None if img['scales'] is None else (img['scales'], img['offsets'])
+        return self.D(self.D_input(img['image'], blur_sigma), c, patch=patch, update_emas=update_emas)
+
+    def detach_real(self, real_img, requires_grad):
+        return dict(real_img, image=real_img['image'].detach().requires_grad_(requires_grad))
+
+    def r1_penalty(self, real_img, real_logits):
+        return super().r1_penalty(real_img['image'], real_logits)
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        self._cur_kimg = cur_nimg / 1000
+        self.G.progressive_update(self._cur_kimg)
+        patch = self._patches(len(real_img), real_img.device)
+        if patch is not None:
+            real_img = patches.extract_patches(real_img, *patch, self.patch_kwargs['resolution'],
+                                               legacy=self.G.synthesis.legacy_rays)
+        super().accumulate_gradients(phase, self._with_patch(real_img, patch), real_c, gen_z, gen_c, gain, cur_nimg)

@@ -235,6 +235,12 @@ class MappingNetwork(sg2.MappingNetwork):
             self.mean_camera_pose = None
 
     def forward(self, z, c, camera_angles=None, truncation_psi=1, truncation_cutoff=None, update_emas=False):
+        if c is not None and c.shape[1] == 25 and self.c_dim - self._camera_dim() != 25:
+            # Our contract's G.mapping(z, c) with the camera label: no class label; the pose (when conditioned)
+            # is the label's in training and the mean pose at eval, as G(z, c).
+            if camera_angles is None and self.training and self.camera_scalar_enc is not None:
+                camera_angles = cameras.epigraf_angles_from_label(c.to(torch.float32))
+            c = c[:, :0]
         if self.camera_scalar_enc is not None:
             if camera_angles is None:
                 if self.mean_camera_pose is None:
@@ -248,6 +254,9 @@ class MappingNetwork(sg2.MappingNetwork):
             c = embedding if c is None or c.shape[1] == 0 else torch.cat([c, embedding], dim=1)
         return super().forward(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                                update_emas=update_emas)
+
+    def _camera_dim(self):
+        return 0 if self.camera_scalar_enc is None else self.camera_scalar_enc.get_dim()
 
 # ----------------------------------------------------------------------------------------------
 # The generator.
@@ -409,7 +418,7 @@ class SynthesisNetwork(torch.nn.Module):
 
     def forward(self, ws, camera_angles=None, patch_params=None, max_batch_res=128, return_depth=False,
                 ignore_bg=False, bg_only=False, fov=None, c=None, resolution=None, patch=None, jitter=True,
-                det=False, generator=None, **block_kwargs):
+                det=False, generator=None, ray_step_multiplier=1, return_image_depth=False, **block_kwargs):
         """The image [N, C, R, R] (depth [N, 1, R, R] with return_depth) of ws seen by labels c or camera_angles."""
         _ = ignore_bg
         if bg_only:
@@ -432,10 +441,22 @@ class SynthesisNetwork(torch.nn.Module):
         planes = self.planes(ws, **block_kwargs)
         origins, dirs = self.rays(c, int(resolution), patch)
         noise_std = self.nerf_noise_std if self.training else 0.0
-        colour, depth = self.render(planes, origins, dirs, self.cfg.num_ray_steps, noise_std=noise_std, jitter=jitter,
-                                    det=det, generator=generator, ray_chunk=max_batch_res ** 2)
-        out = depth if return_depth else colour
-        return out.reshape(n, int(resolution), int(resolution), -1).permute(0, 3, 1, 2).contiguous()
+        steps = max(2, int(round(self.cfg.num_ray_steps * ray_step_multiplier)))  # EpiGRAF's inference option
+        colour, depth = self.render(planes, origins, dirs, steps, noise_std=noise_std, jitter=jitter, det=det,
+                                    generator=generator, ray_chunk=max_batch_res ** 2)
+
+        def image(values):
+            return values.reshape(n, int(resolution), int(resolution), -1).permute(0, 3, 1, 2).contiguous()
+        if return_image_depth:
+            return {'image': image(colour), 'image_depth': image(depth)}
+        return image(depth if return_depth else colour)
+
+
+def _check_class_dim(c_dim, label_kind='camera'):
+    """c_dim is the official class-label size (0) or our 25-float camera label (under our loop)."""
+    if c_dim not in (0, 25) or label_kind != 'camera':
+        raise ValueError(f'EpiGRAF networks see 25-float camera labels and no class label; got c_dim={c_dim}, '
+                         f'label_kind={label_kind!r} (class-conditional EpiGRAF is not supported yet).')
 
 
 def camera_white_back(cfg):
@@ -447,17 +468,18 @@ class Generator(torch.nn.Module):
     """EpiGRAF's generator under its official name and arguments, with our camera-label contract on top."""
 
     label_kind = 'camera'
-    synthesis_options = ('camera',)
+    synthesis_options = ('camera', 'resolution', 'ray_step_multiplier', 'noise_mode')
     output_key = None
+    image_modes = ('image', 'image_depth')
+    mode_options = {'image_depth': {'return_image_depth': True}}  # one render: {'image', 'image_depth'}
 
     def __init__(self, cfg, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={},
-                 legacy_rays=False, **synthesis_kwargs):
+                 legacy_rays=False, label_kind='camera', **synthesis_kwargs):
         super().__init__()
         self.cfg = cfg = _config(cfg)
-        if c_dim != 0:
-            raise ValueError(f'Class-conditional EpiGRAF (c_dim={c_dim}) is not supported yet; its c_dim must be 0.')
+        _check_class_dim(c_dim, label_kind)
         self.z_dim = z_dim
-        self.class_dim = c_dim
+        self.class_dim = 0
         self.c_dim = 25  # our contract: c is the camera label
         self.w_dim = w_dim
         self.img_resolution = img_resolution
@@ -465,7 +487,7 @@ class Generator(torch.nn.Module):
         self.synthesis = SynthesisNetwork(cfg=cfg, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
                                           legacy_rays=legacy_rays, **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=self.class_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
     @property
     def default_camera(self):
@@ -476,6 +498,17 @@ class Generator(torch.nn.Module):
 
     def progressive_update(self, cur_kimg):
         self.synthesis.progressive_update(cur_kimg)
+
+    @property
+    def density_box(self):
+        """The side of the cube the tri-planes cover (for --shapes): 2 cube_scale."""
+        return 2 * float(self.cfg.dataset.cube_scale)
+
+    def sample_density(self, ws, points, **block_kwargs):
+        """softplus of the raw density [N, M, 1] at points [N, M, 3] of the labels' world (for --shapes)."""
+        turn = torch.tensor(LABEL_TO_EPIGRAF, dtype=points.dtype, device=points.device).T
+        planes = self.synthesis.planes(ws, **block_kwargs)
+        return F.softplus(self.synthesis.field(planes, points @ turn)[..., -1:])
 
     def forward(self, z, c=None, camera_angles=None, camera_angles_cond=None, truncation_psi=1, truncation_cutoff=None,
                 update_emas=False, **synthesis_kwargs):
@@ -559,14 +592,21 @@ class Discriminator(torch.nn.Module):
     label_kind = 'camera'
 
     def __init__(self, cfg, c_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, num_fp16_res=4,
-                 conv_clamp=256, cmap_dim=None, block_kwargs={}, mapping_kwargs={}, epilogue_kwargs={}):
+                 conv_clamp=256, cmap_dim=None, block_kwargs={}, mapping_kwargs={}, epilogue_kwargs={},
+                 patch_resolution=None):
         super().__init__()
         self.cfg = cfg = _config(cfg)
-        if c_dim != 0:
-            raise ValueError(f'Class-conditional EpiGRAF (c_dim={c_dim}) is not supported yet; its c_dim must be 0.')
+        _check_class_dim(c_dim)
+        c_dim = 0
         self.c_dim = c_dim
-        self.patch_resolution = img_resolution
-        self.img_resolution = img_resolution * 2 ** cfg.num_additional_start_blocks
+        # Official: img_resolution is the patch's, the blocks start at it times 2 ** extra blocks. Our loop
+        # passes the dataset's img_resolution with patch_resolution (they must agree with the extra blocks).
+        if patch_resolution is not None and patch_resolution * 2 ** cfg.num_additional_start_blocks != img_resolution:
+            raise ValueError(f'{img_resolution}x{img_resolution} images seen as {patch_resolution}x{patch_resolution} '
+                             f'patches need log2({img_resolution} / {patch_resolution}) leading stride-1 blocks, not '
+                             f'num_additional_start_blocks={cfg.num_additional_start_blocks}.')
+        self.patch_resolution = img_resolution if patch_resolution is None else patch_resolution
+        self.img_resolution = self.patch_resolution * 2 ** cfg.num_additional_start_blocks
         self.img_resolution_log2 = int(np.log2(self.img_resolution))
         self.block_resolutions = [2 ** i for i in range(self.img_resolution_log2, 2, -1)]
         channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions + [4]}

@@ -47,14 +47,16 @@ def shapes_zip(tmp_path_factory):
     assert result.exit_code == 0, result.output
     return path
 
-def tiny_options(data, run_dir, cfg='stylegan2', batch=8, batch_gpu=4, gpus=1, kimg=0.064, aug='noaug', cond=False, **overrides):
-    """training_loop kwargs of a tiny run, built by the real config registry (cond: the dataset's cameras as labels)."""
+def tiny_options(data, run_dir, cfg='stylegan2', batch=8, batch_gpu=4, gpus=1, kimg=0.064, aug='noaug', cond=False,
+                 train_options=None, **overrides):
+    """training_loop kwargs of a tiny run, built by the real config registry (cond: the dataset's cameras as labels;
+    train_options: more train.py options, e.g. a config's own)."""
     gram = cfg in configs.GRAM_CONFIGS  # GRAM's mapping has a fixed depth and its w_dim follows from its networks
     opts = dnnlib.EasyDict(cfg=cfg, data=data, cond=cond, mirror=False, mirror_cameras=False, aug=aug, p=0.5, target=0.6,
                            batch=batch, gpus=gpus, batch_gpu=batch_gpu, gamma=1, cbase=256, cmax=32, glr=None,
                            dlr=None if gram else 0.002, map_depth=None if gram else 2, mbstd_group=4, freezed=0,
                            fp32=False, kimg=kimg, tick=0.032, snap=1, seed=0, workers=0, nobench=False, metrics=[],
-                           device='cpu', resolution=16, camera_labels=cond, dataset_size=32)
+                           device='cpu', resolution=16, camera_labels=cond, dataset_size=32, **(train_options or {}))
     c = configs.build_training_options(opts)
     if gram:
         c.G_kwargs.z_dim = 16
@@ -200,9 +202,10 @@ def test_stop_and_resume_is_bit_identical(shapes_zip, tmp_path):
                 assert torch.equal(value[moment], b_state['optimizers'][opt_name]['state'][key][moment])
     assert torch.equal(a_state['loss']['pl_mean'], b_state['loss']['pl_mean']) and float(a_state['loss']['pl_mean']) > 0
 
-def _straight_and_resumed(shapes_zip, tmp_path, cfg, edit=lambda c: c, cond=False, aug='noaug', batch=4, steps=4):
+def _straight_and_resumed(shapes_zip, tmp_path, cfg, edit=lambda c: c, cond=False, aug='noaug', batch=4, steps=4,
+                          train_options=None):
     """(snapshot, state) of a straight run of `steps` steps, and the snapshot of the same run stopped halfway and resumed."""
-    common = dict(cfg=cfg, batch=batch, batch_gpu=batch, cond=cond, aug=aug)
+    common = dict(cfg=cfg, batch=batch, batch_gpu=batch, cond=cond, aug=aug, train_options=train_options)
     straight = edit(tiny_options(shapes_zip, tmp_path / 'straight', kimg=steps * batch / 1000, **common))
     training_loop(**straight)
     first = edit(tiny_options(shapes_zip, tmp_path / 'first', kimg=steps // 2 * batch / 1000, **common))
@@ -272,6 +275,36 @@ def test_eg3d_trains_finite_writes_raw_and_depth_grids_and_resumes_bit_identical
         out = G(torch.randn([2, G.z_dim]), c_label)
     assert out['image'].shape == (2, 3, 16, 16) and out['image_depth'].shape == (2, 1, 8, 8)
     assert torch.isfinite(out['image']).all()
+
+# A tiny EpiGRAF on the 16x16 shapes (cameras at radius 2.7, focal 4.2647): 16x16 tri-planes of 4 channels,
+# 8x8 patches (so D has one stride-1 leading block), 6 + 6 samples per ray, camera-conditioned G and D.
+TINY_EPIGRAF = dict(triplane_res=16, triplane_channels=4, patch_res=8, ray_steps=6, camera_cond_g=True,
+                    camera_radius=2.7, camera_focal=4.2647, camera_mean_angles=[0.0, 1.5, 0.0])
+
+def test_epigraf_trains_patches_finite_and_resumes_bit_identically(shapes_zip, tmp_path):
+    # --cfg=epigraf on the CPU: fakes rendered as 8x8 patches of the 16x16 image at Beta-distributed scales,
+    # real patches resampled from the images, R1 on them (lazy, every 16 D steps: the first step has it),
+    # the D-input blur, the density noise, pose-conditioned G with spoofing, camera-conditioned D with
+    # dropout, ADA; a stop and resume continues exactly.
+    c = tiny_options(shapes_zip, tmp_path / 'options', cfg='epigraf', cond=True, aug='ada', train_options=TINY_EPIGRAF)
+    assert c.loss_kwargs.class_name == 'training.loss.EpiGRAFLoss' and c.D_kwargs.cfg.num_additional_start_blocks == 1
+    camera = c.G_kwargs.cfg.dataset.camera
+    assert (camera.ray_start, camera.ray_end, camera.radius) == pytest.approx((0.88 * 2.7, 1.12 * 2.7, 2.7))
+    assert c.G_kwargs.cfg.dataset.cube_scale == pytest.approx(0.2 * 2.7)
+    a, a_state, b = _straight_and_resumed(shapes_zip, tmp_path, cfg='epigraf', cond=True, aug='ada', batch=4, steps=2,
+                                          train_options=TINY_EPIGRAF)
+    assert a_state['cur_nimg'] == 8
+    for name in ['G', 'D', 'G_ema']:
+        for tensor_name, tensor in named_tensors(a[name]).items():
+            assert torch.isfinite(tensor).all(), f'{name}.{tensor_name}'
+            assert torch.equal(tensor, named_tensors(b[name])[tensor_name]), f'{name}.{tensor_name}'
+    G = a['G_ema'].eval()
+    assert type(G).__name__ == 'Generator' and G.synthesis.tri_plane_decoder.out_resolution == 16
+    assert G.mapping.mean_camera_pose.tolist() == pytest.approx([0.0, 1.5, 0.0])
+    c_label = torch.from_numpy(np.stack([_label(shapes_zip, i) for i in range(2)]))
+    with torch.no_grad():
+        img = G(torch.randn([2, G.z_dim]), c_label)
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()  # scale 1: the whole image, at any resolution
 
 def _tiny_gram(c):
     """A tiny GRAM: 32-wide radiance network, 16-wide manifold predictor, 16 samples per ray, 8 manifolds."""
