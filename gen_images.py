@@ -19,6 +19,11 @@
     python gen_images.py --network=ffhq512-128.pkl --seeds=0-3 --trunc=0.7 --yaw=0.4,0,-0.4 --pitch=-0.2 --grid --outdir=out
     python gen_images.py --network=ffhq512-128.pkl --seeds=0-3 --image-mode=image_depth --outdir=out/depth
     python gen_images.py --network=ffhq512-128.pkl --seeds=0 --shapes --shape-res=256 --outdir=out/shapes
+
+    # EpiGRAF: 512 x 512 renders with twice the samples per ray it was trained with, their depth, and shapes.
+    python gen_images.py --network=epigraf.pkl --seeds=0-3 --resolution=512 --ray-step-multiplier=2 --outdir=out
+    python gen_images.py --network=epigraf.pkl --seeds=0-3 --image-mode=image_depth --outdir=out/depth
+    python gen_images.py --network=epigraf.pkl --seeds=0 --shapes --shape-res=256 --outdir=out/shapes
 """
 
 import json
@@ -151,13 +156,15 @@ def prepare_outdir(outdir, names, overwrite):
 
 
 def check_view_size(G, opts, channels):
-    """The image-size limits (dnnlib.cli.check_image_size) for --scale and --size, checked before any work."""
+    """The image-size limits (dnnlib.cli.check_image_size) for --scale, --size and --resolution, checked before any work."""
     if opts.scale is not None:
         side = generation.scaled_side(G, opts.scale)
         cli.check_image_size(side, side, channels, '--scale')
     if opts.size is not None:
         height, width = opts.size
         cli.check_image_size(width, height, channels, '--size')
+    if opts.resolution is not None:
+        cli.check_image_size(opts.resolution, opts.resolution, channels, '--resolution')
 
 
 def generate_images(opts):
@@ -172,15 +179,15 @@ def generate_images(opts):
     channels = getattr(G, 'img_channels', 3)
     try:
         view, (height, width) = generation.prepare_view(G, scale=opts.scale, size=opts.size, translate=opts.translate,
-                                                        zoom=opts.zoom, rotate=opts.rotate)
+                                                        zoom=opts.zoom, rotate=opts.rotate, resolution=opts.resolution)
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
     check_view_size(G, opts, channels)
     try:
         generation.check_image_mode(G, opts.image_mode)
-        generation.set_render_options(G, nrr=opts.nrr, sample_mult=opts.sample_mult)
-        if opts.shapes and not hasattr(G, 'sample_mixed'):
-            raise generation.GenerationError(f'--shapes needs a network with a density field (EG3D); '
+        view = {**view, **(generation.set_render_options(G, nrr=opts.nrr, sample_mult=opts.sample_mult) or {})}
+        if opts.shapes and not generation.has_density(G):
+            raise generation.GenerationError(f'--shapes needs a network with a density field (EG3D, EpiGRAF); '
                                              f'{generation.network_name(G)} has none.')
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
@@ -268,12 +275,13 @@ def write_shapes(G, seeds, label, opts, device):
 @click.option('--scale', help=f'Output scale, for generators that render at any resolution: int(resolution * S) pixels per side (at most {cli.MAX_IMAGE_SIDE})', type=cli.FiniteFloat(min=0, min_open=True), metavar='S')
 @click.option('--size', help='Output width x height in pixels at the pixel pitch of --scale (a wider, taller or non-square view), for networks that render any shape (CREPS)', metavar='WxH', type=cli.ViewSize())
 @click.option('--grid', help='Write one grid.png instead of one file per image: --grid alone (near-square; with several camera views one row per seed) or --grid=COLSxROWS', is_flag=False, flag_value='auto', metavar='[COLSxROWS]')
-@click.option('--image-mode', help='Which output of a network with several (EG3D: image, image_raw, image_depth); depth is saved as a colour-mapped PNG and its values as .npy', type=click.Choice(['image', 'image_raw', 'image_depth']), default='image', show_default=True)
+@click.option('--resolution', help=f'Render R x R images, for volume renderers that render any resolution (EpiGRAF; at most {cli.MAX_IMAGE_SIDE})', type=click.IntRange(min=1), metavar='R')
+@click.option('--image-mode', help='Which output of a network with several (EG3D: image, image_raw, image_depth; EpiGRAF, GRAM: image, image_depth); depth is saved as a colour-mapped PNG and its values as .npy', type=click.Choice(['image', 'image_raw', 'image_depth']), default='image', show_default=True)
 @click.option('--nrr', help='Neural rendering resolution of a volume renderer (EG3D)  [default: the network\'s]', type=click.IntRange(min=4, max=1024), metavar='INT')
-@click.option('--sample-mult', help='Multiply the depth samples per ray of a volume renderer (EG3D)  [default: 1]', type=cli.FiniteFloat(min=0, min_open=True), metavar='M')
+@click.option('--sample-mult', '--ray-step-multiplier', 'sample_mult', help='Multiply the samples per ray of a volume renderer (EG3D, EpiGRAF)  [default: 1, as trained]', type=cli.FiniteFloat(min=0, min_open=True), metavar='M')
 @click.option('--shapes', help='Also export each seed\'s shape: a mesh (.ply, marching cubes) and its density grid (.npy)', is_flag=True)
 @click.option('--shape-res', help='Density grid points per side for --shapes', type=click.IntRange(min=8, max=1024), default=512, show_default=True)
-@click.option('--shape-level', help='Density level of the --shapes surface  [default: 10, as EG3D]', type=cli.FiniteFloat(), metavar='FLOAT')
+@click.option('--shape-level', help='Density level of the --shapes surface  [default: the network\'s, else 10 as EG3D]', type=cli.FiniteFloat(), metavar='FLOAT')
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--device', help='Where to run  [default: cuda if available, else cpu]', type=click.Choice(['cuda', 'cpu']))
 @click.option('--trust-code', help='Execute code embedded in the pickle (only for files you trust)', is_flag=True)
@@ -287,7 +295,8 @@ def main(**kwargs):
     or one <outdir>/grid.png with --grid. Camera options apply to camera-conditioned networks (25-float
     labels); yaw and pitch follow EG3D's convention on a sphere about the world origin. The view options
     apply to the networks that declare them: --scale to any-scale generators, --size, --zoom and
-    --translate to coordinate-based ones (CREPS), --translate and --rotate to StyleGAN3. Numbers must be
+    --translate to coordinate-based ones (CREPS), --translate and --rotate to StyleGAN3, --resolution to
+    volume renderers that render any size (EpiGRAF). Numbers must be
     finite (nan and inf are refused).
     """
     opts = dnnlib.EasyDict(kwargs)

@@ -12,6 +12,10 @@
     python gen_video.py --network=ffhq512-128.pkl --seeds=0 --w-frames=120 --trunc=0.7 --output=orbit.mp4
     python gen_video.py --network=ffhq512-128.pkl --seeds=0 --w-frames=120 --image-mode=image_depth --output=depth.mp4
 
+    # EpiGRAF: its front_circle path (a fly-around with zoom, 64 frames) at 256 x 256, with twice the
+    # samples per ray it was trained with (the default here, as EpiGRAF's scripts).
+    python gen_video.py --network=epigraf.pkl --seeds=0 --camera=front_circle --resolution=256 --output=circle.mp4
+
     # An any-scale generator (CREPS) at twice its resolution; or a 16:9 view of it, magnified 1.5 times.
     python gen_video.py --network=creps.pkl --seeds=0-7 --scale=2 --output=lerp.mp4
     python gen_video.py --network=creps.pkl --seeds=0-7 --size=1280x720 --zoom=1.5 --output=wide.mp4
@@ -86,6 +90,19 @@ def label_function(G, opts, num_frames):
     camera = dict(radius=opts.radius or default_radius, pivot=pivot,
                   focal=cameras.fov_to_focal(opts.fov) if opts.fov is not None else (opts.focal or generation.camera_focal(G)))
     yaw0, pitch0 = opts.yaw or 0.0, opts.pitch or 0.0
+    if opts.camera == 'front_circle':
+        fov = cameras.gram_fov(camera['focal'])  # the zoom is in the field of view across the image side
+        yaw_range = 0.3 if opts.yaw_range is None else opts.yaw_range
+        pitch_range = 0.2 if opts.pitch_range is None else opts.pitch_range
+        if not 1.0 < fov < 179.0:
+            raise CommandError(f'--camera=front_circle zooms the field of view by +-1 degree, but the camera\'s is '
+                               f'{fov:.3g} degrees across the image; pass another --fov or --focal.')
+
+        def front_circle(frame):
+            return cameras.front_circle_labels([frame / num_frames], fov, radius=camera['radius'], pivot=camera['pivot'],
+                                               yaw_amplitude=yaw_range, pitch_amplitude=pitch_range, yaw=yaw0,
+                                               pitch=pitch0)
+        return front_circle
     if opts.camera == 'fixed':
         label = cameras.lookat_labels([yaw0], [pitch0], **camera)
         return lambda frame: label
@@ -103,7 +120,7 @@ def frame_view(G, opts, grid):
     """(synthesis keywords, (height, width) of one cell) of the view options, checked before any frame is rendered."""
     try:
         view, (height, width) = generation.prepare_view(G, scale=opts.scale, size=opts.size, translate=opts.translate,
-                                                        zoom=opts.zoom)
+                                                        zoom=opts.zoom, resolution=opts.resolution)
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
     channels = getattr(G, 'img_channels', 3)
@@ -112,10 +129,16 @@ def frame_view(G, opts, grid):
         cli.check_image_size(side, side, channels, '--scale')
     if opts.size is not None:
         cli.check_image_size(width, height, channels, '--size')
+    if opts.resolution is not None:
+        cli.check_image_size(width, height, channels, '--resolution')
     frame_width, frame_height = grid[0] * width, grid[1] * height
     cli.check_image_size(frame_width, frame_height, channels, '--grid')
-    odd = (opts.size is not None or opts.scale is not None) and (frame_width % 2 or frame_height % 2)
+    chosen = opts.size is not None or opts.scale is not None or opts.resolution is not None
+    odd = chosen and (frame_width % 2 or frame_height % 2)
     if odd:  # An odd native resolution is left to imageio (it resizes it to even sides); a chosen one must fit H.264.
+        if opts.resolution is not None:
+            raise CommandError(f'--resolution={opts.resolution} gives {frame_width}x{frame_height} frames, but an H.264 '
+                               f'video needs an even width and height; pass an even --resolution.')
         if opts.size is not None:
             raise CommandError(f'--size={width}x{height} gives {frame_width}x{frame_height} frames, but an H.264 video '
                                f'needs an even width and height; pass an even --size.')
@@ -164,16 +187,16 @@ def write_video(path, frames, num_frames, fps, bitrate):
 @click.option('--shuffle-seed', help='Shuffle the keyframe seeds with this seed', type=int, metavar='INT')
 @click.option('--grid', help='Videos per row x rows', default='1x1', show_default=True, metavar='COLSxROWS')
 @click.option('--num-keyframes', help='Keyframes per video  [default: seeds / grid cells]', type=click.IntRange(min=1), metavar='INT')
-@click.option('--w-frames', help='Frames between two keyframes', type=click.IntRange(min=1), default=120, show_default=True)
+@click.option('--w-frames', help='Frames between two keyframes  [default: 120; 64 with --camera=front_circle, as EpiGRAF]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--trunc', help='Truncation psi', type=cli.FiniteFloat(), default=1, show_default=True)
 @click.option('--trunc-cutoff', help='Truncate only the first N ws', type=click.IntRange(min=0), metavar='N')
 @click.option('--class', 'class_idx', help='Class label (class-conditional networks)', type=int, metavar='INT')
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
-@click.option('--camera', help='Camera of camera-conditioned networks: one orbit per video, or fixed at --yaw/--pitch', type=click.Choice(['orbit', 'fixed']), default='orbit', show_default=True)
+@click.option('--camera', help='Camera path of camera-conditioned networks, one loop per video: EG3D\'s orbit, EpiGRAF\'s front_circle (yaw 0.3 sin, pitch 0.2 cos and the field of view +-1 degree about its own, sin), or fixed at --yaw/--pitch', type=click.Choice(['orbit', 'front_circle', 'fixed']), default='orbit', show_default=True)
 @click.option('--yaw', help='Yaw in radians from the frontal pose (centre of the orbit)  [default: 0]', type=cli.FiniteFloat())
 @click.option('--pitch', help='Pitch in radians from the frontal pose (added to the orbit)  [default: 0]', type=cli.FiniteFloat())
-@click.option('--yaw-range', help='Orbit amplitude in yaw, radians  [default: 0.35]', type=cli.FiniteFloat(min=0))
-@click.option('--pitch-range', help='Orbit amplitude in pitch, radians  [default: 0.25]', type=cli.FiniteFloat(min=0))
+@click.option('--yaw-range', help='Orbit amplitude in yaw, radians  [default: 0.35; front_circle 0.3]', type=cli.FiniteFloat(min=0))
+@click.option('--pitch-range', help='Orbit amplitude in pitch, radians  [default: 0.25; front_circle 0.2]', type=cli.FiniteFloat(min=0))
 @click.option('--radius', help=f'Camera distance from the world origin  [default: {cameras.FFHQ_RADIUS}]', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--fov', help='Diagonal field of view in degrees (instead of --focal)', type=cli.FiniteFloat(0, 180, min_open=True, max_open=True))
 @click.option('--focal', help=f'Focal length normalised by the image size  [default: the network\'s own, else {cameras.FFHQ_FOCAL}]', type=cli.FiniteFloat(min=0, min_open=True))
@@ -182,9 +205,10 @@ def write_video(path, frames, num_frames, fps, bitrate):
 @click.option('--size', help='Width x height in pixels of each video (grid cell) at the pixel pitch of --scale, for networks that render any shape (CREPS); the frame must have even sides', metavar='WxH', type=cli.ViewSize())
 @click.option('--translate', help='Move the content by X,Y image sizes (+x right, +y down): StyleGAN3 (input transform) or networks with a view (CREPS)', default='0,0', show_default=True, metavar='X,Y', type=cli.FiniteFloatList(count=2))
 @click.option('--zoom', help='Magnify the content about the image centre, for networks with a view (CREPS)  [default: 1]', type=cli.FiniteFloat(min=0, min_open=True), metavar='Z')
+@click.option('--resolution', help=f'Render R x R frames, for volume renderers that render any resolution (EpiGRAF; at most {cli.MAX_IMAGE_SIDE})', type=click.IntRange(min=1), metavar='R')
 @click.option('--image-mode', help='Which output of a network with several (EG3D: image, image_raw, image_depth; depth colour-mapped)', type=click.Choice(['image', 'image_raw', 'image_depth']), default='image', show_default=True)
 @click.option('--nrr', help='Neural rendering resolution of a volume renderer (EG3D)  [default: the network\'s]', type=click.IntRange(min=4, max=1024), metavar='INT')
-@click.option('--sample-mult', help='Multiply the depth samples per ray of a volume renderer (EG3D)  [default: 2, as EG3D\'s gen_videos.py]', type=cli.FiniteFloat(min=0, min_open=True), metavar='M')
+@click.option('--sample-mult', '--ray-step-multiplier', 'sample_mult', help='Multiply the samples per ray of a volume renderer (EG3D, EpiGRAF; 1: as trained)  [default: 2, as EG3D\'s gen_videos.py and EpiGRAF\'s scripts]', type=cli.FiniteFloat(min=0, min_open=True), metavar='M')
 @click.option('--fps', help='Frames per second', type=click.IntRange(min=1), default=60, show_default=True)
 @click.option('--bitrate', help='Video bitrate in bits per second, with an optional k, M or G suffix (1k to 10G)', type=cli.Bitrate(), default='12M', show_default=True)
 @click.option('--batch', help='Images per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
@@ -198,11 +222,15 @@ def main(**kwargs):
 
     Each grid cell loops through its keyframes (num_keyframes * w_frames frames in all, cubic spline in
     W). For camera-conditioned networks the camera follows EG3D's orbit (yaw +-0.35, pitch -0.05 +- 0.25
-    radians around the frontal pose, one loop per video), or stays fixed with --camera=fixed. --scale
+    radians around the frontal pose, one loop per video), EpiGRAF's fly-around with zoom with
+    --camera=front_circle (64 frames by default), or stays fixed with --camera=fixed. --resolution
+    applies to volume renderers that render any size (EpiGRAF), --scale
     applies to any-scale generators, --size, --zoom and --translate to coordinate-based ones (CREPS),
     --translate to StyleGAN3 too. Numbers must be finite (nan and inf are refused).
     """
     opts = dnnlib.EasyDict(kwargs)
+    if opts.w_frames is None:
+        opts.w_frames = 64 if opts.camera == 'front_circle' else 120
     try:
         seeds = generation.parse_seeds(opts.seeds)
     except generation.GenerationError as error:
@@ -219,9 +247,9 @@ def main(**kwargs):
     try:
         generation.check_image_mode(G, opts.image_mode)
         sample_mult = opts.sample_mult
-        if sample_mult is None and capabilities.accepts(G, 'render'):
-            sample_mult = 2  # EG3D's gen_videos.py default: fewer flickering samples
-        generation.set_render_options(G, nrr=opts.nrr, sample_mult=sample_mult)
+        if sample_mult is None and (capabilities.accepts(G, 'render') or capabilities.accepts(G, 'ray_step_multiplier')):
+            sample_mult = 2  # EG3D's gen_videos.py and EpiGRAF's default: fewer flickering samples
+        view = {**view, **(generation.set_render_options(G, nrr=opts.nrr, sample_mult=sample_mult) or {})}
     except generation.GenerationError as error:
         raise CommandError(str(error)) from None
     num_frames = seed_table.shape[1] * opts.w_frames

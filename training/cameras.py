@@ -306,6 +306,36 @@ def epigraf_angles_from_label(c):
     yaw = torch.remainder(theta - EPIGRAF_YAW_OFFSET + math.pi, 2 * math.pi) - math.pi
     return torch.stack([yaw, phi, torch.zeros_like(phi)], dim=-1)
 
+def gram_fov(focal):
+    """The field of view in degrees across the image side of a normalised focal length (the inverse of gram_focal)."""
+    return math.degrees(2 * math.atan(1 / (2 * float(focal))))
+
+
+def front_circle_labels(t, fov_degrees, radius=1.0, pivot=(0.0, 0.0, 0.0), yaw_amplitude=0.3, pitch_amplitude=0.2,
+                        fov_amplitude=1.0, yaw=0.0, pitch=0.0):
+    """[N, 25] labels of EpiGRAF's `front_circle` video path at phases `t` [N] (one loop per unit): a fly-around with zoom.
+
+    In EpiGRAF's angles (epigraf_angles_to_label): yaw = yaw_amplitude sin(2 pi t), pitch = pi/2 +
+    pitch_amplitude cos(2 pi t), and the field of view across the image side fov_degrees + fov_amplitude
+    sin(2 pi t) degrees (the focal c[:, 16] = c[:, 20] = 1 / (2 tan(fov / 2))). `yaw` and `pitch` move
+    the centre of the circle in lookat_labels' convention (yaw towards +x, pitch down from the frontal
+    pose). The camera circles `pivot` at `radius` and looks at it.
+    """
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    phase = 2 * math.pi * t
+    angles = torch.stack([yaw_amplitude * torch.sin(phase) - yaw, math.pi / 2 + pitch_amplitude * torch.cos(phase) + pitch,
+                          torch.zeros_like(t)], dim=1)
+    fovs = fov_degrees + fov_amplitude * torch.sin(phase)
+    if not bool(((fovs > 0) & (fovs < 180)).all()):
+        raise ValueError(f'front_circle: a field of view of {fov_degrees:g} +- {fov_amplitude:g} degrees leaves (0, 180).')
+    labels = epigraf_angles_to_label(angles, fov_degrees, radius=radius)
+    focal = (1 / (2 * torch.tan(torch.deg2rad(fovs) / 2))).to(labels.dtype)
+    labels[:, 16] = focal
+    labels[:, 20] = focal
+    pivot = torch.as_tensor(pivot, dtype=labels.dtype).reshape(3)
+    labels[:, [3, 7, 11]] += pivot
+    return labels
+
 # ----------------------------------------------------------------------------------------------
 
 

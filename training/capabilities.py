@@ -14,6 +14,10 @@ not a camera model); it reads what the network declares. A generator declares, a
 - `mode_options`: {mode: synthesis keywords} for outputs the network computes only on request (GRAM:
   {'image_depth': {'return_depth': True}}, whereupon it returns a dict with 'image' and the mode);
   `mode_kwargs` collects them;
+- `sample_density(ws, points, **block_kwargs)` (optional method) with `density_box` (the side of the
+  cube about the origin that holds the field) and optionally `density_level` (the default iso-level):
+  the density [N, M, 1] at world points [N, M, 3] of the labels' world, for gen_images.py --shapes
+  (EG3D's `sample_mixed` with its `rendering_kwargs['box_warp']` serves otherwise);
 - `state_attributes`: names of plain (non-tensor) attributes that are part of the network's state:
   the no-exec loader restores them and the training loop copies them from G to G_ema after every
   step (EG3D: the scheduled neural rendering resolution); default none;
@@ -39,6 +43,8 @@ OPTIONS = {
     'noise_mode': "noise_mode='random'|'const'|'none'",
     'force_fp32': 'force_fp32=True runs fp16 layers in fp32',
     'render': 'render options of volume renderers (rendering_kwargs)',
+    'resolution': 'resolution=R renders R x R pixels, one ray each (volume renderers such as GRAM and EpiGRAF)',
+    'ray_step_multiplier': 'ray_step_multiplier=K renders with K times the samples per ray it was trained with (EpiGRAF)',
 }
 
 

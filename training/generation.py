@@ -4,7 +4,8 @@ The pieces `gen_images.py` and `gen_video.py` are made of. They work with any ge
 the generator contract (`G(z, c)`, `G.mapping`, `G.synthesis`), and read what the network can do
 from its declarations (`training.capabilities`): whether its label is a camera, whether its
 synthesis takes the camera (`c=`), an output scale (`scale=`), a view of another shape (`size=`), a
-moved or magnified view (`translate=`, `zoom=`), or a user transform of its input (StyleGAN3).
+moved or magnified view (`translate=`, `zoom=`), a user transform of its input (StyleGAN3), a render
+resolution (`resolution=`) or more samples per ray (`ray_step_multiplier=`) of a volume renderer.
 """
 
 import math
@@ -155,6 +156,9 @@ def check_scale(G, scale):
     if scale is None:
         return G.img_resolution
     if not capabilities.accepts(G, 'scale'):
+        if capabilities.accepts(G, 'resolution'):
+            raise GenerationError(f'--scale needs a generator that renders at any scale (CREPS); this {network_name(G)} '
+                                  f'renders any size with --resolution=R instead.')
         raise GenerationError(f'--scale needs a generator that renders at any resolution; this {network_name(G)} '
                               f'renders only {G.img_resolution}x{G.img_resolution}.')
     side = scaled_side(G, scale)
@@ -164,7 +168,7 @@ def check_scale(G, scale):
     return side
 
 
-def prepare_view(G, scale=None, size=None, translate=(0, 0), zoom=None, rotate=0):
+def prepare_view(G, scale=None, size=None, translate=(0, 0), zoom=None, rotate=0, resolution=None):
     """Check the view options against what G declares; returns (synthesis keywords, (height, width) of the output).
 
     scale:     'scale': side int(G.img_resolution * scale).
@@ -174,6 +178,7 @@ def prepare_view(G, scale=None, size=None, translate=(0, 0), zoom=None, rotate=0
                writes the transform into G, the identity when both are 0. Others take it as the 'view'
                keyword translate=.
     zoom:      magnification about the view centre, 'view' (None: not asked for).
+    resolution: R, 'resolution': an R x R render of a volume renderer (GRAM, EpiGRAF), one ray per pixel.
     An option the network cannot use, or a value out of range, raises GenerationError (one sentence).
     The image-size limits are the scripts' (dnnlib.cli.check_image_size on the returned size).
     """
@@ -183,6 +188,18 @@ def prepare_view(G, scale=None, size=None, translate=(0, 0), zoom=None, rotate=0
     if scale is not None:
         kwargs['scale'] = scale
     height, width = side, side
+    if resolution is not None:
+        if not capabilities.accepts(G, 'resolution'):
+            raise GenerationError(f'--resolution needs a volume renderer that renders any resolution (EpiGRAF); this '
+                                  f'{name} renders only {G.img_resolution}x{G.img_resolution} images'
+                                  + (' (it takes --scale).' if capabilities.accepts(G, 'scale') else '.'))
+        if scale is not None or size is not None:
+            raise GenerationError(f'--resolution gives the output size; do not combine it with '
+                                  f'{"--scale" if scale is not None else "--size"}.')
+        if int(resolution) < 1:
+            raise GenerationError(f'--resolution={resolution} has no pixels; pass a positive side.')
+        height = width = int(resolution)
+        kwargs['resolution'] = int(resolution)
     if size is not None:
         if not capabilities.accepts(G, 'size'):
             raise GenerationError(f'--size needs a generator that renders views of any shape (coordinate-based, such as '
@@ -226,12 +243,25 @@ def check_image_mode(G, mode):
 
 
 def set_render_options(G, nrr=None, sample_mult=None):
-    """--nrr (neural rendering resolution) and --sample-mult (depth samples times M), on the loaded G, as EG3D's scripts."""
+    """--nrr (neural rendering resolution) and --sample-mult alias --ray-step-multiplier (samples per ray times M).
+
+    EG3D ('render'): written into the loaded G (rendering_kwargs), as EG3D's scripts; returns {}.
+    Networks that take `ray_step_multiplier=` (EpiGRAF): returns {'ray_step_multiplier': M}, synthesis
+    keywords for every image (merge them into the view of `prepare_view`); they have no --nrr (their
+    rays are the pixels: --resolution).
+    """
     if nrr is None and sample_mult is None:
-        return
+        return {}
     if not capabilities.accepts(G, 'render'):
+        if capabilities.accepts(G, 'ray_step_multiplier'):
+            if nrr is not None:
+                takes = ' (pass --resolution)' if capabilities.accepts(G, 'resolution') else ''
+                raise GenerationError(f'--nrr applies to volume renderers with a neural rendering resolution (EG3D); '
+                                      f'{network_name(G)} casts one ray per output pixel{takes}.')
+            return {'ray_step_multiplier': int(sample_mult) if float(sample_mult).is_integer() else float(sample_mult)}
         given = '--nrr' if nrr is not None else '--sample-mult'
-        raise GenerationError(f'{given} applies to volume-rendering networks (EG3D); {network_name(G)} renders no rays.')
+        raise GenerationError(f'{given} applies to volume-rendering networks (EG3D, EpiGRAF); {network_name(G)} '
+                              f'renders no rays.')
     if nrr is not None:
         G.neural_rendering_resolution = int(nrr)
     if sample_mult is not None:
@@ -241,6 +271,7 @@ def set_render_options(G, nrr=None, sample_mult=None):
         if options['depth_resolution'] < 2:
             raise GenerationError(f'--sample-mult={sample_mult:g} leaves fewer than 2 depth samples per ray.')
         G.rendering_kwargs = options
+    return {}
 
 
 def colorize_depth(depth):
@@ -292,22 +323,48 @@ def generate(G, z, c, truncation_psi=1, truncation_cutoff=None, noise_mode='cons
     return torch.cat(images)
 
 
+def has_density(G):
+    """True when G declares a density field for --shapes: `sample_density` (with `density_box`), or EG3D's `sample_mixed`."""
+    return callable(getattr(G, 'sample_density', None)) or hasattr(G, 'sample_mixed')
+
+
+def density_field(G, ws, noise_mode='const'):
+    """(points [1, M, 3] -> densities [1, M, 1], side of the cube about the origin, default level) of G's field for ws.
+
+    A network declares `sample_density(ws, points, **block_kwargs)` and `density_box` (and optionally
+    `density_level`; see training.capabilities); EG3D's `sample_mixed` spans rendering_kwargs['box_warp'],
+    at EG3D's level.
+    """
+    from training.rendering import shapes
+    keywords = dict(noise_mode=noise_mode) if capabilities.accepts(G, 'noise_mode') else {}
+    if callable(getattr(G, 'sample_density', None)):
+        box = getattr(G, 'density_box', None)
+        if box is None:
+            raise GenerationError(f'--shapes: {network_name(G)} declares sample_density but no density_box (the side of '
+                                  f'the cube that holds its field).')
+        return (lambda points: G.sample_density(ws, points, **keywords)), float(box), \
+            float(getattr(G, 'density_level', shapes.EG3D_LEVEL))
+    if hasattr(G, 'sample_mixed'):
+        return (lambda points: G.sample_mixed(points, torch.zeros_like(points), ws, **keywords)['sigma']), \
+            float(G.rendering_kwargs['box_warp']), shapes.EG3D_LEVEL
+    raise GenerationError(f'--shapes needs a network with a density field (EG3D, EpiGRAF); {network_name(G)} has none.')
+
+
 @torch.no_grad()
 def shape_of(G, z, c, resolution, truncation_psi=1, truncation_cutoff=None, noise_mode='const', level=None):
     """(density grid [R, R, R], vertices, faces) of the radiance field of latent z [1, z_dim] under label c [1, 25].
 
-    The grid spans EG3D's box (G.rendering_kwargs['box_warp']); see training.rendering.shapes.
+    The grid spans the network's cube (`density_field`: EG3D's box_warp, or its declared density_box);
+    see training.rendering.shapes. level: the iso-level (None: the network's, else EG3D's 10).
     """
     from training.rendering import shapes
-    if not hasattr(G, 'sample_mixed'):
-        raise GenerationError(f'--shapes needs a network with a density field (EG3D); {network_name(G)} has none.')
-    box = float(G.rendering_kwargs['box_warp'])
+    if not has_density(G):
+        raise GenerationError(f'--shapes needs a network with a density field (EG3D, EpiGRAF); {network_name(G)} has none.')
     ws = G.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-    keywords = dict(noise_mode=noise_mode) if capabilities.accepts(G, 'noise_mode') else {}
-    grid = shapes.density_grid(lambda points: G.sample_mixed(points, torch.zeros_like(points), ws, **keywords)['sigma'],
-                               resolution, box, device=z.device)
+    sample, box, default_level = density_field(G, ws, noise_mode=noise_mode)
+    grid = shapes.density_grid(sample, resolution, box, device=z.device)
     try:
-        vertices, faces = shapes.mesh_from_grid(grid, box, level=shapes.EG3D_LEVEL if level is None else level)
+        vertices, faces = shapes.mesh_from_grid(grid, box, level=default_level if level is None else level)
     except shapes.NoSurfaceError as error:
         raise GenerationError(f'No surface to export: {error}; pass another --shape-level.') from None
     return grid, vertices, faces
