@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python bench/creps_cpu.py
 	$(BIN)/python bench/triplane_cpu.py
 	$(BIN)/python bench/gram_cpu.py
+	$(BIN)/python bench/epigraf_cpu.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

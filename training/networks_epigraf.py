@@ -636,7 +636,9 @@ class Discriminator(torch.nn.Module):
             layer_index += block.num_layers
         conditioning_dim = c_dim + (0 if self.scalar_enc is None else self.scalar_enc.get_dim())
         self.head_mapping = None
-        if c_dim > 0 or self.scalar_enc is not None:
+        # Official: only with a label or the patch code, so a camera-conditioned D without patches (whose
+        # cmap_dim stays 512) fails; here the camera alone also gets its head.
+        if c_dim > 0 or self.scalar_enc is not None or cfg.camera_cond:
             self.head_mapping = MappingNetwork(z_dim=0, c_dim=conditioning_dim, camera_cond=cfg.camera_cond,
                                                camera_cond_drop_p=cfg.camera_cond_drop_p,
                                                camera_raw_scalars=cfg.get('camera_cond_raw', False), w_dim=cmap_dim,

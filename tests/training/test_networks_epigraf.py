@@ -1,6 +1,6 @@
 """EpiGRAF's networks (training/networks_epigraf.py) compute the official function.
 
-The oracle is EpiGRAF's render written out here in float64 from the official formulas
+The oracle is EpiGRAF's render written out in float64 from the official formulas (bench/epigraf_cpu.py)
 (src/training/rendering.py, networks_epigraf.py, training_utils.py of universome/epigraf), reading
 only the network's tensors: its NDC ray grid with the patch remap, the look-at cam2world of
 (yaw, pitch), the tri-plane lookup, the per-sample compositing, inverse-CDF importance sampling and
@@ -9,11 +9,12 @@ the merged second pass. Randomness is off on both sides (no stratified jitter, e
 
 import copy
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from training import cameras
 from training import networks_epigraf as ne
@@ -48,98 +49,15 @@ def angles(n, seed=0):
 
 
 # ----------------------------------------------------------------------------------------------
-# The official render, in float64.
+# The official render: bench/epigraf_cpu.py's baseline, in float64.
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'bench'))
+from epigraf_cpu import official_render as _official_render  # noqa: E402
 
 
-def official_rays(n, h, fov, patch=None, pixel_centres=False):
-    """Camera-space unit directions [N, h * h, 3] of EpiGRAF's grid (y up, looking along -z)."""
-    steps = (torch.arange(h, dtype=torch.float64) * 2 + 1) / h - 1 if pixel_centres else torch.linspace(-1, 1, h, dtype=torch.float64)
-    x, y = torch.meshgrid(steps, steps.flip(0), indexing='ij')
-    x, y = x.T.flatten().repeat(n, 1), y.T.flatten().repeat(n, 1)
-    if patch is not None:
-        scales, offsets = (t.double() for t in patch)
-        x = (x + 1) * scales[:, :1] - 1 + offsets[:, :1] * 2
-        y = (y + 1) * scales[:, 1:] - 1 + offsets[:, 1:] * 2
-    z = -torch.ones_like(x) / math.tan(math.radians(fov) / 2)
-    d = torch.stack([x, y, z], dim=2)
-    return d / d.norm(dim=2, keepdim=True)
-
-
-def official_cam2world(camera_angles, radius):
-    yaw, pitch = camera_angles[:, :1].double(), camera_angles[:, 1:2].double().clamp(1e-5, math.pi - 1e-5)
-    origin = radius * torch.cat([pitch.sin() * yaw.cos(), pitch.cos(), pitch.sin() * yaw.sin()], dim=1)
-    forward = -origin / origin.norm(dim=1, keepdim=True)
-    up = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).expand_as(forward)
-    left = torch.cross(up, forward, dim=-1)
-    left = left / left.norm(dim=1, keepdim=True)
-    up = torch.cross(forward, left, dim=-1)
-    up = up / up.norm(dim=1, keepdim=True)
-    return torch.stack([-left, up, -forward], dim=-1), origin
-
-
-def official_field(G, planes, points):
-    cfg = G.synthesis.cfg
-    n, m, _ = points.shape
-    coords = points / cfg.dataset.cube_scale
-    grid = torch.stack([coords[..., [0, 1]], coords[..., [0, 2]], coords[..., [1, 2]]], dim=1).reshape(n * 3, 1, m, 2)
-    c = planes.shape[1] // 3
-    x = F.grid_sample(planes.double().reshape(n * 3, c, *planes.shape[2:]), grid, mode='bilinear', align_corners=True)
-    x = x.reshape(n, 3, c, m).permute(0, 1, 3, 2).mean(dim=1)
-    layers = list(G.synthesis.tri_plane_mlp.model)
-    for index, layer in enumerate(layers):
-        x = x @ (layer.weight.double() / math.sqrt(layer.in_features)).T + layer.bias.double()
-        if index < len(layers) - 1:
-            x = F.leaky_relu(x, 0.2) * math.sqrt(2)
-    return x
-
-
-def official_integration(rgb_sigma, z):
-    deltas = torch.cat([z[:, :, 1:] - z[:, :, :-1], 1e10 * torch.ones_like(z[:, :, :1])], dim=2)
-    alphas = 1 - torch.exp(-deltas * F.softplus(rgb_sigma[..., -1:]))
-    t = torch.cumprod(1 - alphas + 1e-10, dim=2)
-    weights = alphas * torch.cat([torch.ones_like(t[:, :, :1]), t], dim=2)[:, :, :-1]
-    return (weights * rgb_sigma[..., :-1]).sum(2), (weights * z).sum(2), weights
-
-
-def official_sample_pdf(bins, weights, n_importance, eps=1e-5):
-    rows, k = weights.shape
-    weights = weights + eps
-    cdf = torch.cumsum(weights / weights.sum(-1, keepdim=True), -1)
-    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)
-    u = torch.linspace(0, 1, n_importance, dtype=cdf.dtype).expand(rows, n_importance).contiguous()
-    inds = torch.searchsorted(cdf, u)
-    below, above = torch.clamp_min(inds - 1, 0), torch.clamp_max(inds, k)
-    sampled = torch.stack([below, above], -1).view(rows, 2 * n_importance)
-    cdf_g = torch.gather(cdf, 1, sampled).view(rows, n_importance, 2)
-    bins_g = torch.gather(bins, 1, sampled).view(rows, n_importance, 2)
-    denom = cdf_g[..., 1] - cdf_g[..., 0]
-    denom[denom < eps] = 1
-    return bins_g[..., 0] + (u - cdf_g[..., 0]) / denom * (bins_g[..., 1] - bins_g[..., 0])
-
-
-def official_render(G, ws, camera_angles, h, patch=None, pixel_centres=False, return_depth=False):
-    cfg = G.synthesis.cfg
-    cam = cfg.dataset.camera
-    n, steps = len(ws), cfg.num_ray_steps
+def official_render(*args, **kwargs):
     with torch.no_grad():
-        planes = G.synthesis.planes(ws)
-        d_cam = official_rays(n, h, cam.fov, patch, pixel_centres)
-        rotation, origin = official_cam2world(camera_angles, cam.radius)
-        d = d_cam @ rotation.transpose(1, 2)                                      # [N, R, 3]
-        o = origin.unsqueeze(1).expand_as(d)
-        z = torch.linspace(cam.ray_start, cam.ray_end, steps, dtype=torch.float64).reshape(1, 1, steps, 1)
-        z = z.repeat(n, h * h, 1, 1)
-        coarse = official_field(G, planes, (o.unsqueeze(2) + d.unsqueeze(2) * z).reshape(n, -1, 3)).reshape(n, h * h, steps, 4)
-        _, _, weights = official_integration(coarse, z)
-        weights = weights.reshape(n * h * h, steps) + 1e-5
-        zf = z.reshape(n * h * h, steps)
-        fine_z = official_sample_pdf(0.5 * (zf[:, :-1] + zf[:, 1:]), weights[:, 1:-1], steps).reshape(n, h * h, steps, 1)
-        fine = official_field(G, planes, (o.unsqueeze(2) + d.unsqueeze(2) * fine_z).reshape(n, -1, 3)).reshape(n, h * h, steps, 4)
-        all_out, all_z = torch.cat([fine, coarse], 2), torch.cat([fine_z, z], 2)
-        _, order = torch.sort(all_z, dim=2)
-        colour, depth, _ = official_integration(all_out.gather(2, order.expand(-1, -1, -1, 4)), all_z.gather(2, order))
-    out = depth if return_depth else colour
-    return out.reshape(n, h, h, -1).permute(0, 3, 1, 2)
+        return _official_render(*args, **kwargs)
 
 
 def ours(G, ws, c, **kwargs):
@@ -319,3 +237,17 @@ def test_pickles_rebuild_without_executing_code():
         img = torch.randn(2, 3, 8, 8)
         torch.testing.assert_close(loaded['D'](img, c), D(img, c), rtol=0, atol=0)
     assert loaded['G'].synthesis.legacy_rays is True and loaded['G'].mapping.mean_camera_pose.tolist() == pytest.approx([0.1, 1.5, 0])
+
+
+def test_a_camera_conditioned_discriminator_without_patches_has_its_head():
+    # EpiGRAF's training=default (no patches) with camera_cond: the official D keeps cmap_dim 512 without a
+    # head mapping and fails; ours gives the camera its head.
+    torch.manual_seed(0)
+    D = ne.Discriminator({'patch': {'patch_params_cond': False}, 'num_additional_start_blocks': 0, 'camera_cond': True,
+                          'camera_cond_drop_p': 0.0, 'hyper_mod': False}, c_dim=0, img_resolution=8, img_channels=3,
+                         channel_base=128, channel_max=16, epilogue_kwargs={'mbstd_group_size': 2})
+    img = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        a = D(img, cameras.epigraf_angles_to_label(angles(2), 12.0))
+        b = D(img, cameras.epigraf_angles_to_label(angles(2) + torch.tensor([0.4, 0.0, 0.0]), 12.0))
+    assert a.shape == (2, 1) and not torch.allclose(a, b)
