@@ -410,7 +410,7 @@ class SynthesisNetwork(torch.nn.Module):
             all_depths = torch.cat([fine, depths], dim=2)
             all_depths, order = torch.sort(all_depths, dim=2)
             outputs = torch.cat([fine_out, coarse], dim=2).gather(2, order.expand(-1, -1, -1, coarse.shape[-1]))
-            colour, depth, _ = march(outputs, all_depths, noise_std, white_back=camera_white_back(cfg),
+            colour, depth, _ = march(outputs, all_depths, noise_std, white_back=bool(cfg.dataset.get('white_back', False)),
                                      last_back=cfg.dataset.get('last_back', False), generator=generator)
             colours.append(colour)
             depths_out.append(depth)
@@ -457,10 +457,6 @@ def _check_class_dim(c_dim, label_kind='camera'):
     if c_dim not in (0, 25) or label_kind != 'camera':
         raise ValueError(f'EpiGRAF networks see 25-float camera labels and no class label; got c_dim={c_dim}, '
                          f'label_kind={label_kind!r} (class-conditional EpiGRAF is not supported yet).')
-
-
-def camera_white_back(cfg):
-    return bool(cfg.dataset.get('white_back', False))
 
 
 @persistence.persistent_class
