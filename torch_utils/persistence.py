@@ -20,6 +20,9 @@ Two ways to load:
   such a reference yields an inert object that keeps the pickled state, and the rebuilt network takes
   the tensors of that submodule from it by name, as from any other submodule. Nothing of the class
   runs, and a plain module anywhere but among the submodules of a persistent object is refused.
+  OmegaConf configs in the recorded arguments (EpiGRAF's `cfg`) are read through inert stand-ins of
+  their node classes and come out as nested EasyDicts with their interpolations resolved; OmegaConf is
+  never imported. EpiGRAF's `src.dnnlib` / `src.torch_utils` globals are read as ours.
 
 Code a trusted load executes cannot change what later no-exec loads build: registrations made by an
 executed embedded source are ignored.
@@ -32,6 +35,7 @@ import functools
 import inspect
 import io
 import pickle
+import re
 import sys
 import types
 import uuid
@@ -257,10 +261,13 @@ def _top_level_names(module_src: str) -> frozenset:
                      if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
 
 
-def _identify_module(module_src: str) -> Optional[_NoExecModule]:
-    for entry in _no_exec_modules.values():
-        if module_src in entry.sources:
-            return entry
+def _identify_module(module_src: str, class_name: Optional[str] = None) -> Optional[_NoExecModule]:
+    # A source of ours can back several entries (one of ours, and another standing in for an official module
+    # whose classes include some of ours, e.g. EpiGRAF's layers.py: our StyleGAN2 FullyConnectedLayer): prefer
+    # an entry that has the class asked for, then the first registered.
+    owners = [entry for entry in _no_exec_modules.values() if module_src in entry.sources]
+    if owners:
+        return next((entry for entry in owners if class_name in entry.classes), owners[0])
     names = _top_level_names(module_src)
     matches = [entry for entry in _no_exec_modules.values() if entry.signature and entry.signature <= names]
     if not matches:
@@ -302,7 +309,7 @@ def _reconstruct_without_exec(meta: Any) -> _Pending:
         raise UnsafePickleError(f"Unsupported persistent object (type {meta.get('type')!r}, version {meta.get('version')!r}).")
     class_name = meta.get("class_name")
     what = f"'{class_name}' from {_describe_module(meta.module_src)}"
-    entry = _identify_module(meta.module_src)
+    entry = _identify_module(meta.module_src, class_name)
     if entry is None or class_name not in entry.classes:
         raise UnsafePickleError(
             f"No registered class can stand in for {what}; import the module that registers it "
@@ -502,6 +509,14 @@ def _materialize(obj: Any, memo: Dict[int, Any]) -> Any:
             f"only there can its tensors be restored without running its code; {_TRUST_HINT}.")
     if isinstance(obj, _Pending):
         result = _build(obj, memo)
+    elif isinstance(obj, _OmegaConfState):
+        if obj.kind == 'metadata':
+            raise _omegaconf_refusal("has its metadata where a config belongs")
+        result = _omegaconf_to_plain(obj)
+    elif isinstance(obj, type) and issubclass(obj, _OmegaConfState):
+        raise UnsafePickleError(f"The file holds the class '{obj.global_name}' outside an OmegaConf config; {_TRUST_HINT}.")
+    elif isinstance(obj, _OmegaConfTypeName):
+        raise UnsafePickleError(f"The file holds '{obj.name}' outside an OmegaConf config; {_TRUST_HINT}.")
     elif isinstance(obj, dict):  # dict, OrderedDict, EasyDict: keep the type.
         result = type(obj)()
         for key, value in obj.items():
@@ -523,6 +538,200 @@ def _load_storage_from_bytes(data: bytes) -> Any:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError:
         raise UnsafePickleError(f"A tensor storage in the file hides objects other than tensor data; {_TRUST_HINT}.") from None
+
+
+# ----------------------------------------------------------------------------
+# OmegaConf configs inside the recorded constructor arguments: read as plain data, without OmegaConf.
+
+# EpiGRAF's official networks take `cfg`, an OmegaConf DictConfig (its Hydra config's model.generator or
+# model.discriminator subtree), so their pickles hold one in `_init_kwargs`. OmegaConf pickles a config as
+# its node objects (created without arguments, then given their `__dict__`), with metadata that names a few
+# types. The no-exec loader resolves those class names to the inert stand-ins below, which only keep the
+# pickled state; after loading, a config becomes nested EasyDicts, lists and values, with its `${...}`
+# interpolations resolved against the config's root (which the pickle holds through `_parent`). Nothing
+# of OmegaConf is imported or run; every other name from it, custom resolvers included, stays refused or
+# unresolved.
+
+_OMEGACONF_KINDS = {  # dotted name -> what the stand-in holds
+    'omegaconf.dictconfig.DictConfig': 'dict',
+    'omegaconf.listconfig.ListConfig': 'list',
+    'omegaconf.nodes.AnyNode': 'value',
+    'omegaconf.nodes.StringNode': 'value',
+    'omegaconf.nodes.IntegerNode': 'value',
+    'omegaconf.nodes.FloatNode': 'value',
+    'omegaconf.nodes.BooleanNode': 'value',
+    'omegaconf.base.ContainerMetadata': 'metadata',
+    'omegaconf.base.Metadata': 'metadata',
+}
+# Types an OmegaConf node's metadata names (ref_type, object_type, key_type, element_type); admitted as inert
+# names, and only in a file that has referred to an OmegaConf class before.
+_OMEGACONF_TYPE_NAMES = {'typing.Any', 'builtins.dict', 'builtins.list', 'builtins.int', 'builtins.float',
+                         'builtins.str', 'builtins.bool', 'builtins.bytes'}
+_OMEGACONF_MAX_DEPTH = 64  # nesting and interpolation chains; deeper means a crafted or cyclic config
+
+
+class _OmegaConfState:
+    """What a file's reference to an admitted OmegaConf class stands for: the pickled `__dict__`, nothing else.
+
+    Created like `_PlainModuleState`: `cls.__new__(cls)` (NEWOBJ) and one `__setstate__` with a dict (BUILD).
+    """
+
+    __slots__ = ('state',)
+    global_name = 'an OmegaConf object'
+    kind = None
+
+    def __new__(cls, *args, **kwargs):
+        if cls is _OmegaConfState or args or kwargs:
+            raise UnsafePickleError(f"The file creates the OmegaConf object '{cls.global_name}' with arguments, "
+                                    f"which the no-exec loader does not admit; {_TRUST_HINT}.")
+        obj = super().__new__(cls)
+        obj.state = None
+        return obj
+
+    def __setstate__(self, state):
+        if self.state is not None or not isinstance(state, dict):
+            raise UnsafePickleError(f"The OmegaConf object '{self.global_name}' in the file has a malformed state; {_TRUST_HINT}.")
+        self.state = state
+
+
+_omegaconf_classes: Dict[str, type] = {}
+
+
+def _omegaconf_class(global_name: str) -> type:
+    cls = _omegaconf_classes.get(global_name)
+    if cls is None:
+        cls = type(f"OmegaConfState[{global_name}]", (_OmegaConfState,),
+                   dict(__slots__=(), global_name=global_name, kind=_OMEGACONF_KINDS[global_name]))
+        _omegaconf_classes[global_name] = cls
+    return cls
+
+
+class _OmegaConfTypeName:
+    """An inert stand-in for a type that OmegaConf metadata names (typing.Any, builtins.dict, ...)."""
+
+    __slots__ = ('name',)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        raise UnsafePickleError(f"The file calls '{self.name}', which the no-exec loader admits only as a type "
+                                f"named by an OmegaConf config; {_TRUST_HINT}.")
+
+    def __repr__(self):
+        return f"<type name {self.name}>"
+
+
+def _omegaconf_resolver_cache(*factory):
+    """Stand-in for `collections.defaultdict(dict)`, OmegaConf's (discarded) resolver cache: an empty dict."""
+    if len(factory) > 1 or not all(isinstance(f, _OmegaConfTypeName) for f in factory):
+        raise UnsafePickleError(f"The file creates 'collections.defaultdict' with arguments the no-exec loader does "
+                                f"not admit; {_TRUST_HINT}.")
+    return {}
+
+
+def _omegaconf_refusal(what: str) -> UnsafePickleError:
+    return UnsafePickleError(f"An OmegaConf config in the file {what}; {_TRUST_HINT}.")
+
+
+def _omegaconf_node_state(node: Any, depth: int) -> Dict:
+    if depth > _OMEGACONF_MAX_DEPTH:
+        raise _omegaconf_refusal(f"is nested more than {_OMEGACONF_MAX_DEPTH} levels deep or refers to itself")
+    if not isinstance(node, _OmegaConfState) or node.kind not in ('dict', 'list', 'value'):
+        raise _omegaconf_refusal(f"holds {type(node).__name__} where a config node belongs")
+    if node.state is None:
+        raise _omegaconf_refusal(f"has a node '{node.global_name}' without a state")
+    return node.state
+
+
+def _omegaconf_parent(node: _OmegaConfState) -> Optional[_OmegaConfState]:
+    parent = node.state.get('_parent') if isinstance(node.state, dict) else None
+    return parent if isinstance(parent, _OmegaConfState) and parent.kind in ('dict', 'list') else None
+
+
+def _omegaconf_child(container: _OmegaConfState, key: str) -> Optional[_OmegaConfState]:
+    content = container.state.get('_content') if isinstance(container.state, dict) else None
+    if isinstance(content, dict):
+        return content.get(key, content.get(int(key)) if key.lstrip('-').isdigit() else None)
+    if isinstance(content, list) and key.isdigit() and int(key) < len(content):
+        return content[int(key)]
+    return None
+
+
+_OMEGACONF_INTERPOLATION = re.compile(r'\$\{\s*(\.*[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*|\.+)\s*\}')
+
+
+def _omegaconf_select(node: _OmegaConfState, path: str, depth: int) -> Optional[_OmegaConfState]:
+    """The node that the interpolation `${path}` in `node` refers to, or None (then it stays unresolved).
+
+    Absolute paths count from the root, relative ones ('.key' a sibling, '..key' one level up) from the
+    container holding `node`, as OmegaConf does. Keys that are themselves interpolations are followed.
+    """
+    dots = len(path) - len(path.lstrip('.'))
+    base = _omegaconf_parent(node)
+    if dots == 0:
+        seen = set()
+        while base is not None and _omegaconf_parent(base) is not None and id(base) not in seen:
+            seen.add(id(base))
+            base = _omegaconf_parent(base)
+    for _ in range(max(dots - 1, 0)):
+        base = _omegaconf_parent(base) if base is not None else None
+    if base is None:
+        return None
+    for key in [k for k in path.lstrip('.').split('.') if k]:
+        base = _omegaconf_follow(base, depth + 1)
+        child = _omegaconf_child(base, key) if base is not None else None
+        if child is None:
+            return None
+        base = child
+    return base
+
+
+def _omegaconf_follow(node: Optional[_OmegaConfState], depth: int) -> Optional[_OmegaConfState]:
+    """`node`, or the node its whole-value interpolation ('${a.b}') refers to, followed to the end."""
+    while node is not None:
+        state = _omegaconf_node_state(node, depth)
+        value = state.get('_val' if node.kind == 'value' else '_content')
+        match = _OMEGACONF_INTERPOLATION.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            return node
+        node = _omegaconf_select(node, match.group(1), depth + 1)
+        depth += 1
+    return None
+
+
+def _omegaconf_to_plain(node: Any, depth: int = 0) -> Any:
+    """A config node as plain data: DictConfig -> EasyDict, ListConfig -> list, value nodes -> their value."""
+    state = _omegaconf_node_state(node, depth)
+    value = state.get('_val', None) if node.kind == 'value' else state.get('_content', None)
+    if isinstance(value, str) and '${' in value:
+        match = _OMEGACONF_INTERPOLATION.fullmatch(value)
+        if match is not None:
+            target = _omegaconf_select(node, match.group(1), depth + 1)
+            return value if target is None else _omegaconf_to_plain(target, depth + 1)
+
+        def substitute(match):  # a string with interpolations inside: scalars' text, as OmegaConf formats them
+            target = _omegaconf_select(node, match.group(1), depth + 1)
+            resolved = _omegaconf_to_plain(target, depth + 1) if target is not None else None
+            if target is None or not (resolved is None or isinstance(resolved, (bool, int, float, str))):
+                return match.group(0)
+            return str(resolved)
+        text = _OMEGACONF_INTERPOLATION.sub(substitute, value)
+        return value if '${' in text else text  # all or nothing: a part left (a resolver) keeps the whole text
+    if node.kind == 'value' or value is None or isinstance(value, str):  # a value, a None config or '???'
+        if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            return value
+        raise _omegaconf_refusal(f"holds a value of type {type(value).__name__}")
+    if node.kind == 'dict' and isinstance(value, dict):
+        result = dnnlib.EasyDict()
+        for key, child in value.items():
+            if not (key is None or isinstance(key, (bool, int, float, str))):
+                raise _omegaconf_refusal(f"has a key of type {type(key).__name__}")
+            result[key] = _omegaconf_to_plain(child, depth + 1)
+        return result
+    if node.kind == 'list' and isinstance(value, list):
+        return [_omegaconf_to_plain(child, depth + 1) for child in value]
+    raise _omegaconf_refusal(f"has a '{node.global_name}' whose content is a {type(value).__name__}")
 
 
 _no_exec_globals: Dict[str, Any] = {}
@@ -578,20 +787,40 @@ def _admitted_global(module: str, name: str) -> Any:
     return None
 
 
+# EpiGRAF's release is the package `src` (src.dnnlib, src.torch_utils, src.training): its pickles name the
+# globals of our dnnlib and torch_utils (EasyDict, _reconstruct_persistent_obj) with that prefix.
+_PACKAGE_ALIASES = (("src.torch_utils", "torch_utils"), ("src.dnnlib", "dnnlib"))
+
+
 class _NoExecUnpickler(pickle.Unpickler):
     def __init__(self, file, stand_ins):
         super().__init__(file)
         self.stand_ins = stand_ins
+        self.omegaconf_seen = False
 
     def find_class(self, module, name):
         # Protocol-2 pickles use Python 2 names ('__builtin__.set'); pickle's own find_class maps them.
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        obj = self.stand_ins.get(f"{module}.{name}") or _admitted_global(module, name)
+        for official, ours in _PACKAGE_ALIASES:
+            if module == official or module.startswith(official + "."):
+                module = ours + module[len(official):]
+        obj = self.stand_ins.get(f"{module}.{name}") or _admitted_global(module, name) or self._omegaconf_global(module, name)
         if obj is None:
             raise UnsafePickleError(
                 f"The file refers to '{module}.{name}', which the no-exec loader does not admit; {_TRUST_HINT}.")
         return obj
+
+    def _omegaconf_global(self, module, name):
+        """Inert stand-ins for the OmegaConf classes of a pickled config, and the types its metadata names."""
+        if f"{module}.{name}" in _OMEGACONF_KINDS:
+            self.omegaconf_seen = True
+            return _omegaconf_class(f"{module}.{name}")
+        if self.omegaconf_seen and f"{module}.{name}" in _OMEGACONF_TYPE_NAMES:
+            return _OmegaConfTypeName(f"{module}.{name}")
+        if self.omegaconf_seen and (module, name) == ("collections", "defaultdict"):
+            return _omegaconf_resolver_cache
+        return None
 
     def persistent_load(self, pid):
         raise UnsafePickleError(f"The file uses persistent ids, which the no-exec loader does not admit; {_TRUST_HINT}.")

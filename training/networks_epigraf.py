@@ -674,3 +674,33 @@ persistence.register_no_exec_module('training.networks_epigraf', [
 # The patch encoder's learned embedding is a plain torch module (its official state_dict name); in our
 # pickles it is rebuilt by ScalarEncoder1d, so the loader keeps only its tensor.
 persistence.register_no_exec_plain_module('torch.nn.modules.sparse', 'Embedding')
+
+# Official EpiGRAF pickles embed src/training/networks_epigraf.py, layers.py, networks_stylegan2.py and
+# networks_discriminator.py: recognised by their top-level names (never run), rebuilt from our classes.
+persistence.register_no_exec_module('epigraf.networks_epigraf', [TriPlaneMLP, SynthesisBlocksSequence, SynthesisNetwork,
+                                                                 Generator],
+                                    signature=['tri_plane_renderer', 'nerf_renderer', 'TriPlaneMLP',
+                                               'SynthesisBlocksSequence', 'SynthesisNetwork', 'Generator'])
+persistence.register_no_exec_module('epigraf.layers', [sg2.FullyConnectedLayer, MappingNetwork, Conv2dLayer,
+                                                       ScalarEncoder1d, FourierEncoder1d],
+                                    signature=['FullyConnectedLayer', 'MappingNetwork', 'Conv2dLayer', 'ScalarEncoder1d',
+                                               'FourierEncoder1d'])
+persistence.register_no_exec_module('epigraf.networks_stylegan2', [sg2.SynthesisLayer, sg2.ToRGBLayer, sg2.SynthesisBlock],
+                                    signature=['modulated_conv2d', 'SynthesisLayer', 'ToRGBLayer', 'SynthesisBlock',
+                                               'SynthesisNetwork', 'Generator'])
+persistence.register_no_exec_module('epigraf.networks_discriminator', [DiscriminatorBlock, sg2.MinibatchStdLayer,
+                                                                       sg2.DiscriminatorEpilogue, Discriminator],
+                                    signature=['DiscriminatorBlock', 'MinibatchStdLayer', 'DiscriminatorEpilogue',
+                                               'Discriminator'])
+
+
+def _official_generators_render_official_rays(meta):
+    """An official EpiGRAF Generator (no legacy_rays argument, its source defines tri_plane_renderer) gets EpiGRAF's ray grid."""
+    kwargs = meta.state.get('_init_kwargs') if isinstance(meta.get('state'), dict) else None
+    if (meta.get('class_name') == 'Generator' and isinstance(kwargs, dict) and 'legacy_rays' not in kwargs
+            and 'tri_plane_renderer' in persistence._top_level_names(meta.module_src)):
+        meta.state['_init_kwargs'] = dict(kwargs, legacy_rays=True)
+    return meta
+
+
+persistence.import_hook(_official_generators_render_official_rays)
