@@ -28,15 +28,7 @@ from cli_checks import assert_cli_error as assert_error  # noqa: E402
 from training import cameras, generation  # noqa: E402
 from training import networks_epigraf as ne  # noqa: E402
 
-CFG = {
-    'patch': {'enabled': True, 'patch_params_cond': True, 'resolution': 4, 'mbstd_group_size': 2},
-    'dataset': {'camera': {'fov': 12.0, 'ray_start': 0.88, 'ray_end': 1.12, 'radius': 1.0}, 'cube_scale': 0.2,
-                'white_back': False, 'last_back': False},
-    'camera_cond': False, 'camera_cond_drop_p': 0.0, 'backbone': 'stylegan2', 'num_ray_steps': 6,
-    'clamp_mode': 'softplus', 'nerf_noise_std_init': 1.0, 'nerf_noise_kimg_growth': 5000, 'density_shift': 0.0,
-    'use_noise': True, 'tri_plane': {'res': 16, 'feat_dim': 4, 'fp32': True, 'mlp': {'n_layers': 2, 'hid_dim': 8}},
-    'bg_model': {'type': None},
-}
+CFG = tiny_networks.EPIGRAF_CFG
 STEPS = CFG['num_ray_steps']
 
 

@@ -119,6 +119,19 @@ def camera_generator(seed=0, **kwargs):
     return CameraGenerator(**kwargs).eval()
 
 
+# A tiny EpiGRAF configuration (training/networks_epigraf.py's cfg): 16x16 tri-planes of 4 channels, 4x4 patches,
+# 6 + 6 samples per ray, EpiGRAF's FFHQ camera (radius 1, 12 degrees).
+EPIGRAF_CFG = {
+    'patch': {'enabled': True, 'patch_params_cond': True, 'resolution': 4, 'mbstd_group_size': 2},
+    'dataset': {'camera': {'fov': 12.0, 'ray_start': 0.88, 'ray_end': 1.12, 'radius': 1.0}, 'cube_scale': 0.2,
+                'white_back': False, 'last_back': False},
+    'camera_cond': False, 'camera_cond_drop_p': 0.0, 'backbone': 'stylegan2', 'num_ray_steps': 6,
+    'clamp_mode': 'softplus', 'nerf_noise_std_init': 1.0, 'nerf_noise_kimg_growth': 5000, 'density_shift': 0.0,
+    'use_noise': True, 'tri_plane': {'res': 16, 'feat_dim': 4, 'fp32': True, 'mlp': {'n_layers': 2, 'hid_dim': 8}},
+    'bg_model': {'type': None},
+}
+
+
 def save_snapshot(path, G, D=None):
     """Pickle G as a snapshot (G, D, G_ema) in the official format."""
     if D is None:

@@ -350,7 +350,31 @@ def register_no_exec_plain_module(module: str, name: str) -> None:
     _no_exec_plain_modules.add(f"{module}.{name}")
 
 
-class _PlainModuleState:
+class _InertState:
+    """An object a file creates with `cls.__new__(cls)` and one dict `__setstate__`, which only keeps that state.
+
+    The base of the stand-ins below; `noun` names what the file referred to, for the refusals.
+    """
+
+    __slots__ = ("state",)
+    global_name = "an object"
+    noun = "object"
+
+    def __new__(cls, *args, **kwargs):
+        if cls in _INERT_BASES or args or kwargs:
+            raise UnsafePickleError(f"The file creates the {cls.noun} '{cls.global_name}' with arguments, "
+                                    f"which the no-exec loader does not admit; {_TRUST_HINT}.")
+        obj = super().__new__(cls)
+        obj.state = None
+        return obj
+
+    def __setstate__(self, state):
+        if self.state is not None or not isinstance(state, dict):
+            raise UnsafePickleError(f"The {self.noun} '{self.global_name}' in the file has a malformed state; {_TRUST_HINT}.")
+        self.state = state
+
+
+class _PlainModuleState(_InertState):
     """What a file's reference to an admitted plain module class stands for: the pickled state, nothing else.
 
     Pickle creates it with `cls.__new__(cls)` (NEWOBJ, pickle protocol 2 and later) and hands it the
@@ -359,21 +383,9 @@ class _PlainModuleState:
     which the loader does not admit; torch and the official releases write protocol 2 or later.)
     """
 
-    __slots__ = ("state",)
+    __slots__ = ()
     global_name = "a plain module"
-
-    def __new__(cls, *args, **kwargs):
-        if cls is _PlainModuleState or args or kwargs:
-            raise UnsafePickleError(f"The file creates the plain module '{cls.global_name}' with arguments, "
-                                    f"which the no-exec loader does not admit; {_TRUST_HINT}.")
-        obj = super().__new__(cls)
-        obj.state = None
-        return obj
-
-    def __setstate__(self, state):
-        if self.state is not None or not isinstance(state, dict):
-            raise UnsafePickleError(f"The plain module '{self.global_name}' in the file has a malformed state; {_TRUST_HINT}.")
-        self.state = state
+    noun = "plain module"
 
     @property
     def what(self) -> str:
@@ -570,30 +582,16 @@ _OMEGACONF_TYPE_NAMES = {'typing.Any', 'builtins.dict', 'builtins.list', 'builti
 _OMEGACONF_MAX_DEPTH = 64  # nesting and interpolation chains; deeper means a crafted or cyclic config
 
 
-class _OmegaConfState:
-    """What a file's reference to an admitted OmegaConf class stands for: the pickled `__dict__`, nothing else.
+class _OmegaConfState(_InertState):
+    """What a file's reference to an admitted OmegaConf class stands for: the pickled `__dict__`, nothing else."""
 
-    Created like `_PlainModuleState`: `cls.__new__(cls)` (NEWOBJ) and one `__setstate__` with a dict (BUILD).
-    """
-
-    __slots__ = ('state',)
+    __slots__ = ()
     global_name = 'an OmegaConf object'
+    noun = 'OmegaConf object'
     kind = None
 
-    def __new__(cls, *args, **kwargs):
-        if cls is _OmegaConfState or args or kwargs:
-            raise UnsafePickleError(f"The file creates the OmegaConf object '{cls.global_name}' with arguments, "
-                                    f"which the no-exec loader does not admit; {_TRUST_HINT}.")
-        obj = super().__new__(cls)
-        obj.state = None
-        return obj
 
-    def __setstate__(self, state):
-        if self.state is not None or not isinstance(state, dict):
-            raise UnsafePickleError(f"The OmegaConf object '{self.global_name}' in the file has a malformed state; {_TRUST_HINT}.")
-        self.state = state
-
-
+_INERT_BASES = (_InertState, _PlainModuleState, _OmegaConfState)
 _omegaconf_classes: Dict[str, type] = {}
 
 
