@@ -215,7 +215,7 @@ class MappingNetwork(sg2.MappingNetwork):
 
     camera_raw_scalars: the 2 normalised angles enter as they are (the generator's); False: their
     Fourier features with x_multiplier 64 (the discriminator's head). camera_cond_noise_std:
-    Gaussian noise times the batch std of the encoding, in training (EpiGRAF's GPC noise).
+    Gaussian noise of that std added to the raw angles (EpiGRAF's GPC noise, in eval too).
     """
 
     def __init__(self, z_dim, c_dim, w_dim, num_ws, num_layers=2, camera_cond=False, camera_cond_drop_p=0.0,
@@ -246,10 +246,9 @@ class MappingNetwork(sg2.MappingNetwork):
                 if self.mean_camera_pose is None:
                     raise ValueError('This mapping network is pose-conditioned: pass camera_angles (it has no mean_camera_pose).')
                 camera_angles = self.mean_camera_pose.unsqueeze(0).repeat(len(z if z is not None else c), 1)
+            if self.camera_cond_noise_std > 0:  # as EpiGRAF: on the raw angles, in training and at eval
+                camera_angles = camera_angles + torch.randn_like(camera_angles) * self.camera_cond_noise_std
             embedding = self.camera_scalar_enc(normalise_angles(camera_angles))
-            if self.training and self.camera_cond_noise_std > 0:
-                embedding = embedding + torch.randn_like(embedding) * embedding.std(dim=0, keepdim=True) * \
-                    self.camera_cond_noise_std
             embedding = F.dropout(embedding, p=self.camera_cond_drop_p, training=self.training)
             c = embedding if c is None or c.shape[1] == 0 else torch.cat([c, embedding], dim=1)
         return super().forward(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,

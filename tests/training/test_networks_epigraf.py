@@ -244,3 +244,16 @@ def test_a_camera_conditioned_discriminator_without_patches_has_its_head():
         a = D(img, cameras.epigraf_angles_to_label(angles(2), 12.0))
         b = D(img, cameras.epigraf_angles_to_label(angles(2) + torch.tensor([0.4, 0.0, 0.0]), 12.0))
     assert a.shape == (2, 1) and not torch.allclose(a, b)
+
+
+def test_gpc_noise_is_added_to_the_raw_angles():
+    torch.manual_seed(0)
+    noisy = ne.MappingNetwork(z_dim=8, c_dim=0, w_dim=8, num_ws=2, camera_cond=True, camera_cond_noise_std=0.5,
+                              mean_camera_pose=torch.tensor([0.0, 1.5, 0.0])).eval()
+    z, a = torch.randn(2, 8), torch.tensor([[0.1, 1.5, 0.0], [0.2, 1.4, 0.0]])
+    torch.manual_seed(1)
+    got = noisy(z, torch.zeros(2, 0), camera_angles=a)
+    torch.manual_seed(1)
+    expected = noisy.camera_scalar_enc(ne.normalise_angles(a + torch.randn_like(a) * 0.5))
+    noisy.camera_cond_noise_std = 0.0
+    torch.testing.assert_close(got, ne.sg2.MappingNetwork.forward(noisy, z, expected))
