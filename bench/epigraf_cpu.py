@@ -12,6 +12,9 @@ tensors, unchunked:
 - the tri-plane lookup: points / cube_scale, planes (x, y), (x, z), (y, z), one grid_sample of the
   [N * 3, C, H, W] planes (bilinear, align_corners=True), the mean over the planes, then the
   TriPlaneMLP's layers as weight * gain products with lrelu * sqrt(2);
+- with bg_model.type 'plane': the decoder's last 3 channels resized to the image (bilinear,
+  align_corners=True), cut to the patch by EpiGRAF's extract_patches, added behind with the final
+  transmittance, the last delta then 1e-3;
 - fancy_integration: true deltas, the last 1e10, softplus density (plus the density noise in
   training), alpha, the cumprod transmittance, weights; sample_pdf (NeRF's, searchsorted on the
   cdf, det=False in training) on the mid-points with weights[1:-1] + 1e-5; the fine points
@@ -104,15 +107,28 @@ def official_field(G, planes, points):
     return x
 
 
-def official_integration(rgb_sigma, z, noise_std=0.0):
-    deltas = torch.cat([z[:, :, 1:] - z[:, :, :-1], 1e10 * torch.ones_like(z[:, :, :1])], dim=2)
+def official_integration(rgb_sigma, z, noise_std=0.0, use_inf_depth=True):
+    deltas = torch.cat([z[:, :, 1:] - z[:, :, :-1], (1e10 if use_inf_depth else 1e-3) * torch.ones_like(z[:, :, :1])],
+                       dim=2)
     sigmas = rgb_sigma[..., -1:]
     if noise_std > 0:
         sigmas = sigmas + noise_std * torch.randn_like(sigmas)
     alphas = 1 - torch.exp(-deltas * F.softplus(sigmas))
     t = torch.cumprod(1 - alphas + 1e-10, dim=2)
-    weights = alphas * torch.cat([torch.ones_like(t[:, :, :1]), t], dim=2)[:, :, :-1]
-    return (weights * rgb_sigma[..., :-1]).sum(2), (weights * z).sum(2), weights
+    t = torch.cat([torch.ones_like(t[:, :, :1]), t], dim=2)[:, :, :-1]
+    weights = alphas * t
+    return (weights * rgb_sigma[..., :-1]).sum(2), (weights * z).sum(2), weights, t[:, :, -1]
+
+
+def official_patch_background(bg, patch, h):
+    """EpiGRAF's extract_patches: grid_sample(align_corners=True) at compute_patch_coords (y up, then flipped)."""
+    n = bg.shape[0]
+    row = torch.linspace(-1, 1, h, dtype=bg.dtype)
+    coords = torch.stack([row.view(1, -1).repeat(h, 1), -row.view(1, -1).repeat(h, 1).t()], dim=2).repeat(n, 1, 1, 1)
+    scales, offsets = (t.to(bg.dtype) for t in patch)
+    coords = (coords + 1) * scales.view(n, 1, 1, 2) - 1 + offsets.view(n, 1, 1, 2) * 2
+    coords[..., 1] = -coords[..., 1]
+    return F.grid_sample(bg, coords, mode='bilinear', align_corners=True)
 
 
 def official_sample_pdf(bins, weights, n_importance, det=True, eps=1e-5):
@@ -146,7 +162,15 @@ def official_render(G, ws, camera_angles, h, patch=None, pixel_centres=False, re
     cfg = G.synthesis.cfg
     cam = cfg.dataset.camera
     n, steps = len(ws), cfg.num_ray_steps
-    planes = G.synthesis.planes(ws)
+    out = G.synthesis.tri_plane_decoder(ws[:, :G.synthesis.tri_plane_decoder.num_ws])
+    plane_bg = cfg.bg_model.type == 'plane'
+    inf_depth = cfg.bg_model.type is None
+    planes, bg = (out[:, :-G.img_channels], out[:, -G.img_channels:]) if plane_bg else (out, None)
+    if plane_bg:
+        bg = F.interpolate(bg.to(dtype), size=(G.img_resolution, G.img_resolution), mode='bilinear', align_corners=True)
+        if patch is not None:
+            bg = official_patch_background(bg, patch, h)
+        bg = bg.reshape(n, G.img_channels, h * h).permute(0, 2, 1)
     d_cam = official_rays(n, h, cam.fov, patch, pixel_centres, dtype)
     rotation, origin = official_cam2world(camera_angles, cam.radius, dtype)
     d = d_cam @ rotation.transpose(1, 2)                                      # [N, R, 3]
@@ -155,7 +179,7 @@ def official_render(G, ws, camera_angles, h, patch=None, pixel_centres=False, re
     if training:
         z = _perturb(z)
     coarse = official_field(G, planes, (o.unsqueeze(2) + d.unsqueeze(2) * z).reshape(n, -1, 3)).reshape(n, h * h, steps, 4)
-    _, _, weights = official_integration(coarse, z, noise_std)
+    _, _, weights, _ = official_integration(coarse, z, noise_std, inf_depth)
     weights = weights.reshape(n * h * h, steps) + 1e-5
     zf = z.reshape(n * h * h, steps)
     fine_z = official_sample_pdf(0.5 * (zf[:, :-1] + zf[:, 1:]), weights[:, 1:-1], steps, det=not training)
@@ -163,8 +187,10 @@ def official_render(G, ws, camera_angles, h, patch=None, pixel_centres=False, re
     fine = official_field(G, planes, (o.unsqueeze(2) + d.unsqueeze(2) * fine_z).reshape(n, -1, 3)).reshape(n, h * h, steps, 4)
     all_out, all_z = torch.cat([fine, coarse], 2), torch.cat([fine_z, z], 2)
     _, order = torch.sort(all_z, dim=2)
-    colour, depth, _ = official_integration(all_out.gather(2, order.expand(-1, -1, -1, 4)), all_z.gather(2, order),
-                                            noise_std)
+    colour, depth, _, passed = official_integration(all_out.gather(2, order.expand(-1, -1, -1, 4)),
+                                                    all_z.gather(2, order), noise_std, inf_depth)
+    if plane_bg:
+        colour = colour + bg * passed
     out = depth if return_depth else colour
     return out.reshape(n, h, h, -1).permute(0, 3, 1, 2)
 

@@ -309,13 +309,13 @@ for _name in GRAM_CONFIGS:
 EPIGRAF_OPTION_DEFAULTS = dict(
     triplane_res=512, triplane_channels=32, patch_res=64, patch_dist='beta', patch_anneal_kimg=10000,
     ray_steps=48, camera_cond_g=False, camera_cond_d=True, camera_cond_d_drop_p=0.5, camera_cond_g_drop_p=0.0,
-    nerf_noise_kimg=5000, fov=None, ray_start=None, ray_end=None, cube_scale=None, white_back=False)
+    nerf_noise_kimg=5000, bg_model='none', fov=None, ray_start=None, ray_end=None, cube_scale=None, white_back=False)
 # dataset=ffhq_posed's camera, for cameras at radius 1 (None above: these, scaled to the data's median radius,
 # and the fov of the data's focal, so that EG3D-style labels at radius 2.7 train as they are).
 EPIGRAF_CAMERA = dict(fov=12.0, ray_start=0.88, ray_end=1.12, cube_scale=0.2)
 EPIGRAF_DISCRETE_SUPPORT = [0.25, 1.0]  # training/patch_discrete_uniform.yaml
 EPIGRAF_EMA_MULTIPLIER = 0.3125  # model.generator.ema_multiplier (kept in the config; train.py's ema_kimg is batch * 10 / 32)
-# model.generator.bg_model of configs/model/epigraf.yaml (only type=null is supported here).
+# model.generator.bg_model of configs/model/epigraf.yaml (type null or 'plane' here; --bg-model).
 EPIGRAF_BG_MODEL = dict(type=None, output_channels=4, coord_dim=4, num_blocks=2, cbase=32768, cmax=128,
                         num_fp16_blocks=0, fmm=dict(enabled=False, rank=3, activation='demod'), posenc_period_len=64.0,
                         num_steps=8, start=1.0)
@@ -359,7 +359,7 @@ def _epigraf(c, opts):
         nerf_noise_kimg_growth=e.nerf_noise_kimg, density_shift=0.0, use_noise=True,
         tri_plane=dnnlib.EasyDict(res=e.triplane_res, feat_dim=e.triplane_channels, fp32=True, has_view_cond=False,
                                   posenc_period_len=0, mlp=dnnlib.EasyDict(n_layers=2, hid_dim=64)),
-        bg_model=copy.deepcopy(EPIGRAF_BG_MODEL))
+        bg_model=dict(copy.deepcopy(EPIGRAF_BG_MODEL), type=None if e.bg_model == 'none' else e.bg_model))
     c.G_kwargs.class_name = 'training.networks_epigraf.Generator'
     c.G_kwargs.cfg = G_cfg
     c.G_kwargs.fused_modconv_default = 'inference_only'

@@ -96,6 +96,17 @@ def patch_uv(scales, offsets, resolution, legacy, device, dtype):
     return torch.stack([u, v], dim=-1)
 
 
+def extract_patches(images, scales, offsets, resolution, legacy):
+    """[N, C, R, R] bilinear patches of images [N, C, H, H] at EpiGRAF's (scale, offset) windows (patch_uv's).
+
+    legacy: EpiGRAF's grid (the window's borders included, align_corners=True); else the window's
+    pixel centres (align_corners=False): the points G's physical rays go through.
+    """
+    uv = patch_uv(scales, offsets, resolution, legacy, images.device, images.dtype)   # [N, R * R, 2], in [0, 1]
+    grid = (uv * 2 - 1).reshape(len(images), resolution, resolution, 2)
+    return F.grid_sample(images, grid, mode='bilinear', padding_mode='zeros', align_corners=legacy)
+
+
 def sample_triplane_mean(planes, points, cube_scale):
     """EpiGRAF's plane lookup: the mean over (x, y), (x, z), (y, z) of bilinear features [N, M, C].
 
@@ -111,13 +122,16 @@ def sample_triplane_mean(planes, points, cube_scale):
     return features.reshape(n, 3, channels // 3, m).mean(dim=1).permute(0, 2, 1)
 
 
-def march(rgb_sigma, depths, noise_std=0.0, white_back=False, last_back=False, generator=None):
-    """EpiGRAF's fancy_integration with softplus: (colour [N, R, C], depth [N, R, 1], weights [N, R, S, 1]).
+def march(rgb_sigma, depths, noise_std=0.0, white_back=False, last_back=False, generator=None, last_delta=1e10):
+    """EpiGRAF's fancy_integration with softplus: (colour [N, R, C], depth [N, R, 1], weights [N, R, S, 1],
+    final transmittance [N, R, 1]).
 
-    rgb_sigma [N, R, S, C + 1] (raw density last), depths [N, R, S, 1] increasing; the last delta is 1e10.
+    rgb_sigma [N, R, S, C + 1] (raw density last), depths [N, R, S, 1] increasing. The last delta is 1e10
+    without a background model and 1e-3 with one (EpiGRAF's use_inf_depth); the final transmittance is
+    EpiGRAF's: the exclusive product at the last sample (the light that passes all samples but the last).
     """
     colours, sigmas = rgb_sigma[..., :-1], rgb_sigma[..., -1:]
-    deltas = torch.cat([depths[:, :, 1:] - depths[:, :, :-1], torch.full_like(depths[:, :, :1], 1e10)], dim=2)
+    deltas = torch.cat([depths[:, :, 1:] - depths[:, :, :-1], torch.full_like(depths[:, :, :1], last_delta)], dim=2)
     if noise_std > 0:
         sigmas = sigmas + noise_std * torch.randn(sigmas.shape, dtype=sigmas.dtype, device=sigmas.device,
                                                   generator=generator)
@@ -131,7 +145,7 @@ def march(rgb_sigma, depths, noise_std=0.0, white_back=False, last_back=False, g
     colour = (weights * colours).sum(dim=2)
     if white_back:
         colour = colour + 1 - total
-    return colour, (weights * depths).sum(dim=2), weights
+    return colour, (weights * depths).sum(dim=2), weights, transmittance[:, :, -1]
 
 
 def stratify(depths, generator=None):
@@ -340,15 +354,16 @@ class SynthesisNetwork(torch.nn.Module):
         self.legacy_rays = legacy_rays
         if cfg.backbone != 'stylegan2':
             raise ValueError(f"Only EpiGRAF's default tri-plane backbone 'stylegan2' is supported, got {cfg.backbone!r}.")
-        if cfg.bg_model.type is not None:
-            raise ValueError(f"EpiGRAF's bg_model.type={cfg.bg_model.type!r} is not supported yet (only null, the default).")
+        if cfg.bg_model.type not in (None, 'plane'):
+            raise ValueError(f"EpiGRAF's bg_model.type={cfg.bg_model.type!r} is not supported yet (null and 'plane' are).")
+        self.plane_background = cfg.bg_model.type == 'plane'  # the decoder's last img_channels: a 2D background
         if cfg.get('density_shift', 0.0) != 0:
             raise ValueError(f'EpiGRAF density_shift={cfg.density_shift} is not supported (the released configs use 0).')
         if cfg.clamp_mode != 'softplus':
             raise ValueError(f"Only clamp_mode='softplus' is supported, got {cfg.clamp_mode!r}.")
         self.tri_plane_decoder = SynthesisBlocksSequence(
             w_dim=w_dim, in_resolution=0, out_resolution=cfg.tri_plane.res, in_channels=0,
-            out_channels=cfg.tri_plane.feat_dim * 3, architecture='skip',
+            out_channels=cfg.tri_plane.feat_dim * 3 + (img_channels if self.plane_background else 0), architecture='skip',
             num_fp16_res=0 if cfg.tri_plane.fp32 else num_fp16_res, use_noise=cfg.use_noise, **synthesis_seq_kwargs)
         self.tri_plane_mlp = TriPlaneMLP(cfg, out_dim=img_channels)
         self.num_ws = self.tri_plane_decoder.num_ws
@@ -361,8 +376,24 @@ class SynthesisNetwork(torch.nn.Module):
         start, period = self.cfg.nerf_noise_std_init, self.cfg.nerf_noise_kimg_growth
         self.nerf_noise_std = 0.0 if cur_kimg >= period else start + (0.0 - start) * max(cur_kimg, 0) / period
 
+    def planes_and_background(self, ws, **block_kwargs):
+        """(tri-plane features [N, 3 C, H, W], the plane background [N, img_channels, H, W] or None)."""
+        out = self.tri_plane_decoder(ws[:, :self.tri_plane_decoder.num_ws], **block_kwargs)
+        if not self.plane_background:
+            return out, None
+        return out[:, :-self.img_channels].contiguous(), out[:, -self.img_channels:]
+
     def planes(self, ws, **block_kwargs):
-        return self.tri_plane_decoder(ws[:, :self.tri_plane_decoder.num_ws], **block_kwargs)
+        return self.planes_and_background(ws, **block_kwargs)[0]
+
+    def background(self, plane, resolution, patch, n):
+        """EpiGRAF's plane background at the rays: resized to the image (bilinear, align_corners=True), then the
+        patch's window, as [N, R * R, img_channels]."""
+        full = F.interpolate(plane, size=(self.img_resolution, self.img_resolution), mode='bilinear', align_corners=True)
+        if patch is None:
+            patch = (torch.ones(n, 2, device=plane.device), torch.zeros(n, 2, device=plane.device))
+        window = extract_patches(full, patch[0], patch[1], resolution, self.legacy_rays)
+        return window.flatten(2).permute(0, 2, 1)
 
     def field(self, planes, points):
         """[N, M, img_channels + 1] raw colour and density at world points [N, M, 3] of EpiGRAF's frame."""
@@ -384,10 +415,14 @@ class SynthesisNetwork(torch.nn.Module):
         return torch.cat(origins) @ turn, torch.cat(dirs) @ turn
 
     def render(self, planes, origins, dirs, num_steps, noise_std=0.0, jitter=True, det=False, generator=None,
-               ray_chunk=None):
-        """(colour [N, R, C], depth [N, R, 1]) of rays in EpiGRAF's frame: coarse + importance pass."""
+               ray_chunk=None, background=None):
+        """(colour [N, R, C], depth [N, R, 1]) of rays in EpiGRAF's frame: coarse + importance pass.
+
+        background [N, R, C]: composited behind, weighted by the final transmittance (EpiGRAF's plane model).
+        """
         cfg = self.cfg
         camera = cfg.dataset.camera
+        last_delta = 1e10 if cfg.bg_model.type is None else 1e-3
         chunk = ray_chunk or origins.shape[1]
         colours, depths_out = [], []
         for start in range(0, origins.shape[1], chunk):
@@ -399,7 +434,7 @@ class SynthesisNetwork(torch.nn.Module):
                 depths = stratify(depths, generator)
             coarse = self.field(planes, (o.unsqueeze(2) + d.unsqueeze(2) * depths).reshape(n, -1, 3))
             coarse = coarse.reshape(n, r, num_steps, -1)
-            _, _, weights = march(coarse, depths, noise_std, generator=generator)
+            _, _, weights, _ = march(coarse, depths, noise_std, generator=generator, last_delta=last_delta)
             with torch.no_grad():  # EpiGRAF's sample_pdf is ours (its searchsorted side gives the same samples)
                 mids = 0.5 * (depths[:, :, 1:] + depths[:, :, :-1])
                 fine = sampling.sample_pdf(mids.squeeze(-1), (weights.squeeze(-1) + 1e-5)[..., 1:-1], num_steps,
@@ -409,8 +444,12 @@ class SynthesisNetwork(torch.nn.Module):
             all_depths = torch.cat([fine, depths], dim=2)
             all_depths, order = torch.sort(all_depths, dim=2)
             outputs = torch.cat([fine_out, coarse], dim=2).gather(2, order.expand(-1, -1, -1, coarse.shape[-1]))
-            colour, depth, _ = march(outputs, all_depths, noise_std, white_back=bool(cfg.dataset.get('white_back', False)),
-                                     last_back=cfg.dataset.get('last_back', False), generator=generator)
+            colour, depth, _, passed = march(outputs, all_depths, noise_std,
+                                             white_back=bool(cfg.dataset.get('white_back', False)),
+                                             last_back=cfg.dataset.get('last_back', False), generator=generator,
+                                             last_delta=last_delta)
+            if background is not None:
+                colour = colour + background[:, start:start + chunk] * passed
             colours.append(colour)
             depths_out.append(depth)
         return torch.cat(colours, dim=1), torch.cat(depths_out, dim=1)
@@ -419,8 +458,7 @@ class SynthesisNetwork(torch.nn.Module):
                 ignore_bg=False, bg_only=False, fov=None, c=None, resolution=None, patch=None, jitter=True,
                 det=False, generator=None, ray_step_multiplier=1, return_image_depth=False, **block_kwargs):
         """The image [N, C, R, R] (depth [N, 1, R, R] with return_depth) of ws seen by labels c or camera_angles."""
-        _ = ignore_bg
-        if bg_only:
+        if bg_only and not self.plane_background:
             raise ValueError('bg_only needs a background model; this generator has none.')
         n = ws.shape[0]
         if c is None or c.shape[1] != 25:
@@ -437,15 +475,19 @@ class SynthesisNetwork(torch.nn.Module):
             patch = (patch_params['scales'], patch_params['offsets'])
         if resolution is None:
             resolution = self.train_resolution if (self.training or patch is not None) else self.test_resolution
-        planes = self.planes(ws, **block_kwargs)
+        planes, plane_background = self.planes_and_background(ws, **block_kwargs)
+        background = None if plane_background is None else self.background(plane_background, int(resolution), patch, n)
+
+        def image(values):
+            return values.reshape(n, int(resolution), int(resolution), -1).permute(0, 3, 1, 2).contiguous()
+        if bg_only:
+            return image(background)
         origins, dirs = self.rays(c, int(resolution), patch)
         noise_std = self.nerf_noise_std if self.training else 0.0
         steps = max(2, int(round(self.cfg.num_ray_steps * ray_step_multiplier)))  # EpiGRAF's inference option
         colour, depth = self.render(planes, origins, dirs, steps, noise_std=noise_std, jitter=jitter, det=det,
-                                    generator=generator, ray_chunk=max_batch_res ** 2)
-
-        def image(values):
-            return values.reshape(n, int(resolution), int(resolution), -1).permute(0, 3, 1, 2).contiguous()
+                                    generator=generator, ray_chunk=max_batch_res ** 2,
+                                    background=None if ignore_bg else background)
         if return_image_depth:
             return {'image': image(colour), 'image_depth': image(depth)}
         return image(depth if return_depth else colour)

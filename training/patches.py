@@ -18,9 +18,8 @@ All draws use torch's generator of the tensors' device (the loop's RNG state, fo
 """
 
 import torch
-import torch.nn.functional as F
 
-from training.networks_epigraf import patch_uv
+from training.networks_epigraf import extract_patches  # noqa: F401 (EpiGRAF's real patches: defined with G's ray grid)
 
 DISTRIBUTIONS = ('beta', 'uniform', 'discrete_uniform')
 
@@ -64,14 +63,3 @@ def sample_patch_params(batch_size, patch, cur_kimg, device, group_size=1):
     scales = scales.float().unsqueeze(1).repeat(1, 2)
     offsets = torch.rand(scales.shape, device=device) * (1 - scales)
     return scales.repeat_interleave(group_size, dim=0), offsets.repeat_interleave(group_size, dim=0)
-
-
-def extract_patches(images, scales, offsets, resolution, legacy):
-    """[N, C, R, R] bilinear patches of images [N, C, H, H] at EpiGRAF's (scale, offset) windows.
-
-    legacy: EpiGRAF's grid (the window's borders included, align_corners=True); else the window's
-    pixel centres (align_corners=False): the points G's physical rays go through.
-    """
-    uv = patch_uv(scales, offsets, resolution, legacy, images.device, images.dtype)   # [N, R * R, 2], in [0, 1]
-    grid = (uv * 2 - 1).reshape(len(images), resolution, resolution, 2)
-    return F.grid_sample(images, grid, mode='bilinear', padding_mode='zeros', align_corners=legacy)

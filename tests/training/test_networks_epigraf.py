@@ -203,7 +203,7 @@ def test_discriminator_reads_the_patch_and_the_camera():
 
 
 def test_unsupported_options_are_refused_in_one_sentence():
-    for override, words in [({'bg_model': {'type': 'sphere'}}, 'bg_model'), ({'backbone': 'raw_planes'}, 'backbone')]:
+    for override, words in [({'bg_model': {'type': 'sphere'}}, "'sphere'"), ({'backbone': 'raw_planes'}, 'backbone')]:
         with pytest.raises(ValueError, match=words):
             tiny_G(**override)
     with pytest.raises(ValueError, match='c_dim'):
@@ -257,3 +257,20 @@ def test_gpc_noise_is_added_to_the_raw_angles():
     expected = noisy.camera_scalar_enc(ne.normalise_angles(a + torch.randn_like(a) * 0.5))
     noisy.camera_cond_noise_std = 0.0
     torch.testing.assert_close(got, ne.sg2.MappingNetwork.forward(noisy, z, expected))
+
+
+
+def test_the_plane_background_equals_the_official_composite():
+    G = tiny_G(bg_model={'type': 'plane'})
+    assert G.synthesis.tri_plane_decoder.out_channels == 3 * 4 + 3
+    a = angles(2, seed=4)
+    ws = G.mapping(torch.randn(2, 8), torch.zeros(2, 0))
+    c = cameras.epigraf_angles_to_label(a, 12.0)
+    torch.testing.assert_close(ours(G, ws, c, resolution=8), official_render(G, ws, a, 8), rtol=0, atol=2e-5)
+    patch = (torch.tensor([[0.5, 0.5], [0.25, 0.25]]), torch.tensor([[0.1, 0.4], [0.7, 0.0]]))
+    torch.testing.assert_close(ours(G, ws, c, patch=patch), official_render(G, ws, a, 4, patch=patch), rtol=0, atol=2e-5)
+    alone = ours(G, ws, c, resolution=8, bg_only=True)
+    without = ours(G, ws, c, resolution=8, ignore_bg=True)
+    assert alone.shape == without.shape == (2, 3, 8, 8) and not torch.allclose(alone, without)
+    with pytest.raises(ValueError, match='bg_only'):
+        tiny_G()(torch.randn(1, 8), c[:1], bg_only=True)

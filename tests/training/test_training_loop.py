@@ -306,6 +306,16 @@ def test_epigraf_trains_patches_finite_and_resumes_bit_identically(shapes_zip, t
         img = G(torch.randn([2, G.z_dim]), c_label)
     assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()  # scale 1: the whole image, at any resolution
 
+def test_epigraf_trains_with_the_plane_background(shapes_zip, tmp_path):
+    c = tiny_options(shapes_zip, tmp_path / 'run', cfg='epigraf', cond=True, batch=4, batch_gpu=4, kimg=0.004,
+                     train_options=dict(TINY_EPIGRAF, bg_model='plane'))
+    assert c.G_kwargs.cfg.bg_model['type'] == 'plane'
+    assert training_loop(**c).status == 'done'
+    data, _ = final_snapshot(c.run_dir)
+    assert data['G'].synthesis.plane_background
+    for name, tensor in named_tensors(data['G']).items():
+        assert torch.isfinite(tensor).all(), name
+
 def _tiny_gram(c):
     """A tiny GRAM: 32-wide radiance network, 16-wide manifold predictor, 16 samples per ray, 8 manifolds."""
     c.G_kwargs.representation_kwargs.update(hidden_dim=32, hidden_dim_sample=16)
