@@ -223,8 +223,8 @@ def build(args, patch):
                          channel_base=args.cbase // 2, channel_max=args.cmax, epilogue_kwargs={'mbstd_group_size': 2})
     patch_kwargs = dict(enabled=patch is not None, distribution='beta', min_scale_trg=(patch or 1) / args.resolution,
                         max_scale=1.0, anneal_kimg=10000, alpha=1.0, beta_val_start=0.001, beta_val_end=0.8,
-                        resolution=patch or args.resolution)
-    loss = EpiGRAFLoss('cpu', G.train(), D.train(), r1_gamma=0.1, patch_kwargs=patch_kwargs, mbstd_group_size=2,
+                        resolution=patch or args.resolution, mbstd_group_size=2)
+    loss = EpiGRAFLoss('cpu', G.train(), D.train(), r1_gamma=0.1, patch_kwargs=patch_kwargs,
                        blur_init_sigma=10, blur_fade_kimg=200)
     return G, D, loss
 

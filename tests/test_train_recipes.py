@@ -707,7 +707,6 @@ DELIBERATE_DIFFERENCES = [
                "ours takes them as the arguments below"),
     Difference('loss_kwargs.patch_kwargs', EPIGRAF_CONFIGS, 'always', ANY, "training.patch (pinned with G's cfg)"),
     Difference('loss_kwargs.camera_cond_spoof_p', EPIGRAF_CONFIGS, 'always', 0.5, 'model.generator.camera_cond_spoof_p'),
-    Difference('loss_kwargs.mbstd_group_size', EPIGRAF_CONFIGS, 'always', 4, 'training.patch.mbstd_group_size'),
     Difference('loss_kwargs.blur_init_sigma', EPIGRAF_CONFIGS, 'always', 10, 'model.loss_kwargs.blur_init_sigma'),
     Difference('loss_kwargs.blur_fade_kimg', EPIGRAF_CONFIGS, 'always', 200, 'model.loss_kwargs.blur_fade_kimg'),
     Difference('G_reg_interval', EPIGRAF_CONFIGS, 'always', None,

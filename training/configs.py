@@ -380,7 +380,6 @@ def _epigraf(c, opts):
     c.loss_kwargs.class_name = 'training.loss.EpiGRAFLoss'
     c.loss_kwargs.patch_kwargs = copy.deepcopy(patch)
     c.loss_kwargs.camera_cond_spoof_p = G_cfg.camera_cond_spoof_p
-    c.loss_kwargs.mbstd_group_size = opts.mbstd_group
     c.loss_kwargs.blur_init_sigma = 10  # model.loss_kwargs
     c.loss_kwargs.blur_fade_kimg = 200
     c.G_reg_interval = None  # no path-length term (pl_weight 0): Gall in every step (EpiGRAF spells it 0)

@@ -598,7 +598,7 @@ class EpiGRAFLoss(StyleGAN2Loss):
     """
 
     def __init__(self, device, G, D, augment_pipe=None, r1_gamma=0.1, patch_kwargs=None, camera_cond_spoof_p=0.5,
-                 mbstd_group_size=4, **kwargs):
+                 **kwargs):
         super().__init__(device, G, D, augment_pipe=augment_pipe, r1_gamma=r1_gamma, **kwargs)
         if self.style_mixing_prob != 0 or self.pl_weight != 0:
             raise ValueError('EpiGRAFLoss has no style mixing and no path-length term (style_mixing_prob and pl_weight 0).')
@@ -606,7 +606,6 @@ class EpiGRAFLoss(StyleGAN2Loss):
         if self.patch_kwargs['enabled']:
             patches.scale_schedule(self.patch_kwargs, 0)  # an unknown distribution fails here, not mid-training
         self.camera_cond_spoof_p = camera_cond_spoof_p
-        self.mbstd_group_size = mbstd_group_size
         self._cur_kimg = 0.0
 
     def spoofing_prob(self, cur_kimg):
@@ -616,7 +615,7 @@ class EpiGRAFLoss(StyleGAN2Loss):
         if not self.patch_kwargs['enabled']:
             return None
         return patches.sample_patch_params(batch_size, self.patch_kwargs, self._cur_kimg, device,
-                                           group_size=self.mbstd_group_size)
+                                           group_size=self.patch_kwargs.get('mbstd_group_size', 1))
 
     def _conditioning_angles(self, c):
         angles = cameras.epigraf_angles_from_label(c.to(torch.float32))

@@ -70,6 +70,11 @@ def _config(cfg):
     return cfg
 
 
+def to_epigraf_frame(points):
+    """Points or directions [..., 3] of the label world in EpiGRAF's frame (LABEL_TO_EPIGRAF)."""
+    return points @ torch.tensor(LABEL_TO_EPIGRAF, dtype=points.dtype, device=points.device).T
+
+
 def angles_to_label(angles, fov_degrees, radius):
     """[N, 25] labels of EpiGRAF's cameras (yaw, pitch, roll) [N, 3], its pitch clamped to [eps, pi - eps] as it does."""
     angles = torch.as_tensor(angles, dtype=torch.float32)
@@ -84,12 +89,8 @@ def patch_uv(scales, offsets, resolution, legacy, device, dtype):
     patch spans u in [o_x, o_x + s_x] and v in [1 - o_y - s_y, 1 - o_y] (its y offset counts from
     the bottom edge). legacy: the grid includes the patch borders (EpiGRAF's linspace); else pixel centres.
     """
-    if legacy:
-        steps = torch.linspace(0, 1, resolution, device=device, dtype=dtype)
-    else:
-        steps = (torch.arange(resolution, device=device, dtype=dtype) + 0.5) / resolution
-    v, u = torch.meshgrid(steps, steps, indexing='ij')
-    u, v = u.reshape(1, -1), v.reshape(1, -1)
+    grid = (rays.border_uv if legacy else rays.pixel_uv)(resolution, device, dtype)
+    u, v = grid[None, :, 0], grid[None, :, 1]
     scales, offsets = scales.to(device, dtype), offsets.to(device, dtype)
     u = offsets[:, :1] + scales[:, :1] * u
     v = 1 - offsets[:, 1:] - scales[:, 1:] + scales[:, 1:] * v
@@ -406,13 +407,8 @@ class SynthesisNetwork(torch.nn.Module):
             scales = torch.ones(n, 2, device=c.device, dtype=c.dtype)
             patch = (scales, torch.zeros_like(scales))
         uv = patch_uv(patch[0], patch[1], resolution, self.legacy_rays, c.device, c.dtype)   # [N, R, 2]
-        origins, dirs = [], []
-        for index in range(n):  # sample_rays takes one uv grid for all cameras
-            o, d = rays.sample_rays_from_labels(c[index:index + 1], resolution, uv=uv[index])
-            origins.append(o)
-            dirs.append(d)
-        turn = torch.tensor(LABEL_TO_EPIGRAF, dtype=c.dtype, device=c.device).T
-        return torch.cat(origins) @ turn, torch.cat(dirs) @ turn
+        origins, dirs = rays.sample_rays_from_labels(c, resolution, uv=uv)
+        return to_epigraf_frame(origins), to_epigraf_frame(dirs)
 
     def render(self, planes, origins, dirs, num_steps, noise_std=0.0, jitter=True, det=False, generator=None,
                ray_chunk=None, background=None):
@@ -543,18 +539,16 @@ class Generator(torch.nn.Module):
 
     def sample_density(self, ws, points, **block_kwargs):
         """softplus of the raw density [N, M, 1] at points [N, M, 3] of the labels' world (for --shapes)."""
-        turn = torch.tensor(LABEL_TO_EPIGRAF, dtype=points.dtype, device=points.device).T
         planes = self.synthesis.planes(ws, **block_kwargs)
-        return F.softplus(self.synthesis.field(planes, points @ turn)[..., -1:])
+        return F.softplus(self.synthesis.field(planes, to_epigraf_frame(points))[..., -1:])
 
     def forward(self, z, c=None, camera_angles=None, camera_angles_cond=None, truncation_psi=1, truncation_cutoff=None,
                 update_emas=False, **synthesis_kwargs):
         label = c if c is not None and c.shape[1] == 25 else None
         if label is None and camera_angles is None:
             raise ValueError('EpiGRAF needs cameras: c ([N, 25] labels) or camera_angles ([N, 3]).')
-        if camera_angles_cond is None and self.training and label is not None:
-            camera_angles_cond = cameras.epigraf_angles_from_label(label.to(torch.float32))
-        ws = self.mapping(z, torch.zeros([len(z), 0], device=z.device), camera_angles=camera_angles_cond,
+        # The mapping takes the label for the pose it conditions on (the label's in training, the mean at eval).
+        ws = self.mapping(z, label if label is not None else z.new_zeros([len(z), 0]), camera_angles=camera_angles_cond,
                           truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
         return self.synthesis(ws, camera_angles=camera_angles, c=label, update_emas=update_emas, **synthesis_kwargs)
 

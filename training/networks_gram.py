@@ -360,12 +360,6 @@ def composite(rgb, sigma, depth, valid, background_index, renderer):
     return colour, out_depth, weights
 
 
-def legacy_uv(resolution, device='cpu', dtype=torch.float32):
-    """GRAM's ray grid as normalised image points: linspace(-1, 1) over the pixels, borders included."""
-    steps = torch.linspace(0, 1, resolution, device=device, dtype=dtype)
-    v, u = torch.meshgrid(steps, steps, indexing='ij')
-    return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
-
 # ----------------------------------------------------------------------------------------------
 # The generator.
 
@@ -469,7 +463,7 @@ class GramGenerator(torch.nn.Module):
     # -- synthesis -----------------------------------------------------------------------------
 
     def _rays(self, c, resolution):
-        uv = legacy_uv(resolution, c.device, c.dtype) if self.legacy_rays else None
+        uv = rays.border_uv(resolution, c.device, c.dtype) if self.legacy_rays else None
         return rays.sample_rays_from_labels(c, resolution, uv=uv)
 
     def _render_rays(self, ws, origins, dirs):

@@ -87,7 +87,7 @@ def test_rays_from_gram_labels_are_grams_rays(legacy):
     phi, theta = poses()
     fov, res = 12.0, 5
     c = cameras.gram_pose_to_label(phi, theta, fov)
-    uv = ng.legacy_uv(res) if legacy else None
+    uv = rays.border_uv(res) if legacy else None
     origins, dirs = rays.sample_rays_from_labels(c.double(), res, uv=None if uv is None else uv.double())
     grid = np.linspace(-1, 1, res) if legacy else (2 * np.arange(res) + 1) / res - 1
     for i in range(3):

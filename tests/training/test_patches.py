@@ -155,8 +155,8 @@ def toy_loss(**kwargs):
     def D(img, c, patch=None, update_emas=False):
         seen.append((img, patch))
         return img.mean(dim=[1, 2, 3]).unsqueeze(1) * 3 * d_weight
-    patch = dict(BETA, distribution='uniform', resolution=4, min_scale_trg=0.25, anneal_kimg=0)
-    loss = EpiGRAFLoss('cpu', G, D, r1_gamma=2.0, patch_kwargs=patch, mbstd_group_size=2, **kwargs)
+    patch = dict(BETA, distribution='uniform', resolution=4, min_scale_trg=0.25, anneal_kimg=0, mbstd_group_size=2)
+    loss = EpiGRAFLoss('cpu', G, D, r1_gamma=2.0, patch_kwargs=patch, **kwargs)
     return loss, G, seen
 
 

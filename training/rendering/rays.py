@@ -32,13 +32,21 @@ def pixel_uv(resolution, device='cpu', dtype=torch.float32):
     return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
 
 
+def border_uv(resolution, device='cpu', dtype=torch.float32):
+    """[resolution ** 2, 2] normalised image points of linspace(0, 1) over the pixels, image borders included,
+    row-major: the ray grid of GRAM's and EpiGRAF's official code (NDC linspace(-1, 1))."""
+    steps = torch.linspace(0, 1, resolution, device=device, dtype=dtype)
+    v, u = torch.meshgrid(steps, steps, indexing='ij')
+    return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
+
+
 def sample_rays(cam2world, intrinsics, resolution, uv=None):
     """EG3D's pixel-centre rays: (origins, directions), each [N, resolution ** 2, 3].
 
     cam2world: [N, 4, 4] OpenCV cam2world. intrinsics: [N, 3, 3] normalised by the image size (may
     carry a skew K[0, 1]). Directions have unit length; origins are cam2world[:, :3, 3] repeated.
-    `uv` [R, 2] replaces the pixel centres by other normalised image points (e.g. GRAM's grid, which
-    includes the image borders); then R rays per camera.
+    `uv` [R, 2] (or [N, R, 2], one set per camera) replaces the pixel centres by other normalised image
+    points (e.g. GRAM's grid, which includes the image borders, or a patch); then R rays per camera.
     """
     cam2world = torch.as_tensor(cam2world)
     if not cam2world.is_floating_point():
@@ -50,7 +58,8 @@ def sample_rays(cam2world, intrinsics, resolution, uv=None):
     fx, fy = intrinsics[:, 0, 0, None], intrinsics[:, 1, 1, None]
     cx, cy, sk = intrinsics[:, 0, 2, None], intrinsics[:, 1, 2, None], intrinsics[:, 0, 1, None]
     uv = pixel_uv(resolution, cam2world.device, cam2world.dtype) if uv is None else uv.to(cam2world)
-    u, v = uv[None, :, 0], uv[None, :, 1]                                        # [1, R]
+    uv = uv if uv.ndim == 3 else uv.unsqueeze(0)
+    u, v = uv[..., 0], uv[..., 1]                                               # [1 or N, R]
     x = (u - cx + cy * sk / fy - sk * v / fy) / fx                              # [N, R]
     y = (v - cy) / fy
     points = torch.stack([x, y, torch.ones_like(x), torch.ones_like(x)], dim=-1)  # [N, R, 4]

@@ -89,6 +89,18 @@ def test_label_rays_pass_through_pivot_at_image_centre():
     torch.testing.assert_close(origins, o_ref.reshape(3, -1, 3), atol=1e-6, rtol=0)
 
 
+def test_image_points_per_camera_and_the_border_grid():
+    c = cameras.lookat_labels(torch.tensor([1.4, 1.7]), torch.tensor([1.5, 1.6]))
+    uv = torch.rand(2, 5, 2, generator=torch.Generator().manual_seed(0))
+    origins, dirs = rays.sample_rays_from_labels(c, 4, uv=uv)
+    for n in range(2):  # one set of image points per camera = each camera alone with its own points
+        o, d = rays.sample_rays_from_labels(c[n:n + 1], 4, uv=uv[n])
+        torch.testing.assert_close(dirs[n:n + 1], d)
+        torch.testing.assert_close(origins[n:n + 1], o)
+    grid = rays.border_uv(3)  # linspace(0, 1) over columns (u) and rows (v), row-major, borders included
+    assert grid.tolist() == [[u, v] for v in (0.0, 0.5, 1.0) for u in (0.0, 0.5, 1.0)]
+
+
 def test_sample_rays_rejects_bad_shapes():
     with pytest.raises(ValueError):
         rays.sample_rays(torch.eye(4), torch.eye(3), 4)
