@@ -475,7 +475,7 @@ def _worker(c, outdir, desc, notes):
 @click.option('--camera-cond-d-drop-p', help='EpiGRAF: Dropout of D\'s camera conditioning', metavar='FLOAT', type=cli.FiniteFloat(min=0, max=1), default=_EPIGRAF['camera_cond_d_drop_p'], show_default=True)
 @click.option('--camera-cond-g-drop-p', help='EpiGRAF: Dropout of G\'s camera conditioning', metavar='FLOAT', type=cli.FiniteFloat(min=0, max=1), default=_EPIGRAF['camera_cond_g_drop_p'], show_default=True)
 @click.option('--nerf-noise-kimg', help='EpiGRAF: Kimg over which the density noise decays from 1 to 0', metavar='KIMG', type=cli.FiniteFloat(min=0, min_open=True), default=_EPIGRAF['nerf_noise_kimg'], show_default=True)
-@click.option('--bg-model', help='EpiGRAF: Background model (model.generator.bg_model.type; plane: a 2D background from the decoder)', type=click.Choice(['none', 'plane']), default=_EPIGRAF['bg_model'], show_default=True)
+@click.option('--bg-model', help='EpiGRAF: Background model (model.generator.bg_model.type; plane: a 2D background from the decoder; sphere: a NeRF++ background INR)', type=click.Choice(['none', 'plane', 'sphere']), default=_EPIGRAF['bg_model'], show_default=True)
 @click.option('--fov', help='EpiGRAF: Field of view in degrees (dataset.camera.fov)  [default: the data\'s focal]', metavar='DEG', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--ray-start', help='EpiGRAF: Near distance of the rays  [default: 0.88 x the data\'s camera radius]', metavar='FLOAT', type=cli.FiniteFloat(min=0, min_open=True))
 @click.option('--ray-end', help='EpiGRAF: Far distance of the rays  [default: 1.12 x the data\'s camera radius]', metavar='FLOAT', type=cli.FiniteFloat(min=0, min_open=True))

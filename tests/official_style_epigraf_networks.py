@@ -92,5 +92,33 @@ class Discriminator:
     pass
 '''
 
+NETWORKS_INR_GAN = '''
+raise RuntimeError("stand-in source of src/training/networks_inr_gan.py: never executed")
+
+def nerf_renderer(coords, ws, nerf, ray_d_world):
+    pass
+
+def fmm_modulate_linear(x, weight, mod_params, noise=None, activation="demod"):
+    pass
+
+def style_modulate_linear(x, weight, styles, noise=None, demodulate=True):
+    pass
+
+class SynthesisLayer:
+    pass
+
+class SynthesisOutputLayer:
+    pass
+
+class SynthesisBlock:
+    pass
+
+class INR:
+    pass
+
+class SynthesisNetwork:
+    pass
+'''
+
 SOURCES = dict(networks_epigraf=NETWORKS_EPIGRAF, layers=LAYERS, networks_stylegan2=NETWORKS_STYLEGAN2,
-               networks_discriminator=NETWORKS_DISCRIMINATOR)
+               networks_discriminator=NETWORKS_DISCRIMINATOR, networks_inr_gan=NETWORKS_INR_GAN)

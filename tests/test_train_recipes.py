@@ -584,6 +584,7 @@ VARIANTS = [
             EPIGRAF_CONFIGS, {'G_kwargs.cfg.camera_cond': True, 'G_kwargs.mapping_kwargs.camera_cond': True,
                               'G_kwargs.cfg.camera_cond_drop_p': 0.2, 'G_kwargs.mapping_kwargs.camera_cond_drop_p': 0.2}),
     Variant('epigraf-plane-background', ['--bg-model=plane'], EPIGRAF_CONFIGS, {'G_kwargs.cfg.bg_model.type': 'plane'}),
+    Variant('epigraf-sphere-background', ['--bg-model=sphere'], EPIGRAF_CONFIGS, {'G_kwargs.cfg.bg_model.type': 'sphere'}),
     Variant('epigraf-tri-plane', ['--triplane-res=64', '--triplane-channels=16', '--ray-steps=24',
                                   '--nerf-noise-kimg=100', '--white-back=1'], EPIGRAF_CONFIGS, {
         'G_kwargs.cfg.tri_plane.res': 64, 'G_kwargs.cfg.tri_plane.feat_dim': 16, 'G_kwargs.cfg.num_ray_steps': 24,

@@ -315,7 +315,7 @@ EPIGRAF_OPTION_DEFAULTS = dict(
 EPIGRAF_CAMERA = dict(fov=12.0, ray_start=0.88, ray_end=1.12, cube_scale=0.2)
 EPIGRAF_DISCRETE_SUPPORT = [0.25, 1.0]  # training/patch_discrete_uniform.yaml
 EPIGRAF_EMA_MULTIPLIER = 0.3125  # model.generator.ema_multiplier (kept in the config; train.py's ema_kimg is batch * 10 / 32)
-# model.generator.bg_model of configs/model/epigraf.yaml (type null or 'plane' here; --bg-model).
+# model.generator.bg_model of configs/model/epigraf.yaml (its type from --bg-model: null, 'plane' or 'sphere').
 EPIGRAF_BG_MODEL = dict(type=None, output_channels=4, coord_dim=4, num_blocks=2, cbase=32768, cmax=128,
                         num_fp16_blocks=0, fmm=dict(enabled=False, rank=3, activation='demod'), posenc_period_len=64.0,
                         num_steps=8, start=1.0)
@@ -386,7 +386,7 @@ def _epigraf(c, opts):
     c.D_reg_interval = 16 if opts.gamma > 0 else None  # EpiGRAF's train.py; ema_kimg stays batch * 10 / 32
     return dict(map_depth=2, glr=0.0025, dlr=0.002, snap=50)
 
-register('epigraf', modules=['training.networks_epigraf'])(_epigraf)
+register('epigraf', modules=['training.networks_epigraf', 'training.networks_inr_gan'])(_epigraf)
 
 #----------------------------------------------------------------------------
 

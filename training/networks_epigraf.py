@@ -28,6 +28,14 @@ density noise of std `nerf_noise_std` in training, softplus; as many importance 
 weights (+1e-5, without their first and last) over the mid-points, no smoothing; both sets merged
 and sorted, and composited again: colour = sum w c (raw, no sigmoid), depth = sum w t.
 
+Backgrounds (`cfg.bg_model.type`), composited behind the scene by its final transmittance, the last
+delta then 1e-3: 'plane', 3 more tri-plane decoder channels used as a 2D image cut to the patch; or
+'sphere', NeRF++'s background (`synthesis.bg_model`, training/networks_inr_gan.INR, on the last 4 ws):
+`bg_model.num_steps` disparities from `start` to 0 (jittered in training), the INR at their inverted-
+sphere coordinates, composited over the negated disparities with no noise. Deliberate: the sphere is
+the cameras' (radius cfg.dataset.camera.radius; EpiGRAF's is 1, as are all its datasets' cameras), and
+its points come from a closed form with no cross product, so a ray through the centre is no NaN.
+
 Our contract on top (the official call still works):
 - `G(z, c)` with c the [N, 25] camera label returns the [N, 3, R, R] image; `G(z, c_class,
   camera_angles=...)` is the official call (c with 0 columns). `resolution=R` renders any size,
@@ -147,6 +155,23 @@ def march(rgb_sigma, depths, noise_std=0.0, white_back=False, last_back=False, g
     if white_back:
         colour = colour + 1 - total
     return colour, (weights * depths).sum(dim=2), weights, transmittance[:, :, -1]
+
+
+def inverted_sphere_points(origins, dirs, disparity):
+    """NeRF++'s inverted-sphere coordinates [N, R, S, 4] of ray points outside the unit sphere (EpiGRAF's sphere
+    background): the unit direction of the ray point at radius 1 / s, then s, for disparities s [N, R, S] in [0, 1].
+
+    origins, dirs [N, R, 3] (dirs of any length), origins inside or on the unit sphere. With p the ray's point
+    nearest the centre (|p| = h) and d its unit direction, the point beyond at radius r = 1 / s is
+    p + sqrt(r^2 - h^2) d, whose direction is s p + sqrt(1 - s^2 h^2) d (d at s = 0: the point at infinity).
+    Equal to NeRF++'s depth2pts_outside (a rotation of the sphere's exit point by asin h - asin(s h)).
+    """
+    d = dirs / dirs.norm(dim=-1, keepdim=True)
+    nearest = origins - (origins * d).sum(dim=-1, keepdim=True) * d                 # [N, R, 3], orthogonal to d
+    s = disparity.unsqueeze(-1)                                                      # [N, R, S, 1]
+    along = (1 - s.square() * nearest.square().sum(dim=-1, keepdim=True).unsqueeze(2)).clamp_min(0).sqrt()
+    direction = s * nearest.unsqueeze(2) + along * d.unsqueeze(2)
+    return torch.cat([direction / direction.norm(dim=-1, keepdim=True), s], dim=-1)
 
 
 def stratify(depths, generator=None):
@@ -355,8 +380,8 @@ class SynthesisNetwork(torch.nn.Module):
         self.legacy_rays = legacy_rays
         if cfg.backbone != 'stylegan2':
             raise ValueError(f"Only EpiGRAF's default tri-plane backbone 'stylegan2' is supported, got {cfg.backbone!r}.")
-        if cfg.bg_model.type not in (None, 'plane'):
-            raise ValueError(f"EpiGRAF's bg_model.type={cfg.bg_model.type!r} is not supported yet (null and 'plane' are).")
+        if cfg.bg_model.type not in (None, 'plane', 'sphere'):
+            raise ValueError(f"EpiGRAF's bg_model.type must be null, 'plane' or 'sphere', got {cfg.bg_model.type!r}.")
         self.plane_background = cfg.bg_model.type == 'plane'  # the decoder's last img_channels: a 2D background
         if cfg.get('density_shift', 0.0) != 0:
             raise ValueError(f'EpiGRAF density_shift={cfg.density_shift} is not supported (the released configs use 0).')
@@ -368,6 +393,11 @@ class SynthesisNetwork(torch.nn.Module):
             num_fp16_res=0 if cfg.tri_plane.fp32 else num_fp16_res, use_noise=cfg.use_noise, **synthesis_seq_kwargs)
         self.tri_plane_mlp = TriPlaneMLP(cfg, out_dim=img_channels)
         self.num_ws = self.tri_plane_decoder.num_ws
+        self.bg_model = None
+        if cfg.bg_model.type == 'sphere':  # NeRF++'s background INR, on ws after the tri-plane decoder's
+            from training.networks_inr_gan import INR  # imported here: that module uses this one's encoder
+            self.bg_model = INR(cfg.bg_model, w_dim)
+            self.num_ws += self.bg_model.num_ws
         self.nerf_noise_std = 0.0
         self.train_resolution = cfg.patch.resolution if cfg.patch.enabled else img_resolution
         self.test_resolution = img_resolution
@@ -396,6 +426,26 @@ class SynthesisNetwork(torch.nn.Module):
         window = extract_patches(full, patch[0], patch[1], resolution, self.legacy_rays)
         return window.flatten(2).permute(0, 2, 1)
 
+    def sphere_background(self, ws_bg, origins, dirs, jitter=False, generator=None):
+        """EpiGRAF's sphere background [N, R, C] of rays (origins, dirs [N, R, 3], EpiGRAF's frame): bg_model.num_steps
+        disparities from bg_model.start down to 0 (jittered inside their mid-point intervals when `jitter`), the INR at
+        their inverted-sphere points, composited over the negated disparities (increasing), last delta 1e10, no noise.
+
+        The sphere is the cameras' (radius cfg.dataset.camera.radius, 1 in every EpiGRAF dataset): origins are divided
+        by that radius, which changes nothing at EpiGRAF's radius 1 and keeps scaled-up cameras on the sphere.
+        """
+        cfg = self.cfg.bg_model
+        n, r = origins.shape[:2]
+        disparity = torch.linspace(cfg.start, 0.0, cfg.num_steps, device=origins.device, dtype=origins.dtype)
+        disparity = disparity.reshape(1, 1, -1, 1).repeat(n, r, 1, 1)
+        if jitter:
+            disparity = stratify(disparity, generator)
+        points = inverted_sphere_points(origins / float(self.cfg.dataset.camera.radius), dirs, disparity.squeeze(-1))
+        out = self.bg_model(points.reshape(n, -1, 4).permute(0, 2, 1), ws_bg).permute(0, 2, 1)
+        colour, _, _, _ = march(out.reshape(n, r, cfg.num_steps, -1), -disparity,
+                                white_back=bool(self.cfg.dataset.get('white_back', False)))
+        return colour
+
     def field(self, planes, points):
         """[N, M, img_channels + 1] raw colour and density at world points [N, M, 3] of EpiGRAF's frame."""
         return self.tri_plane_mlp(sample_triplane_mean(planes, points, self.cfg.dataset.cube_scale))
@@ -411,10 +461,11 @@ class SynthesisNetwork(torch.nn.Module):
         return to_epigraf_frame(origins), to_epigraf_frame(dirs)
 
     def render(self, planes, origins, dirs, num_steps, noise_std=0.0, jitter=True, det=False, generator=None,
-               ray_chunk=None, background=None):
+               ray_chunk=None, background=None, sphere_ws=None):
         """(colour [N, R, C], depth [N, R, 1]) of rays in EpiGRAF's frame: coarse + importance pass.
 
-        background [N, R, C]: composited behind, weighted by the final transmittance (EpiGRAF's plane model).
+        Composited behind, weighted by the final transmittance: background [N, R, C] (EpiGRAF's plane model), or
+        the sphere background of sphere_ws (its INR's ws, [N, bg_model.num_ws, w_dim]).
         """
         cfg = self.cfg
         camera = cfg.dataset.camera
@@ -446,6 +497,8 @@ class SynthesisNetwork(torch.nn.Module):
                                              last_delta=last_delta)
             if background is not None:
                 colour = colour + background[:, start:start + chunk] * passed
+            if sphere_ws is not None:
+                colour = colour + self.sphere_background(sphere_ws, o, d, jitter and self.training, generator) * passed
             colours.append(colour)
             depths_out.append(depth)
         return torch.cat(colours, dim=1), torch.cat(depths_out, dim=1)
@@ -454,7 +507,7 @@ class SynthesisNetwork(torch.nn.Module):
                 ignore_bg=False, bg_only=False, fov=None, c=None, resolution=None, patch=None, jitter=True,
                 det=False, generator=None, ray_step_multiplier=1, return_image_depth=False, **block_kwargs):
         """The image [N, C, R, R] (depth [N, 1, R, R] with return_depth) of ws seen by labels c or camera_angles."""
-        if bg_only and not self.plane_background:
+        if bg_only and self.cfg.bg_model.type is None:
             raise ValueError('bg_only needs a background model; this generator has none.')
         n = ws.shape[0]
         if c is None or c.shape[1] != 25:
@@ -476,14 +529,24 @@ class SynthesisNetwork(torch.nn.Module):
 
         def image(values):
             return values.reshape(n, int(resolution), int(resolution), -1).permute(0, 3, 1, 2).contiguous()
-        if bg_only:
+        if bg_only and background is not None:
             return image(background)
         origins, dirs = self.rays(c, int(resolution), patch)
+        sphere_ws = None
+        if self.bg_model is not None:
+            start = self.tri_plane_decoder.num_ws
+            sphere_ws = ws[:, start:start + self.bg_model.num_ws]
+        if bg_only:
+            chunk = max_batch_res ** 2
+            return image(torch.cat([self.sphere_background(sphere_ws, origins[:, i:i + chunk], dirs[:, i:i + chunk],
+                                                           jitter and self.training, generator)
+                                    for i in range(0, origins.shape[1], chunk)], dim=1))
         noise_std = self.nerf_noise_std if self.training else 0.0
         steps = max(2, int(round(self.cfg.num_ray_steps * ray_step_multiplier)))  # EpiGRAF's inference option
         colour, depth = self.render(planes, origins, dirs, steps, noise_std=noise_std, jitter=jitter, det=det,
                                     generator=generator, ray_chunk=max_batch_res ** 2,
-                                    background=None if ignore_bg else background)
+                                    background=None if ignore_bg else background,
+                                    sphere_ws=None if ignore_bg else sphere_ws)
         if return_image_depth:
             return {'image': image(colour), 'image_depth': image(depth)}
         return image(depth if return_depth else colour)

@@ -20,9 +20,11 @@ tests/data/spec/epigraf_official_tensors.json was recorded at bda8d4770209e87d7d
 * src/training/networks_discriminator.py @ e074e3f8cdd5e637f478f34aaf3bd942b05139aa (reads cfg.camera_cond_raw
   and cfg.camera_cond_noise_std, as the spec's D cfg);
 * src/training/networks_stylegan2.py and training_utils.py @ 26ff3575985ce1c62d5c75db3bf58f6972f4cadd;
-* src/training/networks_stylegan3.py and networks_inr_gan.py: stubs defining the names networks_epigraf.py
-  imports at top (SynthesisNetwork; INR, nerf_renderer), used only by the 'stylegan3-r' backbone and the
-  spherical background, neither of them built here. Likewise rendering.compute_bg_points.
+* src/training/networks_inr_gan.py @ 81d1c11a7c1bb26fb60799a6671c0fe6500025a5 up to INR (the spherical background's
+  network), networks_epigraf.SynthesisNetwork.render_spherical_bg and rendering.compute_bg_points,
+  add_noise_to_interval, depth2pts_outside from the stored copies;
+* src/training/networks_stylegan3.py: a stub defining the SynthesisNetwork networks_epigraf.py imports at top (used
+  only by the 'stylegan3-r' backbone, not built here).
 
 Deterministic variant, as our `jitter=False, det=True`: the official render always jitters its coarse
 depths (transform_points(perturb=True) -> perturb_points, pi-GAN's stratified sampling) and draws the
@@ -32,8 +34,8 @@ networks_epigraf.sample_pdf with det=True (evenly spaced u). Nothing else is cha
 density noise (nerf_noise_std) is 0; the tri-plane backbone runs with noise_mode='const'.
 
 Networks (float32, CPU, eval mode, no grad), tiny but with the structure of the spec's FFHQ config:
-'G' (camera_cond False) and 'G_gpc' (the README's GPC variant: mapping camera_cond True with a
-mean_camera_pose tensor); 'D' (camera_cond False) and 'D_gpc' (camera_cond True), both with
+'G' (camera_cond False), 'G_gpc' (the README's GPC variant: mapping camera_cond True with a
+mean_camera_pose tensor) and 'G_sphere' (bg_model.type 'sphere', its INR at cmax G_SPHERE_BG['cmax']); 'D' (camera_cond False) and 'D_gpc' (camera_cond True), both with
 patch_params_cond, hyper_mod and one additional stride-1 start block. cfg = the spec's cfg with
 G_CFG_UPDATES / D_CFG_UPDATES applied (config['G_kwargs'], config['D_kwargs']).
 
@@ -55,6 +57,9 @@ Recorded (c is the [2, 0] class label throughout):
   patch_params={'scales', 'offsets'}, noise_mode='const'), with G.synthesis.test_resolution set to
   cfg.patch.resolution (8) for the call (official synthesis renders train_resolution only in training);
 * `G_gpc_cond_ws`, `G_gpc_cond_image` = the GPC G with camera_angles_cond=camera_angles;
+* `G_sphere_bg` [2, 3, 16, 16] = the sphere G's background alone (bg_only=True);
+* config['sphere_spec']: (name, shape) of every synthesis.bg_model tensor, and config['sphere_num_ws'], of the
+  official Generator of the spec's default FFHQ-512 config with bg_model.type 'sphere' (full size, built only);
 * `<d>_logits` [2] = D(G_patch, c, patch_params=..., camera_angles=...) (official: [N]).
 """
 
@@ -88,12 +93,13 @@ D_CFG_UPDATES = {
     'cbase': 128, 'cmax': 16, 'num_additional_start_blocks': 1, 'mbstd_group_size': 2,
     'patch': {'resolution': PATCH_RESOLUTION, 'mbstd_group_size': 2},
 }
+G_SPHERE_BG = {'type': 'sphere', 'cmax': 32}  # the release's INR is 128 wide; 32 keeps the file small
 MEAN_CAMERA_POSE = [math.pi / 2, math.pi / 2, 0.0]
 CAMERA_ANGLES = [[math.pi / 2 + 0.25, math.pi / 2 - 0.1, 0.0], [math.pi / 2 - 0.35, math.pi / 2 + 0.15, 0.0]]
 PATCH_SCALES = [[0.5, 0.5], [0.25, 0.25]]
 PATCH_OFFSETS = [[0.1, 0.3], [0.6, 0.2]]
 BATCH = 2
-INIT_SEED = {'G': 0, 'G_gpc': 0, 'D': 1, 'D_gpc': 1}
+INIT_SEED = {'G': 0, 'G_gpc': 0, 'G_sphere': 0, 'D': 1, 'D_gpc': 1}
 PERTURB_SEED = 2
 Z_SEED = 3
 FILL_SEED = 4
@@ -102,9 +108,9 @@ DENSITY_BIAS = 4.0
 DENSITY_BIAS_NAME = 'synthesis.tri_plane_mlp.model.1.bias'  # [img_channels + 1]: the last entry is the density
 MAX_STORED = 20000
 NOISE_MODE = 'const'
-GENERATORS = ('G', 'G_gpc')
+GENERATORS = ('G', 'G_gpc', 'G_sphere')
 DISCRIMINATORS = ('D', 'D_gpc')
-BASE = {'G_gpc': 'G', 'D_gpc': 'D'}
+BASE = {'G_gpc': 'G', 'G_sphere': 'G', 'D_gpc': 'D'}
 
 # ----------------------------------------------------------------------------------------------
 
@@ -124,10 +130,12 @@ def spec_kwargs(name):
 
 
 def g_kwargs(net):
-    """The official Generator's kwargs (JSON: mean_camera_pose as a list) for 'G' or 'G_gpc'."""
+    """The official Generator's kwargs (JSON: mean_camera_pose as a list) for 'G', 'G_gpc' or 'G_sphere'."""
     kwargs = spec_kwargs(SPEC_G)
     cfg = _update(kwargs['cfg'], G_CFG_UPDATES)
     cfg['camera_cond'] = net == 'G_gpc'
+    if net == 'G_sphere':
+        _update(cfg['bg_model'], G_SPHERE_BG)
     kwargs.update(img_resolution=RESOLUTION, z_dim=Z_DIM, w_dim=W_DIM, channel_base=cfg['cbase'],
                   channel_max=cfg['cmax'])
     kwargs['mapping_kwargs'].update(camera_cond=cfg['camera_cond'], mean_camera_pose=list(MEAN_CAMERA_POSE))
@@ -256,10 +264,23 @@ def record():
             out[f'{net}_patch_depth'] = G.synthesis(out[f'{net}_ws'], camera_angles=angles.clone(),
                                                     patch_params=patch_params, noise_mode=NOISE_MODE, return_depth=True)
             G.synthesis.test_resolution = test_resolution
+            if net == 'G_sphere':
+                out['G_sphere_bg'] = G(z, c, camera_angles=angles.clone(), noise_mode=NOISE_MODE, bg_only=True)
             if net == 'G_gpc':
                 out['G_gpc_cond_ws'] = G.mapping(z, c, camera_angles=angles.clone())
                 out['G_gpc_cond_image'] = G(z, c, camera_angles=angles.clone(), camera_angles_cond=angles.clone(),
                                             noise_mode=NOISE_MODE)
+
+    full = spec_kwargs(SPEC_G)
+    full['mapping_kwargs']['mean_camera_pose'] = list(MEAN_CAMERA_POSE)  # the spec's is dataset-dependent
+    full = torch_kwargs(full)
+    full['cfg']['bg_model']['type'] = 'sphere'
+    full['cfg'] = OmegaConf.create(full['cfg'])
+    full_G = official_ne.Generator(**full)
+    config['sphere_spec'] = [[name, list(value.shape)] for name, value in full_G.state_dict().items()
+                             if name.startswith('synthesis.bg_model.')]
+    config['sphere_num_ws'] = [full_G.num_ws, full_G.synthesis.bg_model.num_ws]
+    del full_G
 
     for net in DISCRIMINATORS:
         kwargs = d_kwargs(net)

@@ -165,3 +165,23 @@ def test_discriminator_equals_the_official(net):
         logits = D(img, torch.zeros([len(img), 0]), patch_params=patch_params, camera_angles=_t('camera_angles'))
     assert logits.shape == (len(img), 1)  # official: [N]
     _close(logits[:, 0], f'{net}_logits')
+
+
+def test_sphere_background_alone_equals_the_official():
+    G = network('G_sphere')
+    with torch.no_grad():
+        out = G(_t('z'), torch.zeros([len(_t('z')), 0]), camera_angles=_t('camera_angles'), noise_mode=NOISE_MODE,
+                bg_only=True, **RENDER)
+    assert RECORDED['G_sphere_bg'].std() > 0.1
+    _close(out, 'G_sphere_bg')
+
+
+def test_sphere_background_holds_the_official_tensors_at_full_size():
+    """The official default FFHQ-512 Generator with bg_model.type 'sphere' (recorded names and shapes, in order)."""
+    kwargs = RECORDER.spec_kwargs(RECORDER.SPEC_G)
+    kwargs['mapping_kwargs']['mean_camera_pose'] = list(RECORDER.MEAN_CAMERA_POSE)
+    kwargs['cfg']['bg_model']['type'] = 'sphere'
+    G = ne.Generator(**RECORDER.torch_kwargs(kwargs))
+    ours = [[name, list(value.shape)] for name, value in G.state_dict().items() if name.startswith('synthesis.bg_model.')]
+    assert ours == CONFIG['sphere_spec']
+    assert [G.num_ws, G.synthesis.bg_model.num_ws] == CONFIG['sphere_num_ws'] == [20, 4]

@@ -167,7 +167,11 @@ class _OfficialPickler(pickle._Pickler):  # the Python pickler: its save_global 
         state = dict(meta['state'])
         kwargs = dict(state['_init_kwargs'])
         kwargs.pop('legacy_rays', None)  # ours; the official constructors have no such argument
-        if not isinstance(obj, (ne.Discriminator, ne.DiscriminatorBlock)):  # the fixture is G's config (D: a dict)
+        if type(obj).__module__ == 'training.networks_inr_gan':  # the background INR's cfg is G's bg_model node
+            for where in (kwargs, state):
+                if 'cfg' in where:
+                    where['cfg'] = self.cfg['bg_model']
+        elif not isinstance(obj, (ne.Discriminator, ne.DiscriminatorBlock)):  # the fixture is G's config (D: a dict)
             if 'cfg' in kwargs:
                 kwargs['cfg'] = self.cfg
             if 'cfg' in state:
@@ -188,6 +192,8 @@ def _module_of(sources):
 
     def module_of(obj):
         name = type(obj).__name__
+        if type(obj).__module__ == 'training.networks_inr_gan':
+            return sources['networks_inr_gan']
         if isinstance(obj, ne.Discriminator) or isinstance(obj, ne.DiscriminatorBlock):
             return sources['networks_discriminator']
         if type(obj).__module__ == 'training.networks_stylegan2' and name in ('DiscriminatorEpilogue', 'MinibatchStdLayer'):
@@ -255,6 +261,26 @@ def test_official_epigraf_G_rebuilds_from_our_classes_without_running_code(offic
     assert persistence.load(io.BytesIO(again)).cfg == EXPECTED_CFG
 
 
+def test_official_epigraf_G_with_the_sphere_background_rebuilds_without_running_code(official_registry):
+    # Its networks_inr_gan.py source is recognised too. The config here is plain dicts (the OmegaConf reading is
+    # the test above's): the release's INR (bg_model of configs/model/epigraf.yaml), 128 wide, on 8-dim ws.
+    cfg = copy.deepcopy(EXPECTED_CFG)
+    cfg['bg_model'] = dict(type='sphere', output_channels=4, coord_dim=4, num_blocks=2, cbase=32768, cmax=128,
+                           num_fp16_blocks=0, fmm={'enabled': False, 'rank': 3, 'activation': 'demod'},
+                           posenc_period_len=64.0, num_steps=8, start=1.0)
+    torch.manual_seed(0)
+    G = ne.Generator(cfg=copy.deepcopy(cfg), z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3,
+                     mapping_kwargs=dict(num_layers=2, camera_cond=False), channel_base=64, channel_max=16).eval()
+    data = _official_pickle({'G_ema': G}, cfg=cfg)
+    assert b'INR' in data and b'fmm_modulate_linear' in data
+    loaded = persistence.load(io.BytesIO(data))['G_ema']
+    assert type(loaded.synthesis.bg_model).__module__ == 'training.networks_inr_gan' and loaded.num_ws == G.num_ws
+    assert list(loaded.state_dict()) == list(G.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), G.state_dict().values()))
+    G.synthesis.legacy_rays = True
+    assert torch.equal(_render(loaded), _render(G))
+
+
 def test_official_epigraf_snapshot_loads_through_open_network_pkl(official_registry, tmp_path):
     G = tiny_official_G()
     torch.manual_seed(2)
@@ -277,7 +303,8 @@ def test_official_epigraf_sources_are_identified_without_changing_other_modules(
     sources = _official_sources()
     expected = dict(networks_epigraf='epigraf.networks_epigraf', layers='epigraf.layers',
                     networks_stylegan2='epigraf.networks_stylegan2',
-                    networks_discriminator='epigraf.networks_discriminator')
+                    networks_discriminator='epigraf.networks_discriminator',
+                    networks_inr_gan='epigraf.networks_inr_gan')
     for part, key in expected.items():
         assert persistence._identify_module(sources[part]).key == key
     # Every other official-style source of the tests, and our own sources, are identified as before.

@@ -203,7 +203,8 @@ def test_discriminator_reads_the_patch_and_the_camera():
 
 
 def test_unsupported_options_are_refused_in_one_sentence():
-    for override, words in [({'bg_model': {'type': 'sphere'}}, "'sphere'"), ({'backbone': 'raw_planes'}, 'backbone')]:
+    for override, words in [({'bg_model': {'type': 'cube'}}, "'cube'"), ({'backbone': 'raw_planes'}, 'backbone'),
+                            ({'bg_model': dict(SPHERE_BG, fmm={'enabled': True, 'rank': 3})}, 'fmm')]:
         with pytest.raises(ValueError, match=words):
             tiny_G(**override)
     with pytest.raises(ValueError, match='c_dim'):
@@ -274,3 +275,78 @@ def test_the_plane_background_equals_the_official_composite():
     assert alone.shape == without.shape == (2, 3, 8, 8) and not torch.allclose(alone, without)
     with pytest.raises(ValueError, match='bg_only'):
         tiny_G()(torch.randn(1, 8), c[:1], bg_only=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The sphere background (bg_model.type 'sphere'): NeRF++'s inverted sphere, INR-GAN's network. Its official
+# function is pinned by tests/training/test_epigraf_official_parity.py; here its geometry and contract.
+
+SPHERE_BG = dict(type='sphere', output_channels=4, coord_dim=4, num_blocks=2, cbase=32768, cmax=16, num_fp16_blocks=0,
+                 fmm={'enabled': False, 'rank': 3, 'activation': 'demod'}, posenc_period_len=64.0, num_steps=8, start=1.0)
+
+
+def test_inverted_sphere_points_are_the_ray_points_at_radius_one_over_the_disparity():
+    gen = np.random.default_rng(0)
+    n, r = 2, 64
+    origins = gen.normal(size=(n, r, 3))
+    origins *= (gen.uniform(0.0, 1.0, size=(n, r, 1)) ** (1 / 3)) / np.linalg.norm(origins, axis=-1, keepdims=True)
+    origins[0, 0] = [0.0, 0.0, 1.0]  # a camera on the sphere whose ray passes through the centre
+    dirs = gen.normal(size=(n, r, 3)) * gen.uniform(0.5, 2.0, size=(n, r, 1))
+    dirs[0, 0] = [0.0, 0.0, -3.0]
+    s = np.concatenate([np.linspace(1.0, 0.0, 8)[None, None].repeat(n, 0).repeat(r, 1)[:, :, :7],
+                        gen.uniform(0.01, 1.0, size=(n, r, 1))], axis=2)  # [N, R, 8]
+    got = ne.inverted_sphere_points(*(torch.tensor(x, dtype=torch.float32) for x in (origins, dirs, s))).double().numpy()
+    # Oracle: the far root t of |o + t d| = 1 / s in float64, and the direction of o + t d.
+    d = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
+    b = (origins * d).sum(-1, keepdims=True)                                   # [N, R, 1]
+    c = (origins ** 2).sum(-1, keepdims=True)
+    radius = 1 / np.maximum(s, 1e-300)
+    t = -b + np.sqrt(b ** 2 - c + radius ** 2)                                 # [N, R, S]
+    x = origins[:, :, None] + t[..., None] * d[:, :, None]
+    expected = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    zero = s == 0  # the linspace's last disparity
+    expected[zero] = np.broadcast_to(d[:, :, None], expected.shape)[zero]      # the point at infinity: the ray's direction
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got[..., :3], expected, atol=2e-6)
+    np.testing.assert_allclose(got[..., 3], s, atol=1e-7)
+    np.testing.assert_allclose(got[0, 0, :, :3], [[0.0, 0.0, -1.0]] * 8, atol=1e-6)
+
+
+def test_the_sphere_background_is_the_cameras_sphere_at_any_radius():
+    # EpiGRAF's cameras sit on its unit background sphere; cameras scaled to radius 2.7 (with the rest of the
+    # scene) see the same background.
+    unit = tiny_G(bg_model=SPHERE_BG)
+    assert unit.num_ws == unit.synthesis.tri_plane_decoder.num_ws + 4
+    scaled_cfg = copy.deepcopy(SPEC_CFG)
+    scaled_cfg['dataset'] = copy.deepcopy(SPEC_CFG['dataset'])
+    scaled_cfg['dataset']['camera'] = dict(SPEC_CFG['dataset']['camera'], radius=2.7)
+    scaled = tiny_G(bg_model=SPHERE_BG, dataset=scaled_cfg['dataset'])
+    scaled.load_state_dict(unit.state_dict())
+    ws = unit.mapping(torch.randn(2, 8), torch.zeros(2, 0))
+    a = angles(2, seed=5)
+    with torch.no_grad():
+        near = unit.synthesis(ws, c=cameras.epigraf_angles_to_label(a, 12.0, radius=1.0), bg_only=True)
+        far = scaled.synthesis(ws, c=cameras.epigraf_angles_to_label(a, 12.0, radius=2.7), bg_only=True)
+        composite = unit.synthesis(ws, c=cameras.epigraf_angles_to_label(a, 12.0, radius=1.0), jitter=False, det=True)
+        foreground = unit.synthesis(ws, c=cameras.epigraf_angles_to_label(a, 12.0, radius=1.0), jitter=False, det=True,
+                                    ignore_bg=True)
+    assert near.shape == (2, 3, 8, 8) and near.std() > 1e-3
+    torch.testing.assert_close(far, near, rtol=0, atol=1e-5)
+    assert not torch.allclose(composite, foreground)
+
+
+def test_the_sphere_background_trains_and_pickles_without_code():
+    import io
+    import pickle
+    from torch_utils import persistence
+    G = tiny_G(bg_model=SPHERE_BG).train()
+    c = cameras.epigraf_angles_to_label(angles(2), 12.0)
+    img = G(torch.randn(2, 8), c)
+    img.square().mean().backward()
+    grads = [p.grad for name, p in G.named_parameters() if name.startswith('synthesis.bg_model.') and p.grad is not None]
+    assert len(grads) == 20 and all(torch.isfinite(g).all() for g in grads) and any(g.abs().max() > 0 for g in grads)
+    G.eval()
+    loaded = persistence.load(io.BytesIO(pickle.dumps(G)))
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(z, c, jitter=False, det=True), G(z, c, jitter=False, det=True), rtol=0, atol=0)

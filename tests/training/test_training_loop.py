@@ -306,13 +306,15 @@ def test_epigraf_trains_patches_finite_and_resumes_bit_identically(shapes_zip, t
         img = G(torch.randn([2, G.z_dim]), c_label)
     assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()  # scale 1: the whole image, at any resolution
 
-def test_epigraf_trains_with_the_plane_background(shapes_zip, tmp_path):
+@pytest.mark.parametrize('bg_model', ['plane', 'sphere'])
+def test_epigraf_trains_with_a_background_model(shapes_zip, tmp_path, bg_model):
     c = tiny_options(shapes_zip, tmp_path / 'run', cfg='epigraf', cond=True, batch=4, batch_gpu=4, kimg=0.004,
-                     train_options=dict(TINY_EPIGRAF, bg_model='plane'))
-    assert c.G_kwargs.cfg.bg_model['type'] == 'plane'
+                     train_options=dict(TINY_EPIGRAF, bg_model=bg_model))
+    assert c.G_kwargs.cfg.bg_model['type'] == bg_model
     assert training_loop(**c).status == 'done'
     data, _ = final_snapshot(c.run_dir)
-    assert data['G'].synthesis.plane_background
+    assert data['G'].synthesis.plane_background == (bg_model == 'plane')
+    assert (data['G'].synthesis.bg_model is not None) == (bg_model == 'sphere')
     for name, tensor in named_tensors(data['G']).items():
         assert torch.isfinite(tensor).all(), name
 
