@@ -187,7 +187,7 @@ class Renderer:
         if not (isinstance(translate, (list, tuple)) and len(translate) == 2):
             raise SettingsError('translate must be [x, y].')
         translate = (_number({'x': translate[0]}, 'x', 0.0, -100, 100), _number({'y': translate[1]}, 'y', 0.0, -100, 100))
-        scale = _number(settings, 'scale', None, 1e-3, 64)
+        scale = _number(settings, 'scale', None, 1e-3, 1e3)
         zoom = _number(settings, 'zoom', None, 1e-3, 1e3)
         rotate = _number(settings, 'rotate', 0.0, -360, 360)
         resolution = _number(settings, 'resolution', None, 1, MAX_SIDE, integer=True)
