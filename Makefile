@@ -1,11 +1,12 @@
 # `make test` is the project's test command: it creates .venv on first use, installs the pinned
-# requirements and the project (editable), then runs pytest. Extra pytest arguments: PYTEST_ARGS.
+# requirements and the project (editable), and headless Chromium where it can (`make browser`), then
+# runs pytest. Extra pytest arguments: PYTEST_ARGS.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test bench demo clean
+.PHONY: install browser test bench demo clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +16,12 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 install: $(BIN)/.installed
 
-test: install
+# Headless Chromium for tests/viz/test_browser.py (Debian packages, as root); where it cannot be installed,
+# the script says why and that test skips.
+browser:
+	scripts/install_browser.sh
+
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The main job on an embedded default: synthetic multi-view data -> raycond2 trained on the CPU ->
@@ -31,6 +37,7 @@ bench: install
 	$(BIN)/python bench/triplane_cpu.py
 	$(BIN)/python bench/gram_cpu.py
 	$(BIN)/python bench/epigraf_cpu.py
+	$(BIN)/python bench/viz_latency.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

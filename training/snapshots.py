@@ -93,7 +93,7 @@ def load_training_state(path):
                           f'version {STATE_VERSION}; resume from its .pkl alone instead.')
     return state
 
-def _snapshot_order(snapshot_path):
+def snapshot_order(snapshot_path):
     """Chronological key of a snapshot in its run: (kimg, n) of `network-snapshot-<kimg>[-<n>].pkl`.
 
     `unused_path` numbers later snapshots of the same kimg -1, -2, ...; the name alone orders them,
@@ -120,7 +120,7 @@ def resolve_resume(source):
         if not snapshots:
             raise ResumeError(f'The run directory {source} holds no network-snapshot-*.pkl to resume from.')
         with_state = [path for path in snapshots if os.path.isfile(state_path_for(path))]
-        source = max(with_state or snapshots, key=lambda path: (_snapshot_order(path), path))
+        source = max(with_state or snapshots, key=lambda path: (snapshot_order(path), path))
     if not os.path.isfile(source):
         raise ResumeError(f'--resume={source} is neither a snapshot file nor a run directory.')
     state_path = state_path_for(source)

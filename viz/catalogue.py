@@ -12,10 +12,10 @@ import os
 import re
 import threading
 
-from training import generation
+from training import generation, snapshots
 from viz.renderer import Renderer
 
-SNAPSHOT_NAME = re.compile(r'^network-snapshot-\d+\.pkl$')
+SNAPSHOT_NAME = re.compile(r'network-snapshot-\d+(-\d+)?\.pkl')  # train.py's names (-<n>: a later one of that kimg)
 
 
 class CatalogueError(ValueError):
@@ -46,7 +46,8 @@ class Catalogue:
             names = os.listdir(run_dir)
         except OSError:
             return []
-        return sorted(name for name in names if SNAPSHOT_NAME.match(name) and os.path.isfile(os.path.join(run_dir, name)))
+        return sorted((name for name in names if SNAPSHOT_NAME.fullmatch(name) and os.path.isfile(os.path.join(run_dir, name))),
+                      key=snapshots.snapshot_order)
 
     def listing(self):
         """[{id, label, kind, snapshots?}] for the page's network picker."""

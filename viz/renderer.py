@@ -78,7 +78,7 @@ def _feature_layers(G, device):
     for name, module in _layer_modules(G).items():
         hooks.append(module.register_forward_hook(hook(name)))
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             z = torch.zeros([1, G.z_dim], device=device)
             c = _default_label(G, device)
             ws = G.mapping(z, _mapping_label(G, c))
@@ -173,7 +173,7 @@ class Renderer:
             self._ws.move_to_end(key)
             return self._ws[key]
         z = generation.latents([seed], self.G.z_dim, self.device)
-        with torch.no_grad():
+        with torch.inference_mode():
             ws = self.G.mapping(z, mapping_c, truncation_psi=psi, truncation_cutoff=cutoff)
         self._ws[key] = ws
         while len(self._ws) > MAPPING_CACHE:
@@ -231,7 +231,7 @@ class Renderer:
         ws = self.ws(seed, psi, cutoff, mapping_c)
         if blend > 0:
             ws = torch.lerp(ws, self.ws(seed2, psi, cutoff, mapping_c), blend)
-        with torch.no_grad():
+        with torch.inference_mode():
             if layer is None:
                 out = generation.synthesize(G, ws, c, noise_mode=noise_mode, image_mode=image_mode, **view)
                 pixels = generation.to_frames(out.float().cpu(), image_mode)[0]

@@ -126,16 +126,20 @@ def test_networks_are_those_named_at_launch_and_a_run_lists_its_snapshots(server
     assert run['kind'] == 'run'
     assert [s['label'] for s in run['snapshots']] == ['network-snapshot-000000.pkl', 'network-snapshot-000040.pkl']
     # A snapshot written later (training goes on) is listed on the next request.
-    new = os.path.join(snapshots['run'], 'network-snapshot-000080.pkl')
-    shutil.copy(snapshots['stylegan2'], new)
+    new = [os.path.join(snapshots['run'], name) for name in ('network-snapshot-000080.pkl', 'network-snapshot-000040-1.pkl')]
+    for path in new:  # train.py names a second snapshot of one kimg -1
+        shutil.copy(snapshots['stylegan2'], path)
     try:
         again = HTTP.get(f'{base}/api/networks', timeout=TIMEOUT).json()['networks'][int(ids['run'])]
+        assert [s['label'] for s in again['snapshots']] == ['network-snapshot-000000.pkl', 'network-snapshot-000040.pkl',
+                                                           'network-snapshot-000040-1.pkl', 'network-snapshot-000080.pkl']
         assert again['snapshots'][-1]['id'] == f"{ids['run']}/network-snapshot-000080.pkl"
         shown = HTTP.get(f'{base}/api/network', params={'id': f"{ids['run']}/network-snapshot-000040.pkl"},
                          timeout=TIMEOUT).json()
         assert shown['name'] == 'networks_stylegan3.Generator'
     finally:
-        os.remove(new)
+        for path in new:
+            os.remove(path)
 
 
 @pytest.mark.parametrize('family', ['stylegan2', 'stylegan2-class', 'stylegan3', 'creps', 'eg3d', 'raycond2'])
