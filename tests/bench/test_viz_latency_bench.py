@@ -23,4 +23,7 @@ def test_quick_bench_prints_a_request_and_a_drag_record():
     # Every input got a frame; coalescing sends no more requests than inputs.
     assert drag["inputs"] == 30 and 1 <= drag["frames"] <= drag["inputs"]
     assert 0 < drag["median_ms"] <= drag["p95_ms"] <= drag["max_ms"]
-    assert drag["meets_target"] == (drag["p95_ms"] <= 1000 * drag["target_s"]) and drag["target_s"] == 0.3
+    assert request["target_s"] == 0.3 and request["meets_target"] == (request["move_p95_ms"] <= 300)
+    slowest = max(request[kind]["max_ms"] for kind in ("new_seed", "truncation", "noise_mode", "same_frame"))
+    assert request["move_p95_ms"] <= slowest
+    assert drag["within_target"] == (drag["p95_ms"] <= 300)
