@@ -53,7 +53,10 @@ class Catalogue:
         """[{id, label, kind, snapshots?}] for the page's network picker."""
         items = []
         for index, (kind, path) in enumerate(self.entries):
-            item = {'id': str(index), 'label': os.path.basename(path) or path, 'kind': kind}
+            name = os.path.basename(path) or path
+            if kind == 'pkl' and SNAPSHOT_NAME.fullmatch(name):  # snapshots of different runs share their names
+                name = f'{os.path.basename(os.path.dirname(path))}/{name}'
+            item = {'id': str(index), 'label': name, 'kind': kind}
             if kind == 'run':
                 item['snapshots'] = [{'id': f'{index}/{name}', 'label': name} for name in self.snapshots(path)]
             items.append(item)

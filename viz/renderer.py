@@ -9,8 +9,8 @@ Settings (a dict from the page, every key optional):
   seed, seed2 (ints, 0 to 2^32 - 1), blend (0..1: W moves from seed's toward seed2's), psi, cutoff,
   class, noise_mode; camera {yaw, pitch (degrees, about the frontal pose), radius, fov (degrees)};
   translate [x, y] (image sizes), rotate (degrees, StyleGAN3), scale, zoom (CREPS); image_mode;
-  sample_mult, nrr, resolution (volume renderers); layer (a name of describe(G)['layers']) and channel
-  (the first of the 3 channels shown).
+  sample_mult, nrr, resolution (volume renderers); layer (a name of describe(G)['layers']) with channels
+  (1 or 3), channel (the first shown), normalize and gain_db, as StyleGAN3's visualizer shows layers.
 Mapping results (ws) are cached per (seed, psi, cutoff, mapping label), so a camera or view change
 only re-runs the synthesis.
 """
@@ -208,7 +208,8 @@ class Renderer:
     # ------------------------------------------------------------------------------------------
 
     def render(self, settings):
-        """(uint8 pixels [H, W, 3 or 1], milliseconds) of the settings; SettingsError / GenerationError for bad ones."""
+        """(uint8 pixels [H, W, 3 or 1], milliseconds, layer stats or None) of the settings; SettingsError or
+        GenerationError for bad ones."""
         G = self.G
         start = time.perf_counter()
         seed = _number(settings, 'seed', 0, 0, 2 ** 32 - 1, integer=True)
@@ -232,34 +233,58 @@ class Renderer:
         if blend > 0:
             ws = torch.lerp(ws, self.ws(seed2, psi, cutoff, mapping_c), blend)
         with torch.inference_mode():
+            stats = None
             if layer is None:
                 out = generation.synthesize(G, ws, c, noise_mode=noise_mode, image_mode=image_mode, **view)
                 pixels = generation.to_frames(out.float().cpu(), image_mode)[0]
             else:
-                pixels = self._feature_map(ws, c, noise_mode, view, layer, settings)
+                pixels, stats = self._feature_map(ws, c, noise_mode, view, layer, settings)
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
-        return pixels.numpy(), (time.perf_counter() - start) * 1000
+        return pixels.numpy(), (time.perf_counter() - start) * 1000, stats
 
     def _feature_map(self, ws, c, noise_mode, view, layer, settings):
-        """3 channels of a layer's output from `channel` on, each scaled by its largest magnitude, as uint8 [H, W, 3]."""
-        captured = {}
+        """(uint8 [H, W, channels], stats) of a layer's output, shown as StyleGAN3's visualizer shows it.
+
+        `channels` (1 or 3; 1 when the layer has fewer than 3) from `channel` on (clamped so that they exist),
+        each divided by its largest magnitude when `normalize`, times 10^(gain_db / 20), quantised as images.
+        The forward stops at the layer. stats: mean, std and largest magnitude of all channels and of those shown.
+        """
         module = _layer_modules(self.G)[layer]
 
-        def record(_module, _inputs, output):
-            captured.setdefault('x', output[0] if isinstance(output, (tuple, list)) else output)
-        handle = module.register_forward_hook(record)
+        def stop(_module, _inputs, output):
+            raise _Captured(output[0] if isinstance(output, (tuple, list)) else output)
+        handle = module.register_forward_hook(stop)
         try:
             generation.synthesize(self.G, ws, c, noise_mode=noise_mode, **view)
+            raise SettingsError(f'layer {layer!r} did not run for these settings.')
+        except _Captured as captured:
+            x = captured.output[0].float()                                   # [C, H, W]
         finally:
             handle.remove()
-        x = captured['x'][0].float()                                     # [C, H, W]
-        first = _number(settings, 'channel', 0, 0, x.shape[0] - 1, integer=True)
-        x = x[first:first + 3]
-        if x.shape[0] < 3:
-            x = torch.cat([x, x[-1:].expand(3 - x.shape[0], -1, -1)])
-        x = x / x.abs().amax(dim=(1, 2), keepdim=True).clamp(1e-8, 1e8)
-        return generation.to_uint8(x.unsqueeze(0).cpu())[0]
+        count = _number(settings, 'channels', 3, 1, 3, integer=True)
+        if count not in (1, 3):
+            raise SettingsError(f'channels must be 1 or 3, got {count}.')
+        count = count if x.shape[0] >= count else 1
+        first = max(min(_number(settings, 'channel', 0, 0, 1 << 20, integer=True), x.shape[0] - count), 0)
+        shown = x[first:first + count]
+        stats = {'all': _stats(x), 'shown': _stats(shown), 'channels': [first, first + count], 'of': int(x.shape[0])}
+        if settings.get('normalize'):
+            shown = shown / shown.abs().amax(dim=(1, 2), keepdim=True).clamp(1e-8, 1e8)
+        shown = shown * 10 ** (_number(settings, 'gain_db', 0.0, -40, 40) / 20)
+        return generation.to_uint8(shown.unsqueeze(0).cpu())[0], stats
+
+
+class _Captured(Exception):
+    """Carries a layer's output out of the forward pass (the rest of the network need not run)."""
+
+    def __init__(self, output):
+        super().__init__('layer output')
+        self.output = output
+
+
+def _stats(x):
+    return {'mean': float(x.mean()), 'std': float(x.std()) if x.numel() > 1 else 0.0, 'max': float(x.abs().max())}
 
 
 def encode_png(pixels):

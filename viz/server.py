@@ -10,7 +10,8 @@ Routes:
   GET  /api/networks         [{id, label, kind, snapshots?}]: the networks named at launch
   GET  /api/network?id=ID    what the page may show for that network (viz.renderer.describe)
   POST /api/render           settings (JSON, viz.renderer) with `network`, `client` and `seq` ->
-                             image/png, with X-Render-Ms (the frame's render time) and X-Seq
+                             image/png, with X-Render-Ms (the frame's render time), X-Seq, and for a
+                             layer X-Layer-Stats (JSON: mean, std, largest magnitude of all and shown channels)
 Errors are JSON {"error": one sentence} with a 4xx/5xx status; the server goes on serving.
 
 Safety: with a token (always when listening beyond the loopback), every /api request must carry it
@@ -98,7 +99,7 @@ class VisualizerApp:
             return self.newest.get(client, seq) <= seq
 
     def render(self, body):
-        """(PNG bytes, milliseconds, seq) of a render request body (parsed JSON)."""
+        """(PNG bytes, milliseconds, seq, layer stats or None) of a render request body (parsed JSON)."""
         if not isinstance(body, dict):
             raise _RequestError(400, 'A render request is a JSON object of settings.')
         client = str(body.get('client', ''))[:64] or 'anonymous'
@@ -117,8 +118,8 @@ class VisualizerApp:
                 if not self.is_newest(client, seq):
                     raise _RequestError(409, 'superseded by a newer request')
                 renderer = self.catalogue.renderer(body.get('network', '0'))
-                pixels, milliseconds = renderer.render(body)
-                return encode_png(pixels), milliseconds, seq
+                pixels, milliseconds, stats = renderer.render(body)
+                return encode_png(pixels), milliseconds, seq, stats
         finally:
             with self.state_lock:
                 self.waiting -= 1
@@ -189,8 +190,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 network = (query.get('id') or ['0'])[0]
                 return self._json(200, self.app.catalogue.renderer(network).description | {'id': network})
             if method == 'POST' and path == '/api/render':
-                png, milliseconds, seq = self.app.render(self._body())
-                return self._send(200, png, 'image/png', [('X-Render-Ms', f'{milliseconds:.1f}'), ('X-Seq', str(seq))])
+                png, milliseconds, seq, stats = self.app.render(self._body())
+                headers = [('X-Render-Ms', f'{milliseconds:.1f}'), ('X-Seq', str(seq))]
+                if stats is not None:
+                    headers.append(('X-Layer-Stats', json.dumps(stats)))
+                return self._send(200, png, 'image/png', headers)
             if path in ('/api/networks', '/api/network', '/api/render'):
                 raise _RequestError(405, f'{method} is not accepted on {path}.')
             raise _RequestError(404, f'No such API route: {path}')

@@ -167,6 +167,13 @@ def test_controls_are_what_the_network_declares(server, snapshots, family):
         assert expected[family] in [layer['name'] for layer in info['layers']]
 
 
+def test_a_snapshot_named_alone_is_labelled_with_its_run(snapshots):
+    run = snapshots['run']
+    with serving([os.path.join(run, 'network-snapshot-000040.pkl'), snapshots['stylegan2']]) as (base, _):
+        labels = [item['label'] for item in HTTP.get(f'{base}/api/networks', timeout=TIMEOUT).json()['networks']]
+    assert labels == [f'{os.path.basename(run)}/network-snapshot-000040.pkl', 'stylegan2.pkl']
+
+
 def test_unknown_or_path_like_network_ids_are_refused(server, tmp_path):
     base, _, ids = server
     for network in ['99', '-1', '../stylegan2.pkl', '/etc/passwd', f"{ids['run']}/../stylegan2.pkl",
@@ -252,7 +259,7 @@ def test_image_modes_and_render_options_of_a_volume_renderer(server, snapshots):
     assert pixels_of(render(base, network=ids['eg3d'], seed=1, image_mode='image_raw')).shape[:2] == (8, 8)
 
 
-def test_a_layer_shows_three_of_its_channels_scaled_by_their_largest_magnitude(server, snapshots):
+def test_a_layer_is_shown_as_stylegan3s_visualizer_shows_it(server, snapshots):
     base, _, ids = server
     G = load(snapshots['stylegan2'])
     captured = {}
@@ -261,12 +268,30 @@ def test_a_layer_shows_three_of_its_channels_scaled_by_their_largest_magnitude(s
     with torch.no_grad():
         G.synthesis(G.mapping(z_of(6, G.z_dim), torch.zeros(1, 0)), noise_mode='const')
     handle.remove()
-    x = captured['x'][0, 2:5].double()
-    x = x / x.abs().amax(dim=(1, 2), keepdim=True)
-    expected = to_pixels(x.unsqueeze(0).float())
-    got = pixels_of(render(base, network=ids['stylegan2'], seed=6, layer='b8.conv1', channel=2))
-    assert got.shape == (8, 8, 3)
-    assert_close_pixels(got, expected)
+    x = captured['x'][0].double()                                    # [8, 8, 8]
+
+    def expected(channels, normalize, gain_db):
+        shown = channels
+        if normalize:
+            shown = shown / shown.abs().amax(dim=(1, 2), keepdim=True)
+        return to_pixels((shown * 10 ** (gain_db / 20)).unsqueeze(0).float())
+
+    # Three channels from 2, each divided by its largest magnitude, 6 dB up.
+    answer = render(base, network=ids['stylegan2'], seed=6, layer='b8.conv1', channel=2, normalize=True, gain_db=6)
+    assert_close_pixels(pixels_of(answer), expected(x[2:5], True, 6))
+    stats = json.loads(answer.headers['X-Layer-Stats'])
+    assert stats['channels'] == [2, 5] and stats['of'] == 8
+    assert stats['all']['mean'] == pytest.approx(float(x.mean()), rel=1e-4, abs=1e-6)
+    assert stats['all']['std'] == pytest.approx(float(x.std()), rel=1e-4)
+    assert stats['shown']['max'] == pytest.approx(float(x[2:5].abs().max()), rel=1e-4)
+    # One channel, raw values; a first channel past the end shows the last ones that exist.
+    one = pixels_of(render(base, network=ids['stylegan2'], seed=6, layer='b8.conv1', channels=1, channel=7))
+    assert one.shape == (8, 8) and np.abs(one.astype(int) - expected(x[7:8], False, 0)[..., 0].astype(int)).max() <= 1
+    last = render(base, network=ids['stylegan2'], seed=6, layer='b8.conv1', channel=100)
+    assert json.loads(last.headers['X-Layer-Stats'])['channels'] == [5, 8]
+    assert_close_pixels(pixels_of(last), expected(x[5:8], False, 0))
+    assert 'channels must be 1 or 3' in render(base, network=ids['stylegan2'], layer='b8.conv1', channels=2).json()['error']
+    assert 'X-Layer-Stats' not in render(base, network=ids['stylegan2'], seed=6).headers
 
 
 def test_mapping_results_are_cached_per_seed_and_truncation(server, monkeypatch):

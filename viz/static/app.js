@@ -95,6 +95,7 @@ function buildControls(info) {
   if (c.resolution !== null) $('resolution').value = c.resolution;
   const layers = $('layer');
   layers.textContent = '';
+  $('layer-controls').hidden = true;
   layers.append(new Option('(output image)', ''));
   for (const layer of info.layers) layers.append(new Option(`${layer.name}  ${layer.shape.join('×')}`, layer.name));
 }
@@ -129,7 +130,10 @@ function settings() {
   if (c.sample_mult && number('sample_mult') !== 1) s.sample_mult = number('sample_mult');
   if (c.nrr !== null && c.nrr !== undefined && number('nrr') !== c.nrr) s.nrr = number('nrr');
   if (c.resolution !== null && c.resolution !== undefined && number('resolution') !== c.resolution) s.resolution = number('resolution');
-  if ($('layer').value) { s.layer = $('layer').value; s.channel = number('channel'); }
+  if ($('layer').value) {
+    Object.assign(s, { layer: $('layer').value, channels: number('channels'), channel: number('channel'),
+      normalize: $('normalize').checked, gain_db: number('gain_db') });
+  }
   return s;
 }
 state.settings = settings;
@@ -163,6 +167,7 @@ async function send() {
     state.shownSettings = body;
     document.body.dataset.frameSeq = String(seq);
     $('render-ms').textContent = response.headers.get('X-Render-Ms') || '?';
+    showStats(response.headers.get('X-Layer-Stats'));
     showError('');
   } catch (error) {
     showError('The visualizer server did not answer: ' + error);
@@ -170,6 +175,15 @@ async function send() {
     state.inflight = false;
     if (state.pending) send(); else setBusy();
   }
+}
+
+function showStats(header) {
+  const box = $('layer-stats');
+  if (!header) { box.textContent = ''; return; }
+  const st = JSON.parse(header);
+  const f = (x) => Number(x).toPrecision(3);
+  box.textContent = `channels ${st.channels[0]}–${st.channels[1] - 1} of ${st.of}: mean ${f(st.shown.mean)}, ` +
+    `std ${f(st.shown.std)}, max ${f(st.shown.max)} (all: ${f(st.all.mean)}, ${f(st.all.std)}, ${f(st.all.max)})`;
 }
 
 function savePNG() {
@@ -186,7 +200,8 @@ function savePNG() {
 
 function wire() {
   const mirrored = [['seed', 'seed-value'], ['blend', 'blend-value'], ['psi', 'psi-value'], ['yaw', 'yaw-value'],
-    ['pitch', 'pitch-value'], ['tx', 'tx-value'], ['ty', 'ty-value'], ['rotate', 'rotate-value']];
+    ['pitch', 'pitch-value'], ['tx', 'tx-value'], ['ty', 'ty-value'], ['rotate', 'rotate-value'],
+    ['gain_db', 'gain_db-value']];
   for (const [slider, shown] of mirrored) {
     $(slider).addEventListener('input', () => { $(shown).value = $(slider).value; schedule(); });
   }
@@ -195,10 +210,11 @@ function wire() {
     schedule();
   });
   for (const id of ['seed2', 'cutoff', 'class', 'noise_mode', 'radius', 'fov', 'scale', 'zoom', 'image_mode',
-    'sample_mult', 'nrr', 'resolution', 'layer', 'channel']) {
+    'sample_mult', 'nrr', 'resolution', 'layer', 'channels', 'channel', 'normalize']) {
     $(id).addEventListener('input', schedule);
     $(id).addEventListener('change', schedule);
   }
+  $('layer').addEventListener('change', () => { $('layer-controls').hidden = !$('layer').value; });
   $('network').addEventListener('change', () => chooseNetwork($('network').value));
   $('refresh').addEventListener('click', loadNetworks);
   $('save').addEventListener('click', savePNG);
