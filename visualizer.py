@@ -1,19 +1,4 @@
-"""Serve the web visualizer: a page that renders the given networks as you move its controls.
-
-    # Snapshots of a run and an official pickle, on this machine's GPU (or CPU); open the printed URL.
-    python visualizer.py training-runs/00003-stylegan3-r-afhq-512 stylegan3-r-afhqv2-512x512.pkl
-
-    # On a remote GPU box: keep it on its loopback and tunnel the port from your laptop.
-    python visualizer.py run-dir --port=8765          # on the box
-    ssh -N -L 8765:127.0.0.1:8765 user@gpu-box           # on the laptop; then open http://127.0.0.1:8765
-
-The page shows only the networks named here (a run directory lists its snapshots, refreshed as training
-writes them), with the controls each network declares: seed, truncation, class, noise, interpolation
-between two seeds, the camera of camera-conditioned networks, StyleGAN3's translate and rotate, CREPS's
-scale, translate and zoom, the 3D image modes and render options, and any layer's feature maps.
-Pickles load without running code unless --trust-code. It listens on 127.0.0.1; with --host it
-listens there too and every request needs the token it prints.
-"""
+"""The web visualizer's command: `python visualizer.py --help` (the server, renderer and page live in viz/)."""
 
 import secrets
 import sys
@@ -29,7 +14,7 @@ class CommandError(click.ClickException):
     """One sentence on stderr, exit code 1, no traceback."""
 
 
-@click.command(help=__doc__.split('\n\n')[0])
+@click.command(context_settings=dict(help_option_names=['-h', '--help']))
 @click.argument('networks', nargs=-1, required=True, metavar='PKL_OR_RUN_DIR...')
 @click.option('--device', help='Torch device (default: cuda when available, else cpu)', type=click.Choice(['cpu', 'cuda']))
 @click.option('--port', help='Port to listen on (0: any free port)', type=click.IntRange(0, 65535), default=8765, show_default=True)
@@ -37,6 +22,22 @@ class CommandError(click.ClickException):
               show_default=True)
 @click.option('--trust-code', help='Execute code embedded in the pickles (only for files you trust)', is_flag=True)
 def main(networks, device, port, host, trust_code):
+    """Serve the web visualizer for network pickles and run directories; open the URL it prints.
+
+    The page shows only the networks named here (a run directory lists its snapshots, refreshed as
+    training writes them), each with the controls it declares: seed, truncation, class, noise, a blend
+    towards a second seed, the camera of camera-conditioned networks, StyleGAN3's translate and rotate,
+    CREPS's scale, translate and zoom, 3D image modes and render options, and any layer's feature maps.
+    Pickles load without running code unless --trust-code. It listens on 127.0.0.1; with --host it
+    listens there and every request needs the token it prints.
+
+    \b
+    Examples:
+      python visualizer.py training-runs/00003-stylegan3-r-afhq-512 stylegan3-r-afhqv2-512x512.pkl
+      # On a remote GPU box, then tunnel from the laptop and open http://127.0.0.1:8765 there:
+      python visualizer.py training-runs/00003-stylegan3-r-afhq-512 --port=8765
+      ssh -N -L 8765:127.0.0.1:8765 user@gpu-box
+    """
     try:
         device = generation.choose_device(device)
         catalogue = Catalogue(networks, device=device, trust_code=trust_code)

@@ -213,6 +213,11 @@ def fov_to_focal(fov_degrees):
     return 1 / (math.tan(fov_degrees * math.pi / 360) * math.sqrt(2))
 
 
+def focal_to_fov(focal):
+    """The diagonal field of view in degrees of a normalised focal length: the inverse of fov_to_focal."""
+    return math.degrees(2 * math.atan(1 / (focal * math.sqrt(2))))
+
+
 def fov_to_intrinsics(fov_degrees, device='cpu'):
     """Normalised [3, 3] intrinsics for a *diagonal* field of view, as EG3D defines it.
 

@@ -51,11 +51,6 @@ def _number(settings, key, default, lo=-math.inf, hi=math.inf, integer=False):
     return number
 
 
-def focal_to_fov(focal):
-    """The diagonal field of view (degrees) of a normalised focal length: the inverse of cameras.fov_to_focal."""
-    return math.degrees(2 * math.atan(1 / (focal * math.sqrt(2))))
-
-
 def _layer_modules(G):
     """{name: module} whose outputs the page may show: G.synthesis's submodules, or (where synthesis is a method of G,
     as EG3D's) G's own, less the mapping's."""
@@ -123,7 +118,7 @@ def describe(G, layers=()):
     }
     if kind == 'camera':
         camera = generation.default_camera(G)
-        controls['camera'] = {'radius': camera['radius'], 'fov': focal_to_fov(camera['focal'])}
+        controls['camera'] = {'radius': camera['radius'], 'fov': cameras.focal_to_fov(camera['focal'])}
     return {'name': generation.network_name(G), 'z_dim': int(G.z_dim), 'c_dim': int(G.c_dim), 'label_kind': kind,
             'img_resolution': int(G.img_resolution), 'num_ws': int(getattr(G, 'num_ws', 0) or 0),
             'controls': controls, 'layers': [{'name': name, 'shape': shape} for name, shape in layers],
@@ -186,7 +181,8 @@ class Renderer:
         translate = settings.get('translate') or (0.0, 0.0)
         if not (isinstance(translate, (list, tuple)) and len(translate) == 2):
             raise SettingsError('translate must be [x, y].')
-        translate = (_number({'x': translate[0]}, 'x', 0.0, -100, 100), _number({'y': translate[1]}, 'y', 0.0, -100, 100))
+        translate = tuple(_number({f'translate {axis}': value}, f'translate {axis}', 0.0, -100, 100)
+                          for axis, value in zip('xy', translate))
         scale = _number(settings, 'scale', None, 1e-3, 1e3)
         zoom = _number(settings, 'zoom', None, 1e-3, 1e3)
         rotate = _number(settings, 'rotate', 0.0, -360, 360)
@@ -230,9 +226,9 @@ class Renderer:
         view, _ = self.view(settings)
         mapping_c = _mapping_label(G, c)
         ws = self.ws(seed, psi, cutoff, mapping_c)
-        if blend > 0:
-            ws = torch.lerp(ws, self.ws(seed2, psi, cutoff, mapping_c), blend)
         with torch.inference_mode():
+            if blend > 0:
+                ws = torch.lerp(ws, self.ws(seed2, psi, cutoff, mapping_c), blend)
             stats = None
             if layer is None:
                 out = generation.synthesize(G, ws, c, noise_mode=noise_mode, image_mode=image_mode, **view)

@@ -294,3 +294,13 @@ def test_epigraf_mirroring_negates_yaw_like_flip_yaw():
     back = cameras.epigraf_angles_from_label(cameras.flip_yaw(c)).double()
     np.testing.assert_allclose(_wrapped(back[:, 0] + angles[:, 0]), 0, atol=1e-6)
     np.testing.assert_allclose(back[:, 1].numpy(), angles[:, 1].numpy(), atol=1e-6)
+
+
+def test_fov_and_focal_convert_both_ways_over_the_image_diagonal():
+    # A diagonal field of view: the half-diagonal of the unit image (sqrt(2) / 2) at the focal distance spans
+    # half the angle. EG3D quotes 4.263 for its 18.837 degrees.
+    for fov in (1.0, 12.0, 18.837, 60.0, 120.0):
+        focal = cameras.fov_to_focal(fov)
+        assert math.degrees(2 * math.atan((math.sqrt(2) / 2) / focal)) == pytest.approx(fov, rel=1e-12)
+        assert cameras.focal_to_fov(focal) == pytest.approx(fov, rel=1e-12)
+    assert cameras.fov_to_focal(18.837) == pytest.approx(4.263, abs=1e-3)
