@@ -19,7 +19,7 @@ install: $(BIN)/.installed
 # Headless Chromium for tests/viz/test_browser.py (Debian packages, as root); where it cannot be installed,
 # the script says why and that test skips.
 browser:
-	scripts/install_browser.sh
+	bash scripts/install_browser.sh
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
