@@ -30,7 +30,7 @@ import torch
 
 import dnnlib
 from torch_utils import persistence
-from training import cameras, networks_stylegan2 as sg2, snapshots
+from training import cameras, snapshots
 
 ne = importlib.import_module('training.networks_epigraf')
 

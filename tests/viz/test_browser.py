@@ -261,6 +261,10 @@ def test_page_shows_the_declared_controls(driver, snapshots, tmp_path, family):
             assert options == modes
         if declared['class']:
             assert driver.find_element(By.ID, 'class').get_property('max') == str(G.c_dim - 1)
+        # The inputs offer only what the server accepts (viz.renderer's bounds, sent with the controls).
+        from viz import renderer as viz_renderer
+        assert driver.find_element(By.ID, 'resolution').get_property('max') == str(viz_renderer.MAX_SIDE)
+        assert driver.find_element(By.ID, 'nrr').get_property('max') == str(viz_renderer.MAX_NRR)
         # The frame is the network's own size (no view setting changed it).
         width = driver.execute_script("return document.getElementById('frame').naturalWidth")
         assert width == G.img_resolution

@@ -24,10 +24,8 @@ import requests
 import torch
 from click.testing import CliRunner
 
-import tiny_networks
 import visualizer
 from training import cameras, capabilities, generation, snapshots
-from viz import renderer as viz_renderer
 from viz_helpers import serving
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

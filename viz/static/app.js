@@ -93,6 +93,10 @@ function buildControls(info) {
   for (const mode of c.image_modes) modes.append(new Option(mode, mode));
   if (c.nrr !== null) $('nrr').value = c.nrr;
   if (c.resolution !== null) $('resolution').value = c.resolution;
+  // The server's bounds, so that the inputs offer nothing it refuses.
+  $('resolution').max = info.limits.max_side;
+  $('nrr').max = info.limits.max_nrr;
+  $('sample_mult').max = info.limits.max_sample_mult;
   const layers = $('layer');
   layers.textContent = '';
   $('layer-controls').hidden = true;
